@@ -1,0 +1,38 @@
+//! `cargo xtask`: the project's automation, one subcommand per job.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool reports to its user
+
+mod bench;
+mod demo;
+mod test;
+mod util;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Project automation for the cgroupkit workspace")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing, then run every test lane: unit, host (root), VM.
+    Test(test::Args),
+    /// Run the integration tests inside Debian kernels under QEMU with pure cgroup v2.
+    VmTest(vm::Args),
+    /// Side-by-side benchmarks against the tools a user would otherwise pick.
+    Bench(bench::Args),
+    /// The quick-start demo: cap a busy process at 0.2 CPU and show it throttled.
+    Demo(demo::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Test(a) => test::run(a),
+        Cmd::VmTest(a) => vm::run(a),
+        Cmd::Bench(a) => bench::run(a),
+        Cmd::Demo(a) => demo::run(a),
+    }
+}
