@@ -1,1 +1,42 @@
-//! placeholder
+//! cgroupkit: cgroups for container runtimes and platform tools, on cgroup v1, v2 and
+//! hybrid hosts.
+//!
+//! Find the hierarchies ([`Hierarchy`]), create a [`Cgroup`], [`Cgroup::apply`] typed
+//! [`Resources`], move processes in and read typed stats. The v1/v2 differences (file
+//! names, units, `cpu.cfs_quota_us` vs `cpu.max`) are handled inside; callers state one
+//! meaning.
+//!
+//! ```no_run
+//! use cgroupkit::{Cgroup, CgroupPath, Cpu, CpuQuota, Hierarchy, Pid, Resources};
+//!
+//! let h = Hierarchy::detect()?;
+//! let mut limits = Resources::default();
+//! limits.cpu = Some(Cpu::with_quota(CpuQuota::from_cpus(0.2, 100_000)?));
+//! let cg = Cgroup::create(&h, &CgroupPath::new("demo/capped")?, &limits.controllers())?;
+//! cg.apply(&limits)?;                  // v1: cfs_period_us + cfs_quota_us; v2: cpu.max
+//! cg.add_process(Pid::new(398)?)?;     // the whole process, every thread
+//! let stat = cg.cpu_stat()?;
+//! println!("throttled {} of {} periods", stat.nr_throttled, stat.nr_periods);
+//! # Ok::<(), cgroupkit::Error>(())
+//! ```
+//!
+//! Every root path is injectable: [`Hierarchy::from_mountinfo`] takes any mountinfo
+//! file (mount points in it may be anywhere), [`Procfs::at`] any procfs.
+#![deny(missing_docs)]
+
+pub mod cgroup;
+pub mod cpu;
+mod error;
+mod fsutil;
+pub mod hierarchy;
+mod path;
+pub mod proc;
+mod resources;
+
+pub use cgroup::{Cgroup, CgroupDir};
+pub use cpu::{Cpu, CpuQuota, CpuStat};
+pub use error::{Error, Result};
+pub use hierarchy::{Controller, Hierarchy, Layout, Mount, Version};
+pub use path::CgroupPath;
+pub use proc::{Pid, Procfs};
+pub use resources::{Resources, Written};

@@ -1,0 +1,91 @@
+//! File access with the error context this crate promises (operation + path).
+//!
+//! Writes never create files (`create(false)`): a cgroup file that does not exist
+//! fails as it would on the real cgroupfs, instead of leaving a stray regular file.
+//! Opens refuse symlinks (`O_NOFOLLOW`): cgroupfs has none, so one is an attack.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Reads a whole (small) file.
+pub(crate) fn read_to_string(path: &Path) -> Result<String> {
+    let read = || -> std::io::Result<String> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        let mut s = String::new();
+        f.read_to_string(&mut s)?;
+        Ok(s)
+    };
+    read().map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `value` to an existing file in a single write(2), as cgroupfs expects.
+pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(false)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        // One write call: cgroupfs parses each write(2) as a whole value.
+        let n = f.write(value.as_bytes())?;
+        if n != value.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {n} of {} bytes", value.len()),
+            ));
+        }
+        Ok(())
+    };
+    write().map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+/// Makes a parse error for line `line` (1-based) of `path`.
+pub(crate) fn parse_error(path: &Path, line: usize, text: &str) -> Error {
+    let mut t = text.to_owned();
+    if t.len() > 200 {
+        let mut cut = 200;
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        t.truncate(cut);
+    }
+    Error::Parse {
+        path: path.to_path_buf(),
+        line,
+        text: t,
+    }
+}
+
+/// Parses flat-keyed files such as cpu.stat: one `key value` pair a line.
+///
+/// Returns `(key, value)` pairs; a line that is not `key <u64>` is an error.
+pub(crate) fn parse_flat_keyed(path: &Path, text: &str) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut it = line.split_whitespace();
+        let (Some(k), Some(v), None) = (it.next(), it.next(), it.next()) else {
+            return Err(parse_error(path, i + 1, line));
+        };
+        let v: u64 = v.parse().map_err(|_| parse_error(path, i + 1, line))?;
+        out.push((k.to_owned(), v));
+    }
+    Ok(out)
+}

@@ -1,0 +1,43 @@
+//! `Resources`: the typed, validated limits of a cgroup, one meaning on every layout.
+
+use crate::cpu::Cpu;
+use crate::hierarchy::Controller;
+
+/// Limits to apply to a cgroup. Unset fields are left as they are.
+///
+/// # Examples
+/// ```
+/// use cgroupkit::{Cpu, CpuQuota, Resources};
+/// let mut r = Resources::default();
+/// r.cpu = Some(Cpu::with_quota(CpuQuota::from_cpus(0.2, 100_000)?));
+/// assert_eq!(r.controllers(), [cgroupkit::Controller::Cpu]);
+/// # Ok::<(), cgroupkit::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Resources {
+    /// cpu controller settings.
+    pub cpu: Option<Cpu>,
+}
+
+impl Resources {
+    /// The controllers these resources need.
+    pub fn controllers(&self) -> Vec<Controller> {
+        let mut c = Vec::new();
+        if self.cpu.is_some() {
+            c.push(Controller::Cpu);
+        }
+        c
+    }
+}
+
+/// One file write done while applying resources: what was written where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Written {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// The value written.
+    pub value: String,
+}
