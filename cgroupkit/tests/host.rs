@@ -1,0 +1,272 @@
+//! cgroupkit against the real kernel, as root: hybrid cgroups on the host lane, pure
+//! cgroup v2 in the VM lane (`CGROUPKIT_LANE=vm-*`).
+// Integration tests fail loudly: unwrap/expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cgroupkit::{
+    Cgroup, CgroupPath, Controller, Cpu, CpuQuota, Error, Hierarchy, Layout, Pid, Resources,
+    Version,
+};
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique top-level name; every hierarchy's directory of it is removed on drop.
+struct Scratch {
+    name: String,
+    h: Hierarchy,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let name = format!(
+            "cgroupkit-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        Scratch {
+            name,
+            h: Hierarchy::detect().unwrap(),
+        }
+    }
+    fn path(&self, rel: &str) -> CgroupPath {
+        CgroupPath::new(&format!("{}/{rel}", self.name)).unwrap()
+    }
+    fn dirs(&self) -> Vec<std::path::PathBuf> {
+        self.h
+            .mounts()
+            .iter()
+            .map(|m| m.mount_point.join(&self.name))
+            .filter(|p| p.exists())
+            .collect()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        fn rm(dir: &std::path::Path) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rm(&e.path());
+                }
+            }
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for d in self.dirs() {
+            rm(&d);
+        }
+    }
+}
+
+struct Sleeper(Child);
+impl Sleeper {
+    fn new() -> Sleeper {
+        Sleeper(
+            Command::new("sleep")
+                .arg("60")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+    fn pid(&self) -> Pid {
+        Pid::new(self.0.id().into()).unwrap()
+    }
+}
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lane() -> String {
+    std::env::var("CGROUPKIT_LANE").unwrap_or_else(|_| "host".into())
+}
+
+#[test]
+fn detects_the_layout_of_this_machine() {
+    let h = Hierarchy::detect().unwrap();
+    eprintln!("[{}] layout {}", lane(), h.layout());
+    if lane().starts_with("vm-") {
+        assert_eq!(h.layout(), Layout::V2);
+    }
+    // The mount said to serve cpu really has that version's cpu files.
+    let cpu = h.mount_for(Controller::Cpu).expect("cpu controller served");
+    let file = match cpu.version {
+        Version::V1 => "cpu.cfs_quota_us",
+        Version::V2 => "cgroup.subtree_control",
+    };
+    assert!(
+        cpu.mount_point.join(file).exists(),
+        "{} lacks {file}",
+        cpu.mount_point.display()
+    );
+    if cpu.version == Version::V2 {
+        let ctl = std::fs::read_to_string(cpu.mount_point.join("cgroup.controllers")).unwrap();
+        assert!(ctl.split_whitespace().any(|c| c == "cpu"));
+    }
+    if h.layout() == Layout::Hybrid {
+        // The v2 mount lists only controllers not bound to a v1 hierarchy.
+        let v2 = h.unified().unwrap();
+        for c in &v2.controllers {
+            assert!(
+                h.mount_for(*c).unwrap().version == Version::V2,
+                "{c} bound to v1 yet listed on v2"
+            );
+        }
+    }
+}
+
+#[test]
+fn create_apply_move_stat_delete() {
+    let s = Scratch::new();
+    let path = s.path("app/worker");
+    let cg = Cgroup::create(&s.h, &path, &[Controller::Cpu]).unwrap();
+    assert_eq!(
+        cg.created().len(),
+        3 * cg.dirs().len(),
+        "made the scratch top, the parent and the leaf"
+    );
+    let mut r = Resources::default();
+    r.cpu = Some(Cpu::with_quota(CpuQuota::from_cpus(0.25, 40_000).unwrap()));
+    let written = cg.apply(&r).unwrap();
+    assert!(!written.is_empty());
+    let q = cg.cpu_quota().unwrap();
+    assert_eq!((q.quota_usec(), q.period_usec()), (Some(10_000), 40_000));
+
+    let p = Sleeper::new();
+    cg.add_process(p.pid()).unwrap();
+    assert_eq!(cg.procs().unwrap(), vec![p.pid()]);
+    assert_eq!(cg.threads().unwrap(), vec![p.pid()]);
+    let st = cg.cpu_stat().unwrap();
+    assert_eq!(st.nr_throttled, 0, "a sleeper is never throttled");
+
+    // Reopen by path; a reused cgroup reports nothing created.
+    let again = Cgroup::create(&s.h, &path, &[Controller::Cpu]).unwrap();
+    assert!(again.created().is_empty());
+    let loaded = Cgroup::load(&s.h, &path).unwrap();
+    assert_eq!(loaded.dirs(), cg.dirs());
+
+    // Populated: delete fails with EBUSY and a hint; drain then delete works.
+    let err = Cgroup::open(&s.h, &path, &[Controller::Cpu])
+        .unwrap()
+        .delete()
+        .unwrap_err();
+    assert!(matches!(err, Error::Rmdir { .. }), "{err}");
+    assert!(err.hint().unwrap().contains("still holds processes"));
+    assert_eq!(cg.drain_to_parent().unwrap(), vec![p.pid()]);
+    cg.delete().unwrap();
+    assert!(matches!(
+        Cgroup::open(&s.h, &path, &[Controller::Cpu]).unwrap_err(),
+        Error::NotFound { .. }
+    ));
+}
+
+#[test]
+fn unlimited_quota_round_trips() {
+    let s = Scratch::new();
+    let cg = Cgroup::create(&s.h, &s.path("u"), &[Controller::Cpu]).unwrap();
+    let mut r = Resources::default();
+    r.cpu = Some(Cpu::with_quota(CpuQuota::from_cpus(0.5, 100_000).unwrap()));
+    cg.apply(&r).unwrap();
+    r.cpu = Some(Cpu::with_quota(CpuQuota::unlimited(100_000).unwrap()));
+    cg.apply(&r).unwrap();
+    assert_eq!(cg.cpu_quota().unwrap().quota_usec(), None);
+}
+
+#[test]
+fn moving_a_missing_or_kernel_process_is_a_typed_error() {
+    let s = Scratch::new();
+    let cg = Cgroup::create(&s.h, &s.path("k"), &[Controller::Cpu]).unwrap();
+    let err = cg.add_process(Pid::new(2).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::KernelThread { pid: 2, .. }), "{err}");
+    let gone = {
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = Pid::new(c.id().into()).unwrap();
+        c.wait().unwrap();
+        pid
+    };
+    let err = cg.add_process(gone).unwrap_err();
+    assert!(matches!(err, Error::NoSuchProcess { .. }), "{err}");
+}
+
+#[test]
+fn rollback_removes_only_what_create_made() {
+    let s = Scratch::new();
+    let keep = Cgroup::create(&s.h, &s.path("keep"), &[Controller::Cpu]).unwrap();
+    let mut cg = Cgroup::create(&s.h, &s.path("keep/new/leaf"), &[Controller::Cpu]).unwrap();
+    assert_eq!(cg.created().len(), 2 * cg.dirs().len());
+    cg.rollback().unwrap();
+    for d in keep.dirs() {
+        assert!(d.path.is_dir(), "pre-existing {} kept", d.path.display());
+        assert!(!d.path.join("new").exists(), "new cgroups removed");
+    }
+}
+
+#[test]
+fn v2_enables_controllers_along_the_path() {
+    let s = Scratch::new();
+    let m = s.h.mount_for(Controller::Cpu).unwrap();
+    if m.version != Version::V2 {
+        assert_ne!(s.h.layout(), Layout::V2);
+        eprintln!(
+            "[{}] cpu is served by v1 here; cgroup.subtree_control is checked in the VM lane",
+            lane()
+        );
+        return;
+    }
+    let cg = Cgroup::create(&s.h, &s.path("a/b"), &[Controller::Cpu]).unwrap();
+    for anc in [
+        m.mount_point.join(&s.name),
+        m.mount_point.join(&s.name).join("a"),
+    ] {
+        let sc = std::fs::read_to_string(anc.join("cgroup.subtree_control")).unwrap();
+        assert!(
+            sc.split_whitespace().any(|c| c == "cpu"),
+            "{}: {sc:?}",
+            anc.display()
+        );
+    }
+    assert!(cg.dirs()[0].path.join("cpu.max").exists());
+}
+
+#[test]
+fn a_symlink_in_place_of_a_cgroup_is_refused() {
+    // cgroupfs cannot hold symlinks; a hierarchy whose mount point is a plain
+    // directory (a fixture) shows that create refuses one rather than follow it.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("v2");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("cgroup.controllers"), "cpu\n").unwrap();
+    std::fs::write(root.join("cgroup.subtree_control"), "cpu\n").unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("evil")).unwrap();
+    let mi = format!("30 23 0:26 / {} rw - cgroup2 cgroup2 rw\n", root.display());
+    let h = Hierarchy::from_mountinfo_text(&mi, std::path::Path::new("fixture")).unwrap();
+    let err =
+        Cgroup::create(&h, &CgroupPath::new("evil/x").unwrap(), &[Controller::Cpu]).unwrap_err();
+    assert!(err.to_string().contains("evil"), "{err}");
+    assert!(!std::path::Path::new("/etc/x").exists());
+}
+
+#[test]
+fn the_test_left_no_scratch_cgroup() {
+    let s = Scratch::new();
+    let name = s.name.clone();
+    drop(Cgroup::create(&s.h, &s.path("z"), &[Controller::Cpu]).unwrap());
+    drop(s);
+    let h = Hierarchy::detect().unwrap();
+    assert!(
+        h.mounts()
+            .iter()
+            .all(|m| !m.mount_point.join(&name).exists())
+    );
+}
