@@ -1,12 +1,226 @@
-//! `cargo xtask bench` (being built).
+//! `cargo xtask bench ...`: side-by-side benchmarks, in one run, against the tool a
+//! user would otherwise pick. Medians and ratios are printed; nothing is asserted.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util;
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// What to measure.
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum What {
+    /// create cgroup + cpu limit + move a process + delete: cgctl vs libcgroup's
+    /// cgcreate/cgset/cgclassify/cgdelete vs plain shell (mkdir, echo, rmdir).
+    Cgctl {
+        /// Runs of each tool (interleaved, so drift hits all alike).
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+    },
+}
 
 /// Entry point.
-pub fn run(_args: Args) -> Result<()> {
-    bail!("cargo xtask bench is not built yet")
+pub fn run(args: Args) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("benchmarks create cgroups: run them as root");
+    }
+    match args.what {
+        What::Cgctl { runs } => bench_cgctl(runs),
+    }
+}
+
+/// The v1 or v2 directory that serves the cpu controller, from /proc/self/mountinfo.
+fn cpu_mount() -> Result<(PathBuf, bool)> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut v2 = None;
+    for line in mi.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mp = pre.split(' ').nth(4).unwrap_or("");
+        let mut post = post.split(' ');
+        match (post.next(), post.nth(1)) {
+            (Some("cgroup"), Some(opts)) if opts.split(',').any(|o| o == "cpu") => {
+                return Ok((PathBuf::from(mp), false));
+            }
+            (Some("cgroup2"), _) => {
+                let ctl = std::fs::read_to_string(Path::new(mp).join("cgroup.controllers"))
+                    .unwrap_or_default();
+                if ctl.split_whitespace().any(|c| c == "cpu") {
+                    v2 = Some(PathBuf::from(mp));
+                }
+            }
+            _ => {}
+        }
+    }
+    v2.map(|p| (p, true))
+        .context("no cgroup hierarchy serves the cpu controller")
+}
+
+struct Sleeper(Child);
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Removes the benchmark's parent cgroup from every hierarchy on drop.
+struct Parent {
+    dirs: Vec<PathBuf>,
+}
+impl Drop for Parent {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn time(cmd: &mut Command) -> Result<Duration> {
+    let t = Instant::now();
+    let st = cmd
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let d = t.elapsed();
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(d)
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn p90(v: &mut [Duration]) -> Duration {
+    v.sort_unstable();
+    v[(v.len() * 9 / 10).min(v.len() - 1)]
+}
+
+fn bench_cgctl(runs: usize) -> Result<()> {
+    util::apt_install(&["cgroup-tools"])?;
+    util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "cgctl"]))?;
+    let cgctl = util::release_bin("cgctl");
+    let (mount, v2) = cpu_mount()?;
+    let name = format!("xtask-bench-{}", std::process::id());
+    let top = mount.join(&name);
+    std::fs::create_dir(&top).with_context(|| format!("mkdir {}", top.display()))?;
+    let mut parent = Parent {
+        dirs: vec![top.clone()],
+    };
+    // cgctl also joins the separate cpuacct hierarchy where there is one; its parent
+    // must be removed too.
+    if let Some(acct) = mount.parent().map(|p| p.join("cpuacct").join(&name)) {
+        parent.dirs.push(acct);
+    }
+    let sleeper = Sleeper(Command::new("sleep").arg("3600").spawn()?);
+    let pid = sleeper.0.id().to_string();
+    // The process starts in the benchmark parent, so every tool moves it between the
+    // parent and the child, and each sequence ends where it began.
+    std::fs::write(top.join("cgroup.procs"), &pid)?;
+
+    let child = format!("{name}/x");
+    let dir = top.join("x");
+    let limit = if v2 {
+        format!("echo '20000 100000' > {d}/cpu.max", d = dir.display())
+    } else {
+        format!(
+            "echo 100000 > {d}/cpu.cfs_period_us && echo 20000 > {d}/cpu.cfs_quota_us",
+            d = dir.display()
+        )
+    };
+    let shell = format!(
+        "mkdir {d} && {limit} && echo {pid} > {d}/cgroup.procs && echo {pid} > {t}/cgroup.procs && rmdir {d}",
+        d = dir.display(),
+        t = top.display()
+    );
+    let quota_var = if v2 {
+        "cpu.max=20000 100000"
+    } else {
+        "cpu.cfs_quota_us=20000"
+    };
+
+    type Step<'a> = Box<dyn Fn() -> Result<Duration> + 'a>;
+    let tools: Vec<(&str, Step)> = vec![
+        (
+            "cgctl",
+            Box::new(|| {
+                Ok(time(
+                    Command::new(&cgctl)
+                        .args(["limit", "--cpu", "0.2", "--pid", &pid, "--cgroup", &child]),
+                )? + time(Command::new(&cgctl).args(["rm", "--drain", &child]))?)
+            }),
+        ),
+        (
+            "libcgroup (cgcreate/cgset/cgclassify/cgdelete)",
+            Box::new(|| {
+                let g = format!("cpu:{child}");
+                Ok(time(Command::new("cgcreate").args(["-g", &g]))?
+                    + time(Command::new("cgset").args([
+                        "-r",
+                        "cpu.cfs_period_us=100000",
+                        "-r",
+                        quota_var,
+                        &child,
+                    ]))?
+                    + time(Command::new("cgclassify").args(["-g", &g, &pid]))?
+                    + time(Command::new("cgdelete").args(["-g", &g]))?)
+            }),
+        ),
+        (
+            "plain shell (sh: mkdir, echo, rmdir)",
+            Box::new(|| time(Command::new("sh").args(["-c", &shell]))),
+        ),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); tools.len()];
+    // Warm-up: page cache, dynamic loader.
+    for (_, f) in &tools {
+        f()?;
+    }
+    for _ in 0..runs {
+        for (i, (_, f)) in tools.iter().enumerate() {
+            samples[i].push(f()?);
+        }
+    }
+    let medians: Vec<Duration> = samples.iter_mut().map(|s| median(s)).collect();
+    println!(
+        "bench cgctl: create + cpu limit 0.2 + move pid + delete, {runs} runs each, {} cgroups",
+        if v2 { "v2" } else { "v1 (hybrid host)" }
+    );
+    println!(
+        "{:<48} {:>10} {:>10} {:>12}",
+        "tool", "median", "p90", "vs cgctl"
+    );
+    for (i, (n, _)) in tools.iter().enumerate() {
+        println!(
+            "{:<48} {:>8.2}ms {:>8.2}ms {:>11.2}x",
+            n,
+            medians[i].as_secs_f64() * 1e3,
+            p90(&mut samples[i]).as_secs_f64() * 1e3,
+            medians[i].as_secs_f64() / medians[0].as_secs_f64()
+        );
+    }
+    drop(sleeper);
+    drop(parent);
+    Ok(())
 }

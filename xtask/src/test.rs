@@ -1,12 +1,191 @@
-//! `cargo xtask test` (being built).
+//! `cargo xtask test`: every test lane, one summary line each.
+//!
+//! - lint: `cargo fmt --check` and `cargo clippy -D warnings`
+//! - unit: library/binary unit tests and doc tests (fixtures of kernel file formats)
+//! - host: integration tests as root on this machine's kernel (hybrid cgroups here)
+//! - vm:   the integration tests in Debian kernels under QEMU with pure cgroup v2
 
-use anyhow::{Result, bail};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{util, vm};
 
 /// Options of `cargo xtask test`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Skip the VM lane (it needs a few minutes under software emulation).
+    #[arg(long)]
+    no_vm: bool,
+    /// Skip the lint lane.
+    #[arg(long)]
+    no_lint: bool,
+    /// Options of the VM lane.
+    #[command(flatten)]
+    vm: vm::Args,
+}
+
+/// The outcome of one lane.
+struct Lane {
+    name: String,
+    passed: u64,
+    failed: u64,
+    ok: bool,
+    note: String,
+}
+
+/// Runs `cmd`, streaming its stdout, and counts libtest's `test result:` lines.
+fn cargo_test_lane(name: &str, cmd: &mut Command) -> Result<Lane> {
+    eprintln!("xtask: lane {name}: {cmd:?}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some((p, f)) = parse_result_line(&line) {
+                passed += p;
+                failed += f;
+            }
+        }
+    }
+    let status = child.wait()?;
+    Ok(Lane {
+        name: name.into(),
+        passed,
+        failed,
+        ok: status.success(),
+        note: if status.success() {
+            String::new()
+        } else {
+            format!("({status})")
+        },
+    })
+}
+
+/// `test result: ok. 21 passed; 0 failed; 0 ignored; ...` -> (21, 0).
+pub fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let num_before = |word: &str| -> Option<u64> {
+        rest.split(';')
+            .find_map(|part| {
+                part.trim()
+                    .strip_suffix(word)
+                    .map(|n| n.trim().rsplit(' ').next().unwrap_or(""))
+            })
+            .and_then(|n| n.trim().parse().ok())
+    };
+    Some((num_before("passed")?, num_before("failed")?))
+}
+
+fn lint() -> Result<Lane> {
+    let fmt = util::cargo()
+        .args(["fmt", "--all", "--", "--check"])
+        .status()?;
+    let clippy = util::cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .status()?;
+    Ok(Lane {
+        name: "lint".into(),
+        passed: u64::from(fmt.success()) + u64::from(clippy.success()),
+        failed: u64::from(!fmt.success()) + u64::from(!clippy.success()),
+        ok: fmt.success() && clippy.success(),
+        note: "(rustfmt, clippy)".into(),
+    })
+}
 
 /// Entry point.
-pub fn run(_args: Args) -> Result<()> {
-    bail!("cargo xtask test is not built yet")
+pub fn run(args: Args) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        bail!(
+            "the host and VM lanes run the kernel's cgroups for real: run `cargo xtask test` as root"
+        );
+    }
+    let mut lanes = Vec::new();
+    if !args.no_lint {
+        lanes.push(lint()?);
+    }
+    lanes.push(cargo_test_lane(
+        "unit",
+        util::cargo().args(["test", "--workspace", "--lib", "--bins"]),
+    )?);
+    let doc = cargo_test_lane("doc", util::cargo().args(["test", "--workspace", "--doc"]))?;
+    lanes.push(doc);
+    lanes.push(cargo_test_lane(
+        "host",
+        util::cargo()
+            .args(["test", "--workspace", "--exclude", "xtask", "--test", "*"])
+            .env("CGROUPKIT_LANE", "host"),
+    )?);
+    if !args.no_vm {
+        match vm::run_lanes(&args.vm) {
+            Ok(v) => lanes.extend(v.into_iter().map(|l| Lane {
+                name: l.name,
+                passed: l.passed,
+                failed: l.failed,
+                ok: l.ok,
+                note: String::new(),
+            })),
+            Err(e) => lanes.push(Lane {
+                name: "vm".into(),
+                passed: 0,
+                failed: 1,
+                ok: false,
+                note: format!("({e:#})"),
+            }),
+        }
+    }
+    println!();
+    println!("xtask test summary:");
+    for l in &lanes {
+        println!(
+            "  lane {:<10} {:<4} {} passed, {} failed {}",
+            l.name,
+            if l.ok { "ok" } else { "FAIL" },
+            l.passed,
+            l.failed,
+            l.note
+        );
+    }
+    let passed: u64 = lanes.iter().map(|l| l.passed).sum();
+    let failed: u64 = lanes.iter().map(|l| l.failed).sum();
+    println!("{passed} passed, {failed} failed");
+    if lanes.iter().any(|l| !l.ok) {
+        bail!("some lanes failed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libtest_summary() {
+        assert_eq!(
+            parse_result_line(
+                "test result: ok. 21 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"
+            ),
+            Some((21, 0))
+        );
+        assert_eq!(
+            parse_result_line("test result: FAILED. 7 passed; 1 failed; 0 ignored; 0 measured"),
+            Some((7, 1))
+        );
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
 }

@@ -52,9 +52,8 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 
 /// Whether a program is on PATH.
 pub fn have(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// `apt-get install` the Debian packages among `pkgs` that are not installed yet.
@@ -81,4 +80,17 @@ pub fn apt_install(pkgs: &[&str]) -> Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The host target triple that .cargo/config.toml builds for.
+pub const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Path of a release binary of the workspace (built for [`HOST_TARGET`]).
+pub fn release_bin(name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join(HOST_TARGET)
+        .join("release")
+        .join(name)
 }
