@@ -9,7 +9,7 @@ use crate::fsutil;
 use crate::hierarchy::{Controller, Hierarchy, Mount, Version};
 use crate::path::CgroupPath;
 use crate::proc::{Pid, Procfs};
-use crate::resources::{Resources, Written};
+use crate::resources::{Resources, Writer, Written};
 
 /// Processes of a cgroup (v1 and v2): writing a pid moves the whole process.
 pub const CGROUP_PROCS: &str = "cgroup.procs";
@@ -47,7 +47,8 @@ impl CgroupDir {
         }
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    /// A file of this cgroup directory.
+    pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
 }
@@ -193,7 +194,8 @@ impl Cgroup {
         first_err.map_or(Ok(()), Err)
     }
 
-    fn dir_for(&self, controller: Controller) -> Result<&CgroupDir> {
+    /// The directory on the hierarchy serving `controller`.
+    pub fn dir_for(&self, controller: Controller) -> Result<&CgroupDir> {
         self.dirs
             .iter()
             .find(|d| d.controllers.contains(&controller))
@@ -207,53 +209,16 @@ impl Cgroup {
     ///
     /// v1: cpu.cfs_period_us then cpu.cfs_quota_us; v2: cpu.max.
     pub fn apply(&self, resources: &Resources) -> Result<Vec<Written>> {
-        let mut written = Vec::new();
-        if let Some(q) = resources.cpu.as_ref().and_then(|c| c.quota.as_ref()) {
-            self.apply_quota(q, &mut written)?;
+        let mut w = Writer::default();
+        if let Some(c) = &resources.cpu {
+            cpu::apply(self.dir_for(Controller::Cpu)?, c, &mut w)?;
         }
-        Ok(written)
-    }
-
-    fn apply_quota(&self, q: &CpuQuota, out: &mut Vec<Written>) -> Result<()> {
-        let dir = self.dir_for(Controller::Cpu)?;
-        let mut write = |name: &str, value: String| -> Result<()> {
-            let path = dir.file(name);
-            fsutil::write(&path, &value)?;
-            out.push(Written { path, value });
-            Ok(())
-        };
-        match dir.version {
-            Version::V2 => write(cpu::CPU_MAX, q.to_v2()),
-            Version::V1 => {
-                // The kernel checks quota/period against the parent's bandwidth after
-                // each write; one order can fail where the other succeeds.
-                match write(cpu::CFS_PERIOD_US, q.period_usec().to_string()) {
-                    Ok(()) => write(cpu::CFS_QUOTA_US, q.v1_quota()),
-                    Err(e) if e.raw_os_error() == Some(EINVAL) => {
-                        write(cpu::CFS_QUOTA_US, q.v1_quota())?;
-                        write(cpu::CFS_PERIOD_US, q.period_usec().to_string())
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        }
+        Ok(w.into_written())
     }
 
     /// The CPU bandwidth limit currently set.
     pub fn cpu_quota(&self) -> Result<CpuQuota> {
-        let dir = self.dir_for(Controller::Cpu)?;
-        match dir.version {
-            Version::V2 => {
-                let p = dir.file(cpu::CPU_MAX);
-                CpuQuota::parse_v2(&fsutil::read_to_string(&p)?, &p)
-            }
-            Version::V1 => {
-                let qp = dir.file(cpu::CFS_QUOTA_US);
-                let q = fsutil::read_to_string(&qp)?;
-                let p = fsutil::read_to_string(&dir.file(cpu::CFS_PERIOD_US))?;
-                CpuQuota::parse_v1(&q, &p, &qp)
-            }
-        }
+        cpu::read_quota(self.dir_for(Controller::Cpu)?)
     }
 
     /// Moves a whole process (every thread) into the cgroup on each hierarchy it
@@ -320,36 +285,12 @@ impl Cgroup {
     /// CPU usage and throttling. On v1 usage comes from the cpuacct hierarchy when the
     /// cgroup exists there (it is `None` otherwise).
     pub fn cpu_stat(&self) -> Result<CpuStat> {
-        let dir = self.dir_for(Controller::Cpu)?;
-        let path = dir.file(cpu::CPU_STAT);
-        let text = fsutil::read_to_string(&path)?;
-        match dir.version {
-            Version::V2 => CpuStat::parse_v2(&text, &path),
-            Version::V1 => {
-                let mut s = CpuStat::parse_v1(&text, &path)?;
-                let acct = self
-                    .hierarchy
-                    .mount_for(Controller::Cpuacct)
-                    .map(|m| self.path.under(&m.mount_point))
-                    .filter(|p| is_real_dir(p));
-                if let Some(acct) = acct {
-                    let num = |name: &str| -> Result<u64> {
-                        let p = acct.join(name);
-                        let t = fsutil::read_to_string(&p)?;
-                        t.trim()
-                            .parse()
-                            .map_err(|_| fsutil::parse_error(&p, 1, t.trim_end()))
-                    };
-                    let usage = num(cpu::CPUACCT_USAGE)?;
-                    s.set_v1_usage(
-                        usage,
-                        num(cpu::CPUACCT_USAGE_USER).ok(),
-                        num(cpu::CPUACCT_USAGE_SYS).ok(),
-                    );
-                }
-                Ok(s)
-            }
-        }
+        let acct = self
+            .hierarchy
+            .mount_for(Controller::Cpuacct)
+            .map(|m| self.path.under(&m.mount_point))
+            .filter(|p| is_real_dir(p));
+        cpu::stat(self.dir_for(Controller::Cpu)?, acct.as_deref())
     }
 
     /// Removes the cgroup (not its children) on every hierarchy it spans, retrying

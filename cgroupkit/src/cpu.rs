@@ -9,8 +9,11 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::cgroup::CgroupDir;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::hierarchy::Version;
+use crate::resources::Writer;
 
 /// v1: microseconds of CPU time per period the cgroup may use; -1 for no limit.
 pub const CFS_QUOTA_US: &str = "cpu.cfs_quota_us";
@@ -292,6 +295,65 @@ impl CpuStat {
         self.usage_usec = Some(usage_ns / 1000);
         self.user_usec = user_ns.map(|n| n / 1000);
         self.system_usec = sys_ns.map(|n| n / 1000);
+    }
+}
+
+const EINVAL: i32 = 22;
+
+/// Applies `cpu` to the directory of the hierarchy serving the cpu controller.
+pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
+    let Some(q) = &cpu.quota else { return Ok(()) };
+    match dir.version {
+        Version::V2 => w.write(dir, CPU_MAX, q.to_v2()),
+        Version::V1 => {
+            // The kernel checks quota/period against the parent's bandwidth after
+            // each write; one order can fail where the other succeeds.
+            match w.write(dir, CFS_PERIOD_US, q.period_usec().to_string()) {
+                Ok(()) => w.write(dir, CFS_QUOTA_US, q.v1_quota()),
+                Err(e) if e.raw_os_error() == Some(EINVAL) => {
+                    w.write(dir, CFS_QUOTA_US, q.v1_quota())?;
+                    w.write(dir, CFS_PERIOD_US, q.period_usec().to_string())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Reads the bandwidth limit.
+pub(crate) fn read_quota(dir: &CgroupDir) -> Result<CpuQuota> {
+    match dir.version {
+        Version::V2 => {
+            let p = dir.file(CPU_MAX);
+            CpuQuota::parse_v2(&fsutil::read_to_string(&p)?, &p)
+        }
+        Version::V1 => {
+            let qp = dir.file(CFS_QUOTA_US);
+            let q = fsutil::read_to_string(&qp)?;
+            let p = fsutil::read_to_string(&dir.file(CFS_PERIOD_US))?;
+            CpuQuota::parse_v1(&q, &p, &qp)
+        }
+    }
+}
+
+/// Reads cpu.stat, and on v1 the cpuacct usage files from `cpuacct_dir` if given.
+pub(crate) fn stat(dir: &CgroupDir, cpuacct_dir: Option<&Path>) -> Result<CpuStat> {
+    let path = dir.file(CPU_STAT);
+    let text = fsutil::read_to_string(&path)?;
+    match dir.version {
+        Version::V2 => CpuStat::parse_v2(&text, &path),
+        Version::V1 => {
+            let mut s = CpuStat::parse_v1(&text, &path)?;
+            if let Some(acct) = cpuacct_dir {
+                let usage = fsutil::read_u64(&acct.join(CPUACCT_USAGE))?;
+                s.set_v1_usage(
+                    usage,
+                    fsutil::read_u64(&acct.join(CPUACCT_USAGE_USER)).ok(),
+                    fsutil::read_u64(&acct.join(CPUACCT_USAGE_SYS)).ok(),
+                );
+            }
+            Ok(s)
+        }
     }
 }
 

@@ -89,3 +89,11 @@ pub(crate) fn parse_flat_keyed(path: &Path, text: &str) -> Result<Vec<(String, u
     }
     Ok(out)
 }
+
+/// Reads a file holding one unsigned number.
+pub(crate) fn read_u64(path: &Path) -> Result<u64> {
+    let t = read_to_string(path)?;
+    t.trim()
+        .parse()
+        .map_err(|_| parse_error(path, 1, t.trim_end()))
+}

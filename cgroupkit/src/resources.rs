@@ -41,3 +41,29 @@ pub struct Written {
     /// The value written.
     pub value: String,
 }
+
+/// Writes cgroup files and records each write for the caller's report.
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    written: Vec<Written>,
+}
+
+impl Writer {
+    /// Writes `value` to `file` in `dir`.
+    pub(crate) fn write(
+        &mut self,
+        dir: &crate::CgroupDir,
+        file: &str,
+        value: impl Into<String>,
+    ) -> crate::Result<()> {
+        let path = dir.file(file);
+        let value = value.into();
+        crate::fsutil::write(&path, &value)?;
+        self.written.push(Written { path, value });
+        Ok(())
+    }
+
+    pub(crate) fn into_written(self) -> Vec<Written> {
+        self.written
+    }
+}
