@@ -213,6 +213,21 @@ impl Cgroup {
         if let Some(c) = &resources.cpu {
             cpu::apply(self.dir_for(Controller::Cpu)?, c, &mut w)?;
         }
+        if let Some(c) = &resources.cpuset {
+            crate::cpuset::apply(self.dir_for(Controller::Cpuset)?, c, &mut w)?;
+        }
+        if let Some(m) = &resources.memory {
+            crate::memory::apply(self.dir_for(Controller::Memory)?, m, &mut w)?;
+        }
+        if let Some(p) = &resources.pids {
+            crate::pids::apply(self.dir_for(Controller::Pids)?, p, &mut w)?;
+        }
+        if let Some(io) = &resources.io {
+            crate::io::apply(self.dir_for(Controller::Io)?, io, &mut w)?;
+        }
+        if let Some(h) = &resources.hugetlb {
+            crate::hugetlb::apply(self.dir_for(Controller::Hugetlb)?, h, &mut w)?;
+        }
         Ok(w.into_written())
     }
 

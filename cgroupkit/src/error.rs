@@ -86,6 +86,19 @@ pub enum Error {
         /// The host's cgroup layout.
         layout: Layout,
     },
+    /// The host cannot honour a setting: the file is absent on this kernel or layout
+    /// (e.g. `memory.high` on v1, `cpu.idle` before 5.15, memsw without swap accounting).
+    #[error("{controller}: {what} is not supported here ({layout} layout): {reason}")]
+    Unsupported {
+        /// The controller.
+        controller: Controller,
+        /// The setting or statistic.
+        what: &'static str,
+        /// The host's layout.
+        layout: Layout,
+        /// Why, and what would make it work (kernel version, boot option).
+        reason: String,
+    },
     /// A resource value was refused before anything was written.
     #[error("invalid {what}: {reason}")]
     InvalidResource {

@@ -26,17 +26,29 @@
 
 pub mod cgroup;
 pub mod cpu;
+pub mod cpuset;
 mod error;
 mod fsutil;
 pub mod hierarchy;
+pub mod hugetlb;
+pub mod io;
+pub mod memory;
 mod path;
+pub mod pids;
 pub mod proc;
 mod resources;
+#[cfg(test)]
+mod testutil;
 
 pub use cgroup::{Cgroup, CgroupDir};
 pub use cpu::{Cpu, CpuQuota, CpuStat};
+pub use cpuset::{Cpuset, CpusetStat, IdSet};
 pub use error::{Error, Result};
 pub use hierarchy::{Controller, Hierarchy, Layout, Mount, Version};
+pub use hugetlb::{Hugetlb, HugetlbSizeStat, HugetlbStat, PageSize};
+pub use io::{DeviceIo, DeviceLimit, DeviceNumber, Io, IoRate, IoStat};
+pub use memory::{Limit, Memory, MemoryEvents, MemoryStat};
 pub use path::CgroupPath;
+pub use pids::{Pids, PidsLimit, PidsStat};
 pub use proc::{Pid, Procfs};
 pub use resources::{Resources, Written};

@@ -1,6 +1,11 @@
 //! `Resources`: the typed, validated limits of a cgroup, one meaning on every layout.
 
 use crate::cpu::Cpu;
+use crate::cpuset::Cpuset;
+use crate::hugetlb::Hugetlb;
+use crate::io::Io;
+use crate::memory::Memory;
+use crate::pids::Pids;
 use crate::hierarchy::Controller;
 
 /// Limits to apply to a cgroup. Unset fields are left as they are.
@@ -19,6 +24,16 @@ use crate::hierarchy::Controller;
 pub struct Resources {
     /// cpu controller settings.
     pub cpu: Option<Cpu>,
+    /// memory controller settings.
+    pub memory: Option<Memory>,
+    /// pids controller settings.
+    pub pids: Option<Pids>,
+    /// io (v1 blkio) controller settings.
+    pub io: Option<Io>,
+    /// cpuset controller settings.
+    pub cpuset: Option<Cpuset>,
+    /// hugetlb controller settings.
+    pub hugetlb: Option<Hugetlb>,
 }
 
 impl Resources {
@@ -27,6 +42,21 @@ impl Resources {
         let mut c = Vec::new();
         if self.cpu.is_some() {
             c.push(Controller::Cpu);
+        }
+        if self.memory.is_some() {
+            c.push(Controller::Memory);
+        }
+        if self.pids.is_some() {
+            c.push(Controller::Pids);
+        }
+        if self.io.is_some() {
+            c.push(Controller::Io);
+        }
+        if self.cpuset.is_some() {
+            c.push(Controller::Cpuset);
+        }
+        if self.hugetlb.is_some() {
+            c.push(Controller::Hugetlb);
         }
         c
     }
