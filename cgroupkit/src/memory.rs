@@ -221,6 +221,30 @@ impl Memory {
         self
     }
 
+    /// Adds best-effort protection (v2 only).
+    pub fn low(mut self, low: Limit) -> Memory {
+        self.low = Some(low);
+        self
+    }
+
+    /// Adds hard protection (v2 only).
+    pub fn min(mut self, min: Limit) -> Memory {
+        self.min = Some(min);
+        self
+    }
+
+    /// Sets group OOM kill (v2 only).
+    pub fn oom_group(mut self, on: bool) -> Memory {
+        self.oom_group = Some(on);
+        self
+    }
+
+    /// Adds a soft limit (v1 only).
+    pub fn soft_limit(mut self, soft: Limit) -> Memory {
+        self.soft_limit = Some(soft);
+        self
+    }
+
     /// Checks what can be checked without the host: a finite `low`/`min` above a
     /// finite `max`, or `high` above `max` is a mistake the kernel would accept.
     pub fn validate(&self) -> Result<()> {
