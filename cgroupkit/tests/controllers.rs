@@ -156,7 +156,11 @@ fn memory_limits_read_back_in_one_meaning() {
     r.memory = Some(m);
     match cg.apply(&r) {
         Ok(_) => {}
-        Err(Error::Unsupported { what, reason, .. }) if what == "swap limit" => {
+        Err(Error::Unsupported {
+            what: "swap limit",
+            reason,
+            ..
+        }) => {
             // Only acceptable when the host really lacks swap accounting.
             let swap_file = match dir.version {
                 Version::V1 => "memory.memsw.limit_in_bytes",
