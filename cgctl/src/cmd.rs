@@ -299,7 +299,9 @@ pub fn rm(a: RmArgs) -> Result<()> {
     }
     let cg = Cgroup::load(&h, &path)?;
     if a.drain {
-        cg.drain_to_parent()?;
+        for w in cg.drain_to_parent()? {
+            println!("moved   pid {} -> {}", w.value, w.path.display());
+        }
     } else {
         let procs = cg.procs()?;
         if !procs.is_empty() {
@@ -310,6 +312,14 @@ pub fn rm(a: RmArgs) -> Result<()> {
             ));
         }
     }
+    let dirs: Vec<String> = cg
+        .dirs()
+        .iter()
+        .map(|d| d.path.display().to_string())
+        .collect();
     cg.delete()?;
+    for d in dirs {
+        println!("removed {d}");
+    }
     Ok(())
 }

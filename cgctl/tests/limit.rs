@@ -456,11 +456,33 @@ fn limit_reuses_an_existing_cgroup_and_rm_drains_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(parent.existing("shared").is_empty());
-    let pcg = Cgroup::open(
-        &parent.hierarchy,
-        &CgroupPath::new(&parent.name).unwrap(),
-        &[Controller::Cpu],
-    )
-    .unwrap();
-    assert_eq!(pcg.procs().unwrap().len(), 2, "drained into the parent");
+    // Each move is reported as `moved   pid P -> FILE`; the pid is now in FILE (the
+    // parent on v1; on v2 the nearest ancestor allowed to hold processes).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let moves: Vec<(&str, &str)> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("moved   pid "))
+        .filter_map(|l| l.split_once(" -> "))
+        .collect();
+    assert!(!moves.is_empty(), "{stdout}");
+    for (pid, file) in &moves {
+        assert!(want.contains(&pid.parse().unwrap()), "{stdout}");
+        let procs = std::fs::read_to_string(file).unwrap();
+        assert!(procs.lines().any(|l| l == *pid), "pid {pid} not in {file}");
+    }
+    for p in &want {
+        assert!(
+            std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "drained processes live on"
+        );
+    }
+    if parent.hierarchy.mount_for(Controller::Cpu).unwrap().version == cgroupkit::Version::V1 {
+        let pcg = Cgroup::open(
+            &parent.hierarchy,
+            &CgroupPath::new(&parent.name).unwrap(),
+            &[Controller::Cpu],
+        )
+        .unwrap();
+        assert_eq!(pcg.procs().unwrap().len(), 2, "v1 drains into the parent");
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::cpu::{self, CpuQuota, CpuStat};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::hierarchy::{Controller, Hierarchy, Mount, Version};
+use crate::hierarchy::{Controller, Hierarchy, Layout, Mount, Version};
 use crate::path::CgroupPath;
 use crate::proc::{Pid, Procfs};
 use crate::resources::{Resources, Writer, Written};
@@ -34,6 +34,8 @@ pub struct CgroupDir {
     pub version: Version,
     /// The directory, e.g. `/sys/fs/cgroup/cpu/myapp`.
     pub path: PathBuf,
+    /// The hierarchy's mount point, e.g. `/sys/fs/cgroup/cpu`.
+    pub mount_point: PathBuf,
     /// The controllers this hierarchy serves.
     pub controllers: Vec<Controller>,
 }
@@ -43,6 +45,7 @@ impl CgroupDir {
         CgroupDir {
             version: mount.version,
             path: path.under(&mount.mount_point),
+            mount_point: mount.mount_point.clone(),
             controllers: mount.controllers.clone(),
         }
     }
@@ -86,7 +89,15 @@ impl Cgroup {
     ///
     /// On error, the directories this call created are removed again.
     pub fn create(h: &Hierarchy, path: &CgroupPath, controllers: &[Controller]) -> Result<Cgroup> {
-        let mounts = h.mounts_for(controllers)?;
+        let mut mounts = h.mounts_for(controllers)?;
+        // On hybrid hosts the cgroup is also made in the unified tree, as systemd
+        // does, so that PSI, cgroup.events and cgroup.kill work for it.
+        if let Some(u) = h.unified()
+            && h.layout() == Layout::Hybrid
+            && !mounts.iter().any(|m| std::ptr::eq(*m, u))
+        {
+            mounts.push(u);
+        }
         let mut cg = Cgroup {
             hierarchy: h.clone(),
             path: path.clone(),
@@ -112,7 +123,7 @@ impl Cgroup {
     /// Opens an existing cgroup on the hierarchies serving `controllers`; it must
     /// exist on each of them.
     pub fn open(h: &Hierarchy, path: &CgroupPath, controllers: &[Controller]) -> Result<Cgroup> {
-        let dirs: Vec<CgroupDir> = h
+        let mut dirs: Vec<CgroupDir> = h
             .mounts_for(controllers)?
             .into_iter()
             .map(|m| CgroupDir::new(m, path))
@@ -121,6 +132,13 @@ impl Cgroup {
             return Err(Error::NotFound {
                 path: format!("{path} (no {})", missing.path.display()),
             });
+        }
+        // The unified companion of a hybrid host's cgroup, when it has one.
+        if let Some(u) = h.unified().filter(|_| h.layout() == Layout::Hybrid) {
+            let d = CgroupDir::new(u, path);
+            if !dirs.contains(&d) && is_real_dir(&d.path) {
+                dirs.push(d);
+            }
         }
         Ok(Cgroup {
             hierarchy: h.clone(),
@@ -326,28 +344,26 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves every process of this cgroup to its parent (as libcgroup's cgdelete
-    /// does before removing), returning the pids moved.
-    pub fn drain_to_parent(&self) -> Result<Vec<Pid>> {
-        if self.path.is_root() {
-            return Ok(Vec::new());
-        }
+    /// Moves every process of this cgroup out, as libcgroup's cgdelete does before
+    /// removing: to the parent on v1; on v2 to the nearest ancestor that may hold
+    /// processes (one with no controllers enabled in cgroup.subtree_control, or the
+    /// root), since the no-internal-process rule forbids the parent. Returns each
+    /// write made (the target cgroup.procs and the pid).
+    pub fn drain_to_parent(&self) -> Result<Vec<Written>> {
         let mut moved = Vec::new();
+        if self.path.is_root() {
+            return Ok(moved);
+        }
         for d in &self.dirs {
-            let target = d.path.parent().map(|p| p.join(CGROUP_PROCS));
-            let Some(target) = target else { continue };
-            let procs = {
-                let p = d.file(CGROUP_PROCS);
-                fsutil::read_to_string(&p)?
-            };
+            let target = drain_target(d)?.join(CGROUP_PROCS);
+            let procs = fsutil::read_to_string(&d.file(CGROUP_PROCS))?;
             for pid in procs.lines().filter_map(|l| l.trim().parse::<i64>().ok()) {
                 let Ok(pid) = Pid::new(pid) else { continue };
                 match self.write_pid(&target, pid) {
-                    Ok(()) => {
-                        if !moved.contains(&pid) {
-                            moved.push(pid)
-                        }
-                    }
+                    Ok(()) => moved.push(Written {
+                        path: target.clone(),
+                        value: pid.to_string(),
+                    }),
                     Err(Error::NoSuchProcess { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -357,11 +373,29 @@ impl Cgroup {
     }
 }
 
+/// Where [`Cgroup::drain_to_parent`] moves the processes of `d`.
+fn drain_target(d: &CgroupDir) -> Result<PathBuf> {
+    let mut target = d.path.parent().unwrap_or(&d.mount_point).to_path_buf();
+    if d.version == Version::V2 {
+        while target != d.mount_point && target.starts_with(&d.mount_point) {
+            let sc = fsutil::read_to_string(&target.join(CGROUP_SUBTREE_CONTROL))?;
+            if sc.trim().is_empty() {
+                break;
+            }
+            match target.parent() {
+                Some(p) => target = p.to_path_buf(),
+                None => break,
+            }
+        }
+    }
+    Ok(target)
+}
+
 fn is_real_dir(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
 
-fn rmdir_retry(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn rmdir_retry(dir: &Path) -> std::io::Result<()> {
     let start = Instant::now();
     loop {
         match std::fs::remove_dir(dir) {

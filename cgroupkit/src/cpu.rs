@@ -211,19 +211,138 @@ fn check_period(period_usec: u64) -> Result<()> {
     Ok(())
 }
 
-/// The cpu settings of a cgroup.
+/// v1: relative CPU weight, 2..=262144 (default 1024).
+pub const CPU_SHARES: &str = "cpu.shares";
+/// v2: relative CPU weight, 1..=10000 (default 100).
+pub const CPU_WEIGHT: &str = "cpu.weight";
+/// v2: burst allowance on top of the quota, microseconds (5.14+).
+pub const CPU_MAX_BURST: &str = "cpu.max.burst";
+/// v1: burst allowance, microseconds (5.14+).
+pub const CFS_BURST_US: &str = "cpu.cfs_burst_us";
+/// v1 and v2: SCHED_IDLE for the whole group, 0 or 1 (5.15+).
+pub const CPU_IDLE: &str = "cpu.idle";
+
+/// The smallest v1 share value.
+pub const MIN_SHARES: u64 = 2;
+/// The largest v1 share value.
+pub const MAX_SHARES: u64 = 262_144;
+/// The smallest v2 weight.
+pub const MIN_WEIGHT: u64 = 1;
+/// The largest v2 weight.
+pub const MAX_WEIGHT: u64 = 10_000;
+
+/// A relative CPU weight, given in either version's unit and converted for the other.
+///
+/// The conversion is the log-scale one of runc 1.3+ and crun 1.23+, which maps the
+/// defaults onto each other (1024 shares = weight 100) and the ends of the ranges
+/// (2 -> 1, 262144 -> 10000); the older linear formula mapped 1024 shares to 39.
+///
+/// # Examples
+/// ```
+/// use cgroupkit::cpu::CpuWeight;
+/// assert_eq!(CpuWeight::shares(1024)?.as_weight(), 100);
+/// assert_eq!(CpuWeight::weight(100)?.as_shares(), 1024);
+/// # Ok::<(), cgroupkit::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum CpuWeight {
+    /// v2 units, 1..=10000.
+    Weight(u64),
+    /// v1 units, 2..=262144.
+    Shares(u64),
+}
+
+impl CpuWeight {
+    /// A v2 weight, checked against 1..=10000.
+    pub fn weight(w: u64) -> Result<CpuWeight> {
+        if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&w) {
+            return Err(Error::InvalidResource {
+                what: "cpu weight",
+                reason: format!("{w} is outside {MIN_WEIGHT}..={MAX_WEIGHT} (default 100)"),
+            });
+        }
+        Ok(CpuWeight::Weight(w))
+    }
+
+    /// v1 shares, checked against 2..=262144.
+    pub fn shares(s: u64) -> Result<CpuWeight> {
+        if !(MIN_SHARES..=MAX_SHARES).contains(&s) {
+            return Err(Error::InvalidResource {
+                what: "cpu shares",
+                reason: format!("{s} is outside {MIN_SHARES}..={MAX_SHARES} (default 1024)"),
+            });
+        }
+        Ok(CpuWeight::Shares(s))
+    }
+
+    /// The value in v2 units.
+    pub fn as_weight(self) -> u64 {
+        match self {
+            CpuWeight::Weight(w) => w,
+            CpuWeight::Shares(s) => shares_to_weight(s),
+        }
+    }
+
+    /// The value in v1 units.
+    pub fn as_shares(self) -> u64 {
+        match self {
+            CpuWeight::Shares(s) => s,
+            CpuWeight::Weight(w) => weight_to_shares(w),
+        }
+    }
+}
+
+/// runc 1.3+ / crun 1.23+: `10^((l^2 + 125 l) / 612 - 7/34)` with `l = log2(shares)`.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares <= MIN_SHARES {
+        return MIN_WEIGHT;
+    }
+    if shares >= MAX_SHARES {
+        return MAX_WEIGHT;
+    }
+    let l = (shares as f64).log2();
+    let exp = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    (10f64.powf(exp).ceil() as u64).clamp(MIN_WEIGHT, MAX_WEIGHT)
+}
+
+/// The inverse of [`shares_to_weight`] (solving the quadratic for `l`).
+pub fn weight_to_shares(weight: u64) -> u64 {
+    if weight <= MIN_WEIGHT {
+        return MIN_SHARES;
+    }
+    if weight >= MAX_WEIGHT {
+        return MAX_SHARES;
+    }
+    let c = 612.0 * ((weight as f64).log10() + 7.0 / 34.0);
+    let l = (-125.0 + (125.0f64 * 125.0 + 4.0 * c).sqrt()) / 2.0;
+    (2f64.powf(l).round() as u64).clamp(MIN_SHARES, MAX_SHARES)
+}
+
+/// The cpu settings of a cgroup. Unset fields are left as they are.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Cpu {
-    /// CFS bandwidth limit.
+    /// CFS bandwidth limit (cpu.max / cpu.cfs_quota_us + cpu.cfs_period_us).
     pub quota: Option<CpuQuota>,
+    /// Relative weight (cpu.weight / cpu.shares).
+    pub weight: Option<CpuWeight>,
+    /// Burst allowance above the quota, microseconds; at most the quota
+    /// (cpu.max.burst / cpu.cfs_burst_us, kernel 5.14+).
+    pub burst_usec: Option<u64>,
+    /// SCHED_IDLE for the whole group (cpu.idle, kernel 5.15+).
+    pub idle: Option<bool>,
 }
 
 impl Cpu {
     /// Only a bandwidth limit.
     pub fn with_quota(quota: CpuQuota) -> Cpu {
-        Cpu { quota: Some(quota) }
+        Cpu {
+            quota: Some(quota),
+            ..Cpu::default()
+        }
     }
 }
 
@@ -302,7 +421,78 @@ const EINVAL: i32 = 22;
 
 /// Applies `cpu` to the directory of the hierarchy serving the cpu controller.
 pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
-    let Some(q) = &cpu.quota else { return Ok(()) };
+    if let (Some(b), Some(q)) = (cpu.burst_usec, cpu.quota.and_then(|q| q.quota_usec()))
+        && b > q
+    {
+        return Err(Error::InvalidResource {
+            what: "cpu burst",
+            reason: format!(
+                "{b} us is more than the quota of {q} us; the kernel allows at most the quota"
+            ),
+        });
+    }
+    if let Some(weight) = cpu.weight {
+        let (file, value) = match dir.version {
+            Version::V2 => (CPU_WEIGHT, weight.as_weight()),
+            Version::V1 => (CPU_SHARES, weight.as_shares()),
+        };
+        write_optional(dir, w, file, value.to_string(), "weight", "")?;
+    }
+    if let Some(q) = &cpu.quota {
+        apply_quota(dir, q, w)?;
+    }
+    if let Some(b) = cpu.burst_usec {
+        let file = match dir.version {
+            Version::V2 => CPU_MAX_BURST,
+            Version::V1 => CFS_BURST_US,
+        };
+        write_optional(
+            dir,
+            w,
+            file,
+            b.to_string(),
+            "burst",
+            "CPU burst needs kernel 5.14+",
+        )?;
+    }
+    if let Some(idle) = cpu.idle {
+        let v = if idle { "1" } else { "0" };
+        write_optional(
+            dir,
+            w,
+            CPU_IDLE,
+            v.into(),
+            "idle",
+            "cpu.idle needs kernel 5.15+",
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes a file that older kernels lack; its absence is [`Error::Unsupported`].
+fn write_optional(
+    dir: &CgroupDir,
+    w: &mut Writer,
+    file: &str,
+    value: String,
+    what: &'static str,
+    why: &str,
+) -> Result<()> {
+    if !dir.file(file).exists() {
+        return Err(Error::Unsupported {
+            controller: crate::Controller::Cpu,
+            what,
+            layout: match dir.version {
+                Version::V1 => crate::Layout::V1,
+                Version::V2 => crate::Layout::V2,
+            },
+            reason: format!("{} does not exist. {why}", dir.file(file).display()),
+        });
+    }
+    w.write(dir, file, value)
+}
+
+fn apply_quota(dir: &CgroupDir, q: &CpuQuota, w: &mut Writer) -> Result<()> {
     match dir.version {
         Version::V2 => w.write(dir, CPU_MAX, q.to_v2()),
         Version::V1 => {
@@ -360,6 +550,33 @@ pub(crate) fn stat(dir: &CgroupDir, cpuacct_dir: Option<&Path>) -> Result<CpuSta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weight_conversion_matches_runc_1_3() {
+        // The values runc 1.3+ computes for the same shares.
+        for (shares, weight) in [
+            (2, 1),
+            (128, 21),
+            (512, 59),
+            (1024, 100),
+            (2048, 174),
+            (262_144, 10_000),
+        ] {
+            assert_eq!(shares_to_weight(shares), weight, "shares {shares}");
+        }
+        assert_eq!(weight_to_shares(100), 1024);
+        assert_eq!(weight_to_shares(1), 2);
+        assert_eq!(weight_to_shares(10_000), 262_144);
+        // Round trips stay close (weight has fewer steps than shares).
+        for w in [1, 10, 50, 100, 500, 1000, 9999] {
+            let back = shares_to_weight(weight_to_shares(w));
+            assert!(back.abs_diff(w) <= w / 50 + 1, "{w} -> {back}");
+        }
+        assert!(CpuWeight::weight(0).is_err());
+        assert!(CpuWeight::weight(10_001).is_err());
+        assert!(CpuWeight::shares(1).is_err());
+        assert!(CpuWeight::shares(262_145).is_err());
+    }
 
     #[test]
     fn quota_from_cpus() {

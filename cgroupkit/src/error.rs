@@ -99,6 +99,23 @@ pub enum Error {
         /// Why, and what would make it work (kernel version, boot option).
         reason: String,
     },
+    /// The cgroup exists, but not on the hierarchy serving a controller it needs now
+    /// (v1 and hybrid hosts, where each controller has its own tree).
+    #[error("cgroup {path} is not in the {controller} hierarchy")]
+    NotInHierarchy {
+        /// The cgroup path.
+        path: String,
+        /// The controller.
+        controller: Controller,
+    },
+    /// The kernel did not reach the expected state in time.
+    #[error("timed out waiting for {what} ({path})")]
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// The cgroup.
+        path: String,
+    },
     /// A resource value was refused before anything was written.
     #[error("invalid {what}: {reason}")]
     InvalidResource {
@@ -164,6 +181,9 @@ impl Error {
                  enabled in the parent's cgroup.subtree_control",
             ),
             Error::KernelThread { .. } => Some("pick a user-space process"),
+            Error::NotInHierarchy { .. } => Some(
+                "create the cgroup with this controller too (Cgroup::create with it in the list)",
+            ),
             Error::NoSuchProcess { .. } => Some("check the pid with `ps -p PID`"),
             _ if self.io_kind() == Some(io::ErrorKind::PermissionDenied) => Some(
                 "run as root (or with CAP_SYS_ADMIN), or delegate the cgroup subtree to this user",

@@ -366,7 +366,10 @@ impl Hierarchy {
 
     /// The hierarchy that serves `controller`: its v1 mount if one is bound to it,
     /// else the v2 mount if the controller is available there, else `None`.
+    /// The freezer is core on v2 (cgroup.freeze), so the v2 mount serves it when no
+    /// v1 freezer hierarchy is mounted.
     pub fn mount_for(&self, controller: Controller) -> Option<&Mount> {
+        let v2 = |m: &&Mount| m.version == Version::V2;
         self.inner
             .mounts
             .iter()
@@ -375,7 +378,12 @@ impl Hierarchy {
                 self.inner
                     .mounts
                     .iter()
-                    .find(|m| m.version == Version::V2 && m.controllers.contains(&controller))
+                    .filter(v2)
+                    .find(|m| m.controllers.contains(&controller))
+            })
+            .or_else(|| match controller {
+                Controller::Freezer => self.inner.mounts.iter().find(v2),
+                _ => None,
             })
     }
 
@@ -481,7 +489,12 @@ mod tests {
         ] {
             assert_eq!(h.mount_for(c).unwrap().version, Version::V2, "{c}");
         }
-        assert!(h.mount_for(Controller::Freezer).is_none());
+        // Freezing is core on v2.
+        assert_eq!(
+            h.mount_for(Controller::Freezer).unwrap().version,
+            Version::V2
+        );
+        assert!(h.mount_for(Controller::Devices).is_none());
         assert_eq!(
             h.mounts_for(&[Controller::Cpu, Controller::Memory])
                 .unwrap()

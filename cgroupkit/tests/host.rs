@@ -3,94 +3,15 @@
 // Integration tests fail loudly: unwrap/expect are their assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::process::Command;
 
 use cgroupkit::{
     Cgroup, CgroupPath, Controller, Cpu, CpuQuota, Error, Hierarchy, Layout, Pid, Resources,
     Version,
 };
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-/// A unique top-level name; every hierarchy's directory of it is removed on drop.
-struct Scratch {
-    name: String,
-    h: Hierarchy,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let name = format!(
-            "cgroupkit-test-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        Scratch {
-            name,
-            h: Hierarchy::detect().unwrap(),
-        }
-    }
-    fn path(&self, rel: &str) -> CgroupPath {
-        CgroupPath::new(&format!("{}/{rel}", self.name)).unwrap()
-    }
-    fn dirs(&self) -> Vec<std::path::PathBuf> {
-        self.h
-            .mounts()
-            .iter()
-            .map(|m| m.mount_point.join(&self.name))
-            .filter(|p| p.exists())
-            .collect()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        fn rm(dir: &std::path::Path) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    rm(&e.path());
-                }
-            }
-            for _ in 0..100 {
-                if std::fs::remove_dir(dir).is_ok() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        for d in self.dirs() {
-            rm(&d);
-        }
-    }
-}
-
-struct Sleeper(Child);
-impl Sleeper {
-    fn new() -> Sleeper {
-        Sleeper(
-            Command::new("sleep")
-                .arg("60")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-    fn pid(&self) -> Pid {
-        Pid::new(self.0.id().into()).unwrap()
-    }
-}
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn lane() -> String {
-    std::env::var("CGROUPKIT_LANE").unwrap_or_else(|_| "host".into())
-}
+mod common;
+use common::{Proc as Sleeper, Scratch, lane};
 
 #[test]
 fn detects_the_layout_of_this_machine() {
@@ -143,7 +64,7 @@ fn create_apply_move_stat_delete() {
     let q = cg.cpu_quota().unwrap();
     assert_eq!((q.quota_usec(), q.period_usec()), (Some(10_000), 40_000));
 
-    let p = Sleeper::new();
+    let p = Sleeper::sleeper();
     cg.add_process(p.pid()).unwrap();
     assert_eq!(cg.procs().unwrap(), vec![p.pid()]);
     assert_eq!(cg.threads().unwrap(), vec![p.pid()]);
@@ -163,7 +84,23 @@ fn create_apply_move_stat_delete() {
         .unwrap_err();
     assert!(matches!(err, Error::Rmdir { .. }), "{err}");
     assert!(err.hint().unwrap().contains("still holds processes"));
-    assert_eq!(cg.drain_to_parent().unwrap(), vec![p.pid()]);
+    let moved = cg.drain_to_parent().unwrap();
+    assert_eq!(moved.len(), cg.dirs().len(), "{moved:?}");
+    for w in &moved {
+        assert_eq!(w.value, p.pid().to_string());
+        let procs = std::fs::read_to_string(&w.path).unwrap();
+        assert!(
+            procs.lines().any(|l| l == w.value),
+            "pid now in {}",
+            w.path.display()
+        );
+        if cg.dirs()[0].version == Version::V1 {
+            assert!(
+                w.path.ends_with(format!("{}/app/cgroup.procs", s.name)),
+                "v1 drains to the parent"
+            );
+        }
+    }
     cg.delete().unwrap();
     assert!(matches!(
         Cgroup::open(&s.h, &path, &[Controller::Cpu]).unwrap_err(),

@@ -67,6 +67,20 @@ fn cpu_mount() -> Result<(PathBuf, bool)> {
         .context("no cgroup hierarchy serves the cpu controller")
 }
 
+/// Every cgroup and cgroup2 mount point.
+fn cgroup_mounts() -> Result<Vec<PathBuf>> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(mi
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fs = post.split(' ').next()?;
+            let mp = pre.split(' ').nth(4)?;
+            (fs == "cgroup" || fs == "cgroup2").then(|| PathBuf::from(mp))
+        })
+        .collect())
+}
+
 struct Sleeper(Child);
 impl Drop for Sleeper {
     fn drop(&mut self) {
@@ -125,14 +139,15 @@ fn bench_cgctl(runs: usize) -> Result<()> {
     let name = format!("xtask-bench-{}", std::process::id());
     let top = mount.join(&name);
     std::fs::create_dir(&top).with_context(|| format!("mkdir {}", top.display()))?;
-    let mut parent = Parent {
-        dirs: vec![top.clone()],
-    };
-    // cgctl also joins the separate cpuacct hierarchy where there is one; its parent
-    // must be removed too.
-    if let Some(acct) = mount.parent().map(|p| p.join("cpuacct").join(&name)) {
-        parent.dirs.push(acct);
-    }
+    // cgctl also joins the cpuacct hierarchy and, on hybrid hosts, the unified one:
+    // remove the benchmark's parent from every cgroup mount.
+    let mut dirs: Vec<PathBuf> = cgroup_mounts()?
+        .into_iter()
+        .map(|m| m.join(&name))
+        .collect();
+    dirs.retain(|d| *d != top);
+    dirs.insert(0, top.clone());
+    let parent = Parent { dirs };
     let sleeper = Sleeper(Command::new("sleep").arg("3600").spawn()?);
     let pid = sleeper.0.id().to_string();
     // The process starts in the benchmark parent, so every tool moves it between the

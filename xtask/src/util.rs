@@ -50,12 +50,6 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether a program is on PATH.
-pub fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
 /// `apt-get install` the Debian packages among `pkgs` that are not installed yet.
 /// Idempotent: installed packages are skipped, and `apt-get update` runs only when
 /// something is missing.
