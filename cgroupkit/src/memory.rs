@@ -680,8 +680,10 @@ mod tests {
     use crate::testutil::garbage;
 
     const STAT_V1: &str = include_str!("../tests/fixtures/memory.stat.v1");
-    const STAT_V2: &str = include_str!("../tests/fixtures/memory.stat.v2");
-    const EVENTS_V2: &str = include_str!("../tests/fixtures/memory.events.v2");
+    /// Captured in the VM lane (Debian 6.12 cloud and 6.1 kernels) after an OOM kill.
+    const STAT_V2: &str = include_str!("../tests/fixtures/memory.stat.v2-6.12");
+    const STAT_V2_61: &str = include_str!("../tests/fixtures/memory.stat.v2-6.1");
+    const EVENTS_V2: &str = include_str!("../tests/fixtures/memory.events.v2-6.12");
     const OOM_V1: &str = include_str!("../tests/fixtures/memory.oom_control.v1");
 
     #[test]
@@ -725,13 +727,16 @@ mod tests {
     #[test]
     fn parses_v2_stat_and_events() {
         let s = MemoryStat::parse_stat(STAT_V2, Path::new("f"), Version::V2).unwrap();
-        assert_eq!(s.anon_bytes, Some(1_806_336));
-        assert_eq!(s.file_bytes, Some(6_053_888));
-        assert_eq!(s.kernel_bytes, Some(811_008));
+        assert_eq!(s.anon_bytes, Some(208_896));
+        assert_eq!(s.file_bytes, Some(0));
+        assert_eq!(s.kernel_bytes, Some(372_736));
         assert_eq!(s.rss_bytes, None);
-        assert_eq!(s.stat.get("pgfault"), Some(&3_176));
+        assert!(!s.stat.contains_key("zswap"), "6.12 cloud has no zswap");
+        let s = MemoryStat::parse_stat(STAT_V2_61, Path::new("f"), Version::V2).unwrap();
+        assert_eq!(s.kernel_bytes, Some(323_584));
+        assert_eq!(s.stat.get("zswap"), Some(&0));
         let e = MemoryEvents::parse_v2(EVENTS_V2, Path::new("f")).unwrap();
-        assert_eq!((e.max, e.oom, e.oom_kill), (Some(19), Some(1), Some(1)));
+        assert_eq!((e.max, e.oom, e.oom_kill), (Some(37), Some(1), Some(1)));
         assert_eq!(e.oom_group_kill, Some(0));
         let e = MemoryEvents::parse_v1_oom_control(OOM_V1, Path::new("f")).unwrap();
         assert_eq!(
@@ -751,7 +756,7 @@ mod tests {
 
     #[test]
     fn parsers_never_panic() {
-        for t in garbage(&[STAT_V1, STAT_V2, EVENTS_V2, OOM_V1, "max\n"]) {
+        for t in garbage(&[STAT_V1, STAT_V2, STAT_V2_61, EVENTS_V2, OOM_V1, "max\n"]) {
             let p = Path::new("g");
             let _ = MemoryStat::parse_stat(&t, p, Version::V1);
             let _ = MemoryStat::parse_stat(&t, p, Version::V2);

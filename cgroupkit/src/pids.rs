@@ -162,13 +162,13 @@ mod tests {
     use crate::testutil::garbage;
 
     const EVENTS_V1: &str = include_str!("../tests/fixtures/pids.events.v1");
-    const EVENTS_V2: &str = include_str!("../tests/fixtures/pids.events.v2");
+    const EVENTS_V2: &str = include_str!("../tests/fixtures/pids.events.v2-6.12");
 
     #[test]
     fn parses_events_and_max() {
         let p = Path::new("f");
         assert_eq!(PidsStat::parse_events(EVENTS_V1, p).unwrap(), 12);
-        assert_eq!(PidsStat::parse_events(EVENTS_V2, p).unwrap(), 3);
+        assert_eq!(PidsStat::parse_events(EVENTS_V2, p).unwrap(), 1);
         assert_eq!(
             PidsStat::parse_events("max 4\nmax.imposed 7\n", p).unwrap(),
             4
