@@ -28,6 +28,7 @@ pub mod cgroup;
 pub mod cpu;
 pub mod cpuset;
 mod error;
+pub mod events;
 mod fsutil;
 pub mod hierarchy;
 pub mod hugetlb;
@@ -37,7 +38,9 @@ pub mod memory;
 mod path;
 pub mod pids;
 pub mod proc;
+pub mod psi;
 mod resources;
+mod sys;
 #[cfg(test)]
 mod testutil;
 

@@ -91,6 +91,18 @@ impl Proc {
                 .unwrap(),
         )
     }
+    /// `sh -c script` with a pipe on stdin: a script starting with `read _` waits
+    /// until the test closes it (after moving the process into a cgroup).
+    pub fn sh_stdin(script: &str) -> Proc {
+        Proc(
+            Command::new("sh")
+                .args(["-c", script])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
     pub fn sleeper() -> Proc {
         Proc(
             Command::new("sleep")
