@@ -91,6 +91,7 @@ fn lint() -> Result<Lane> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--quiet",
             "--",
             "-D",
@@ -121,14 +122,25 @@ pub fn run(args: Args) -> Result<()> {
     }
     lanes.push(cargo_test_lane(
         "unit",
-        util::cargo().args(["test", "--workspace", "--lib", "--bins"]),
+        util::cargo().args(["test", "--workspace", "--all-features", "--lib", "--bins"]),
     )?);
-    let doc = cargo_test_lane("doc", util::cargo().args(["test", "--workspace", "--doc"]))?;
+    let doc = cargo_test_lane(
+        "doc",
+        util::cargo().args(["test", "--workspace", "--all-features", "--doc"]),
+    )?;
     lanes.push(doc);
     lanes.push(cargo_test_lane(
         "host",
         util::cargo()
-            .args(["test", "--workspace", "--exclude", "xtask", "--test", "*"])
+            .args([
+                "test",
+                "--workspace",
+                "--all-features",
+                "--exclude",
+                "xtask",
+                "--test",
+                "*",
+            ])
             .env("CGROUPKIT_LANE", "host"),
     )?);
     if !args.no_vm {

@@ -196,6 +196,7 @@ fn build_tests() -> Result<Build> {
             "--exclude",
             "xtask",
             "--tests",
+            "--all-features",
             "--no-run",
         ])
         .args([
