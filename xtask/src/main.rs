@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod ebpf;
 mod test;
 mod util;
 mod vm;
@@ -26,6 +27,8 @@ enum Cmd {
     Bench(bench::Args),
     /// The quick-start demo: cap a busy process at 0.2 CPU and show it throttled.
     Demo(demo::Args),
+    /// Install the Rust eBPF toolchain where missing and build probes/ebpf.
+    BuildEbpf(ebpf::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::VmTest(a) => vm::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::BuildEbpf(a) => ebpf::run(a),
     }
 }
