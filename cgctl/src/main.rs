@@ -1,53 +1,53 @@
 //! `cgctl`: the cgroup command line over cgroupkit.
 //!
 //! Its signature use: `cgctl limit --cpu 0.2 --pid 398` caps process 398 at 20% of one
-//! CPU (a quota of 20000 us per 100000 us period) in the cgroup `cgctl/pid-398`.
+//! CPU (a quota of 20000 us per 100000 us period) in the cgroup `cgctl/pid-398`. The
+//! command-line definition is the `cgctl` library (`cgctl::command()`); this binary
+//! does the work.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool reports to its user
 
 mod cmd;
-mod units;
+mod run;
+mod top;
+mod tree;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-const EXAMPLES: &str = "\
-Examples:
-  cgctl limit --cpu 0.2 --pid 398          cap process 398 at 20% of one CPU
-  cgctl limit --cpu 1.5 --pid 398 --cgroup web/api --period 50ms
-  cgctl stat cgctl/pid-398 --json          usage and throttling counters
-  cgctl rm --drain cgctl/pid-398           move its processes to the parent, remove it";
-
-#[derive(Parser)]
-#[command(name = "cgctl", version, about = "Create, limit and inspect cgroups (v1, v2 and hybrid hosts)", after_help = EXAMPLES)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Cap a running process: create (or reuse) its cgroup, set the limits, move the
-    /// whole process (every thread) in.
-    Limit(cmd::LimitArgs),
-    /// Show a cgroup's limits, CPU usage, throttling counters and processes.
-    Stat(cmd::StatArgs),
-    /// Remove a cgroup.
-    Rm(cmd::RmArgs),
-}
+use cgctl::cli::{Cli, Cmd};
+use clap::Parser;
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`cgctl ls | head`) instead of panicking in
+    // println!; children of `run` get the default disposition either way.
+    // SAFETY: setting SIGPIPE to SIG_DFL installs no handler; nothing else in this
+    // process depends on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Limit(a) => cmd::limit(a),
-        Cmd::Stat(a) => cmd::stat(a),
-        Cmd::Rm(a) => cmd::rm(a),
+        Cmd::Limit(a) => cmd::limit(a).map(ok),
+        Cmd::Create(a) => cmd::create_or_set(a, false).map(ok),
+        Cmd::Set(a) => cmd::create_or_set(a, true).map(ok),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Move(a) => cmd::move_(a).map(ok),
+        Cmd::Freeze(a) => cmd::freeze(a, cmd::Lifecycle::Freeze).map(ok),
+        Cmd::Thaw(a) => cmd::freeze(a, cmd::Lifecycle::Thaw).map(ok),
+        Cmd::Kill(a) => cmd::freeze(a, cmd::Lifecycle::Kill).map(ok),
+        Cmd::Rm(a) => cmd::rm(a).map(ok),
+        Cmd::Stat(a) => cmd::stat(a).map(ok),
+        Cmd::Ls(a) => tree::ls(a).map(ok),
+        Cmd::Top(a) => top::top(a).map(ok),
     };
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::FAILURE
+            e.exit_code()
         }
     }
+}
+
+fn ok((): ()) -> ExitCode {
+    ExitCode::SUCCESS
 }

@@ -547,6 +547,41 @@ pub(crate) fn stat(dir: &CgroupDir, cpuacct_dir: Option<&Path>) -> Result<CpuSta
     }
 }
 
+/// Reads back the settings [`apply`] writes; files this kernel lacks stay `None`.
+pub(crate) fn read_settings(dir: &CgroupDir) -> Result<Cpu> {
+    let opt = |file: &str| -> Result<Option<u64>> {
+        let p = dir.file(file);
+        if p.exists() {
+            // cpu.max.burst and cpu.cfs_burst_us hold a plain number of us.
+            fsutil::read_u64(&p).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (weight, burst) = match dir.version {
+        Version::V2 => (opt(CPU_WEIGHT)?.map(CpuWeight::Weight), opt(CPU_MAX_BURST)?),
+        Version::V1 => (opt(CPU_SHARES)?.map(CpuWeight::Shares), opt(CFS_BURST_US)?),
+    };
+    let quota = match dir.version {
+        Version::V2 if !dir.file(CPU_MAX).exists() => None,
+        _ => Some(read_quota(dir)?),
+    };
+    Ok(Cpu {
+        quota,
+        weight,
+        burst_usec: burst,
+        idle: opt(CPU_IDLE)?.map(|v| v != 0),
+    })
+}
+
+impl crate::Cgroup {
+    /// The cpu settings in force: quota, weight (v2 cpu.weight / v1 cpu.shares),
+    /// burst and idle, read from the files [`Cpu`] documents.
+    pub fn cpu_settings(&self) -> Result<Cpu> {
+        read_settings(self.dir_for(crate::Controller::Cpu)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

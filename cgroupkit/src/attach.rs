@@ -1,0 +1,128 @@
+//! Putting tasks into a cgroup beyond [`Cgroup::add_process`]: one thread at a time,
+//! and a process being spawned, before it runs a single instruction of the new program.
+//!
+//! A spawner opens [`SpawnHandles`] in the parent, then either
+//! - passes [`SpawnHandles::clone_into_fd`] to clone3(2) as `cgroup` with
+//!   `CLONE_INTO_CGROUP` (pure cgroup v2, kernel 5.7+), or
+//! - calls [`SpawnHandles::join_current`] in the forked child before exec (every
+//!   layout): it writes `0` ("the writer") to each pre-opened cgroup.procs, with
+//!   nothing but write(2), so it is safe between fork and exec.
+
+use std::fs::OpenOptions;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::cgroup::{CGROUP_PROCS, CGROUP_THREADS, Cgroup, TASKS};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::hierarchy::Version;
+use crate::proc::Pid;
+
+const ESRCH: i32 = 3;
+
+/// File descriptors, opened `O_CLOEXEC` in the parent, that place a child into a
+/// cgroup at spawn time. See the [module docs](self).
+///
+/// # Examples
+/// ```no_run
+/// use std::os::unix::process::CommandExt;
+/// use cgroupkit::{Cgroup, CgroupPath, Hierarchy};
+/// let h = Hierarchy::detect()?;
+/// let cg = Cgroup::create(&h, &CgroupPath::new("demo/job")?, &[])?;
+/// let handles = cg.spawn_handles()?;
+/// let mut cmd = std::process::Command::new("sleep");
+/// cmd.arg("1");
+/// // SAFETY: join_current only calls write(2), which is async-signal-safe.
+/// unsafe { cmd.pre_exec(move || handles.join_current()) };
+/// cmd.status().expect("sleep runs");
+/// # Ok::<(), cgroupkit::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SpawnHandles {
+    /// The cgroup directory, when the cgroup is on the v2 hierarchy only.
+    dir: Option<OwnedFd>,
+    /// cgroup.procs of every hierarchy the cgroup spans, opened for writing.
+    procs: Vec<OwnedFd>,
+}
+
+impl SpawnHandles {
+    /// The cgroup's directory for clone3's `cgroup` field with `CLONE_INTO_CGROUP`
+    /// (kernel 5.7+): `Some` only when the cgroup lives on the v2 hierarchy alone
+    /// (pure v2), since clone3 can place a child in one cgroup only.
+    pub fn clone_into_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.dir.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Moves the calling process into the cgroup on every hierarchy, by writing `0`
+    /// to each pre-opened cgroup.procs.
+    ///
+    /// Async-signal-safe: no allocation, no locks, only write(2); meant for
+    /// `CommandExt::pre_exec` or a cloned child before exec.
+    pub fn join_current(&self) -> std::io::Result<()> {
+        for fd in &self.procs {
+            // SAFETY: the fd is open for the lifetime of `self` (OwnedFd), and the
+            // buffer is a one-byte static; write(2) is async-signal-safe.
+            let n = unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+            if n != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cgroup {
+    /// Moves one thread (not its whole process) into the cgroup: v1 `tasks` on each
+    /// hierarchy; v2 `cgroup.threads`, which the kernel accepts only within a
+    /// threaded subtree (cgroup.type `threaded`) of the thread's own domain.
+    pub fn add_thread(&self, tid: Pid) -> Result<()> {
+        for d in self.dirs() {
+            let file = d.file(match d.version {
+                Version::V1 => TASKS,
+                Version::V2 => CGROUP_THREADS,
+            });
+            fsutil::write(&file, &tid.to_string()).map_err(|e| {
+                if e.raw_os_error() == Some(ESRCH) {
+                    Error::NoSuchProcess { pid: tid.as_raw() }
+                } else {
+                    e
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Opens the handles a spawner needs to start a child inside this cgroup; see
+    /// [`SpawnHandles`]. Every fd is `O_CLOEXEC`, so none leaks into the new program.
+    pub fn spawn_handles(&self) -> Result<SpawnHandles> {
+        let mut procs = Vec::with_capacity(self.dirs().len());
+        for d in self.dirs() {
+            let path = d.file(CGROUP_PROCS);
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|source| Error::Write {
+                    path: path.clone(),
+                    value: "0".to_owned(),
+                    source,
+                })?;
+            procs.push(OwnedFd::from(f));
+        }
+        let dir = match self.dirs() {
+            [d] if d.version == Version::V2 => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(&d.path)
+                    .map_err(|source| Error::Read {
+                        path: d.path.clone(),
+                        source,
+                    })?;
+                Some(OwnedFd::from(f))
+            }
+            _ => None,
+        };
+        Ok(SpawnHandles { dir, procs })
+    }
+}
