@@ -9,132 +9,19 @@
 // Integration tests fail loudly: unwrap/expect are their assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cgroupkit::{
-    Cgroup, CgroupPath, Controller, Cpuset, DeviceLimit, DeviceNumber, Error, Hierarchy, Hugetlb,
-    IdSet, Io, IoRate, Layout, Limit, Memory, PageSize, Pid, Pids, PidsLimit, Resources, Version,
+    Cgroup, Controller, Cpuset, DeviceLimit, DeviceNumber, Error, Hierarchy, Hugetlb, IdSet, Io,
+    IoRate, Layout, Limit, Memory, PageSize, Pids, PidsLimit, Resources, Version,
 };
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-/// A unique top-level name; every hierarchy's directory of it is removed on drop.
-struct Scratch {
-    name: String,
-    h: Hierarchy,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let name = format!(
-            "cgroupkit-test-{}-c{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        Scratch {
-            name,
-            h: Hierarchy::detect().unwrap(),
-        }
-    }
-    fn path(&self, rel: &str) -> CgroupPath {
-        CgroupPath::new(&format!("{}/{rel}", self.name)).unwrap()
-    }
-    fn create(&self, rel: &str, c: Controller) -> Cgroup {
-        Cgroup::create(&self.h, &self.path(rel), &[c]).unwrap()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        fn rm(dir: &Path) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    rm(&e.path());
-                }
-            }
-            for _ in 0..100 {
-                if std::fs::remove_dir(dir).is_ok() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        for m in self.h.mounts() {
-            let d = m.mount_point.join(&self.name);
-            if d.exists() {
-                rm(&d);
-            }
-        }
-    }
-}
-
-/// A child process, killed by pid and reaped on drop.
-struct Proc(Child);
-impl Proc {
-    fn pid(&self) -> Pid {
-        Pid::new(self.0.id().into()).unwrap()
-    }
-    /// Lets a helper waiting on stdin go.
-    fn go(&mut self) {
-        let mut stdin = self.0.stdin.take().unwrap();
-        stdin.write_all(b"go\n").unwrap();
-    }
-}
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs the helper test `name` of this binary with `env`, waiting for "go" on stdin.
-fn helper(name: &str, env: &[(&str, String)]) -> Proc {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    Proc(c.spawn().unwrap())
-}
-
-/// Waits for the line "go" on stdin (the test moves us into the cgroup meanwhile).
-fn wait_for_go() {
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).unwrap();
-}
-
-/// Kills every process left in `cg` (all started by the test that made it).
-fn kill_all(cg: &Cgroup) {
-    for p in cg.procs().unwrap_or_default() {
-        let _ = Command::new("kill")
-            .args(["-9", &p.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn lane() -> String {
-    std::env::var("CGROUPKIT_LANE").unwrap_or_else(|_| "host".into())
-}
-
-fn in_vm() -> bool {
-    lane().starts_with("vm-")
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .trim()
-        .to_owned()
-}
+mod common;
+use common::{Proc, Scratch, helper, in_vm, kill_all, lane, read, wait_for_go};
 
 // ---------------------------------------------------------------- memory
 

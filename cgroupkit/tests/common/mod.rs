@@ -45,6 +45,11 @@ impl Scratch {
         CgroupPath::new(&format!("{}/{rel}", self.name)).unwrap()
     }
 
+    /// Creates `<name>/<rel>` with one controller.
+    pub fn create(&self, rel: &str, c: cgroupkit::Controller) -> cgroupkit::Cgroup {
+        cgroupkit::Cgroup::create(&self.h, &self.path(rel), &[c]).unwrap()
+    }
+
     /// The scratch directories that exist now.
     pub fn dirs(&self) -> Vec<PathBuf> {
         self.h
@@ -118,6 +123,13 @@ impl Proc {
     pub fn pid(&self) -> Pid {
         Pid::new(self.0.id().into()).unwrap()
     }
+    /// Lets a helper waiting on stdin (see [`helper`]) go.
+    pub fn go(&mut self) {
+        use std::io::Write;
+        let mut stdin = self.0.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+    }
+
     /// Reaps the process if it has exited; true when it has.
     pub fn exited(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(Some(_)))
@@ -147,4 +159,46 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     f()
+}
+
+/// Runs the helper test `name` of this test binary with `env`; it waits for "go" on
+/// stdin ([`wait_for_go`]) so the test can move it into a cgroup first.
+pub fn helper(name: &str, env: &[(&str, String)]) -> Proc {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Proc(c.spawn().unwrap())
+}
+
+/// In a helper: waits for the line "go" on stdin.
+pub fn wait_for_go() {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+}
+
+/// SIGKILLs every process left in `cg` (all started by the test that made it).
+pub fn kill_all(cg: &cgroupkit::Cgroup) {
+    for p in cg.procs().unwrap_or_default() {
+        // SAFETY: kill(2) on a pid read from the test's own cgroup; no memory access.
+        unsafe { libc::kill(p.as_raw(), libc::SIGKILL) };
+    }
+}
+
+/// Whether this runs in the VM lane (pure cgroup v2).
+pub fn in_vm() -> bool {
+    lane().starts_with("vm-")
+}
+
+/// A kernel file's content, trimmed; panics with the path on error.
+pub fn read(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_owned()
 }
