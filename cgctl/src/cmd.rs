@@ -400,7 +400,8 @@ struct StatReport {
     pids_max: Option<cgroupkit::PidsLimit>,
     pids: Option<cgroupkit::PidsStat>,
     io_limits: Option<Vec<cgroupkit::DeviceLimit>>,
-    io: Option<cgroupkit::IoStat>,
+    /// By `MAJ:MIN` (JSON object keys must be strings).
+    io: Option<std::collections::BTreeMap<String, cgroupkit::DeviceIo>>,
     cpuset: Option<cgroupkit::CpusetStat>,
     hugetlb: Option<cgroupkit::HugetlbStat>,
     freezer: Option<cgroupkit::FreezerState>,
@@ -441,7 +442,12 @@ pub fn stat(a: StatArgs) -> Result<()> {
         pids_max: section(&cg, Controller::Pids, || cg.pids_max())?,
         pids: section(&cg, Controller::Pids, || cg.pids_stat())?,
         io_limits: section(&cg, Controller::Io, || cg.io_limits())?,
-        io: section(&cg, Controller::Io, || cg.io_stat())?,
+        io: section(&cg, Controller::Io, || cg.io_stat())?.map(|s| {
+            s.devices
+                .into_iter()
+                .map(|(d, v)| (d.to_string(), v))
+                .collect()
+        }),
         cpuset: section(&cg, Controller::Cpuset, || cg.cpuset_stat())?,
         hugetlb: section(&cg, Controller::Hugetlb, || cg.hugetlb_stat())?
             .filter(|s| !s.sizes.is_empty()),
@@ -559,7 +565,7 @@ fn print_stat(r: &StatReport) {
         }
     }
     if let Some(io) = &r.io {
-        for (dev, d) in &io.devices {
+        for (dev, d) in io {
             println!(
                 "  io {dev:<9}  read {} B / {} ops, write {} B / {} ops",
                 d.rbytes, d.rios, d.wbytes, d.wios
