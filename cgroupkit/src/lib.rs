@@ -24,6 +24,7 @@
 //! file (mount points in it may be anywhere), [`Procfs::at`] any procfs.
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod cgroup;
 pub mod cpu;
 pub mod cpuset;
@@ -44,6 +45,7 @@ mod sys;
 #[cfg(test)]
 mod testutil;
 
+pub use attach::SpawnHandles;
 pub use cgroup::{Cgroup, CgroupDir};
 pub use cpu::{Cpu, CpuQuota, CpuStat};
 pub use cpuset::{Cpuset, CpusetStat, IdSet};
