@@ -82,6 +82,29 @@ pub enum Cmd {
     /// Live per-cgroup CPU %, throttled %, memory and tasks (like systemd-cgtop).
     #[command(after_help = TOP_EXAMPLES)]
     Top(TopArgs),
+    /// Stream a cgroup's events, one line each: populated/frozen changes, memory
+    /// events (OOM kills, limit hits), refused forks, removal.
+    #[command(after_help = EVENTS_EXAMPLES)]
+    Events(EventsArgs),
+}
+
+const EVENTS_EXAMPLES: &str = "\
+Examples:
+  cgctl events web                     until web is removed (or ^C)
+  cgctl events web --json --count 1    wait for the next event, print it as JSON";
+
+/// `cgctl events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The cgroup, relative to the cgroup root.
+    #[arg(value_name = "NAME")]
+    pub cgroup: String,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many events [default: until the cgroup is removed].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
 }
 
 const LIMIT_EXAMPLES: &str = "\

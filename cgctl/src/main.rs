@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool reports to its user
 
 mod cmd;
+mod events;
 mod run;
 mod top;
 mod tree;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Cmd::Stat(a) => cmd::stat(a).map(ok),
         Cmd::Ls(a) => tree::ls(a).map(ok),
         Cmd::Top(a) => top::top(a).map(ok),
+        Cmd::Events(a) => events::events(a).map(ok),
     };
     match res {
         Ok(code) => code,

@@ -710,3 +710,45 @@ fn top_shows_a_throttled_cgroup() {
         "no ANSI codes when stdout is not a tty"
     );
 }
+
+#[test]
+fn events_streams_populated_changes() {
+    let parent = TestParent::new();
+    let name = parent.child("watched");
+    ok(&run_cgctl(&["create", &name, "--pids", "20"]));
+    let watcher = cgctl()
+        .args(["events", &name, "--json", "--count", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ends by itself after two events, or with the Removed event when the test
+    // parent is removed on a failure.
+    std::thread::sleep(Duration::from_millis(500));
+    let sleeper = Proc(
+        Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    ok(&run_cgctl(&[
+        "move",
+        &name,
+        "--pid",
+        &sleeper.pid().to_string(),
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&run_cgctl(&["kill", &name]));
+    let out = watcher.wait_with_output().unwrap();
+    let text = ok(&out);
+    eprintln!("[{}] events:\n{text}", lane());
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["cgroup"], name.as_str());
+    assert_eq!(lines[0]["event"]["populated"], true, "{text}");
+    assert_eq!(lines[1]["event"]["populated"], false, "{text}");
+}
