@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod docs;
 mod ebpf;
 mod test;
 mod util;
@@ -29,6 +30,10 @@ enum Cmd {
     Demo(demo::Args),
     /// Install the Rust eBPF toolchain where missing and build probes/ebpf.
     BuildEbpf(ebpf::Args),
+    /// Write cgctl's shell completions (bash, zsh, fish).
+    Completions(docs::CompletionsArgs),
+    /// Write cgctl's man pages (cgctl.1 and one per subcommand).
+    Man(docs::ManArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +43,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::BuildEbpf(a) => ebpf::run(a),
+        Cmd::Completions(a) => docs::completions(a),
+        Cmd::Man(a) => docs::man(a),
     }
 }
