@@ -84,12 +84,21 @@ pub struct Cgroup {
 
 impl Cgroup {
     /// Creates the cgroup (and missing parents, like `mkdir -p`) on every hierarchy
-    /// serving `controllers`; an existing cgroup is reused. On v2 the controllers are
+    /// serving `controllers` (plus, on v1, cpuacct with cpu, and on hybrid hosts the
+    /// unified tree); an existing cgroup is reused. On v2 the controllers are
     /// enabled in cgroup.subtree_control of every ancestor.
     ///
     /// On error, the directories this call created are removed again.
     pub fn create(h: &Hierarchy, path: &CgroupPath, controllers: &[Controller]) -> Result<Cgroup> {
         let mut mounts = h.mounts_for(controllers)?;
+        // Where cpuacct is a v1 hierarchy of its own, a cgroup with cpu joins it too,
+        // so that its CPU usage is accounted (cpu_stat's usage fields).
+        if controllers.contains(&Controller::Cpu)
+            && let Some(acct) = h.mount_for(Controller::Cpuacct)
+            && !mounts.iter().any(|m| std::ptr::eq(*m, acct))
+        {
+            mounts.push(acct);
+        }
         // On hybrid hosts the cgroup is also made in the unified tree, as systemd
         // does, so that PSI, cgroup.events and cgroup.kill work for it.
         if let Some(u) = h.unified()

@@ -129,6 +129,8 @@ pub fn run(args: Args) -> Result<()> {
         util::cargo().args(["test", "--workspace", "--all-features", "--doc"]),
     )?;
     lanes.push(doc);
+    // Some host tests run the examples (cgroupkit's run_limited): build them first.
+    util::run(util::cargo().args(["build", "--workspace", "--all-features", "--examples"]))?;
     lanes.push(cargo_test_lane(
         "host",
         util::cargo()

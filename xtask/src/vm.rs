@@ -188,30 +188,40 @@ fn build_tests() -> Result<Build> {
             .with_context(|| format!("install the Rust standard library for {TARGET}"))?;
     }
 
-    eprintln!("xtask: building integration tests for {TARGET}");
-    let out = util::cargo()
-        .args([
-            "test",
+    eprintln!("xtask: building integration tests and examples for {TARGET}");
+    let mut stdout = String::new();
+    // Tests, and the examples some tests run (cgroupkit's run_limited).
+    for what in ["--tests", "--examples"] {
+        let sub = if what == "--tests" { "test" } else { "build" };
+        let mut cmd = util::cargo();
+        cmd.args([
+            sub,
             "--workspace",
             "--exclude",
             "xtask",
-            "--tests",
+            what,
             "--all-features",
-            "--no-run",
-        ])
-        .args([
-            "--target",
-            TARGET,
-            "--message-format=json-render-diagnostics",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("start cargo test --no-run")?;
-    if !out.status.success() {
-        bail!(
-            "building the integration tests for {TARGET} failed ({}); see the errors above",
-            out.status
-        );
+        ]);
+        if sub == "test" {
+            cmd.arg("--no-run");
+        }
+        let out = cmd
+            .args([
+                "--target",
+                TARGET,
+                "--message-format=json-render-diagnostics",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("start cargo {sub} {what}"))?;
+        if !out.status.success() {
+            bail!(
+                "building the {} for {TARGET} failed ({}); see the errors above",
+                &what[2..],
+                out.status
+            );
+        }
+        stdout.push_str(&String::from_utf8_lossy(&out.stdout));
     }
 
     let root = util::root();
@@ -219,7 +229,7 @@ fn build_tests() -> Result<Build> {
         tests: Vec::new(),
         bins: Vec::new(),
     };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in stdout.lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
@@ -252,7 +262,7 @@ fn build_tests() -> Result<Build> {
                 crate_dir,
                 label,
             });
-        } else if has_kind("bin") && !is_test_profile {
+        } else if (has_kind("bin") || has_kind("example")) && !is_test_profile {
             build.bins.push(exe.into());
         }
     }
