@@ -134,9 +134,17 @@ impl NsId {
         }
     }
 
-    /// The namespace of `kind` this process is in.
+    /// The namespace of `kind` the calling thread is in (`/proc/thread-self/ns`, 3.17):
+    /// setns(2) and unshare(2) act on the calling thread, so after them other threads
+    /// of the process may still be elsewhere.
     pub fn current(kind: Namespace) -> Result<NsId> {
-        NsId::of(std::process::id() as i32, kind)
+        let name = single(kind)?;
+        let path = format!("/proc/thread-self/ns/{name}");
+        let m = std::fs::metadata(&path).map_err(|e| error::io("stat", path, e))?;
+        Ok(NsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
     }
 }
 

@@ -1,0 +1,565 @@
+//! Host and VM lane (root): each namespace kind isolates what it should, entering
+//! another process's namespaces, error paths, and spawning from a multi-threaded tokio
+//! runtime. Every namespace is made by a child (this binary re-executed as `helper`)
+//! and dies with it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use common::{Held, child as helper_child, fact, run};
+use nskit::{Error, IdMap, MountSpec, Namespace, NsHandle, NsId, Spawn, TimeClock};
+
+/// The child side of every test here: does what NSKIT_HELPER says and prints facts.
+#[test]
+fn helper() {
+    let Ok(mode) = std::env::var("NSKIT_HELPER") else {
+        return; // run directly, it has nothing to do (the assertions are in the tests)
+    };
+    match mode.as_str() {
+        "uts" => {
+            let u = nix::sys::utsname::uname().unwrap();
+            fact("hostname", u.nodename().to_string_lossy());
+            fact("domainname", u.domainname().to_string_lossy());
+        }
+        "pid" => {
+            fact("pid", std::process::id());
+            let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            pids.sort_unstable();
+            fact("pids", format!("{pids:?}"));
+        }
+        "net" => {
+            let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+            let names: Vec<&str> = dev
+                .lines()
+                .skip(2)
+                .filter_map(|l| l.split(':').next())
+                .map(str::trim)
+                .collect();
+            fact("ifaces", names.join(","));
+        }
+        "ipc" => {
+            let msg = std::fs::read_to_string("/proc/sysvipc/msg").unwrap();
+            let keys: Vec<&str> = msg
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            fact("msg_keys", keys.join(","));
+        }
+        "mount" => {
+            let dir = std::env::var("NSKIT_DIR").unwrap();
+            fact("entries", std::fs::read_dir(&dir).unwrap().count());
+            std::fs::write(format!("{dir}/made-in-child"), "x").unwrap();
+            fact("wrote", 1);
+        }
+        "user" => {
+            // SAFETY: getuid/getgid have no preconditions.
+            let (u, g) = unsafe { (libc::getuid(), libc::getgid()) };
+            fact("uid", u);
+            fact("gid", g);
+            fact(
+                "uid_map",
+                std::fs::read_to_string("/proc/self/uid_map")
+                    .unwrap()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+            let dir = std::env::var("NSKIT_DIR").unwrap();
+            std::fs::write(format!("{dir}/owned"), "x").unwrap();
+            // Root inside, but not over the host: entering the host's net namespace
+            // is refused (EPERM).
+            // Root inside, but not over the host: the host's net namespace can be
+            // neither opened (ptrace access to pid 1, EACCES) nor entered (EPERM).
+            match NsHandle::open(1, Namespace::NET).and_then(|h| h.enter(Namespace::NET)) {
+                Err(e @ Error::PermissionDenied { .. }) => {
+                    fact("enter_host", format!("denied: {e}"))
+                }
+                other => fact("enter_host", format!("{other:?}")),
+            }
+        }
+        "cgroup" => {
+            let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+            fact("cgroup", cg.lines().collect::<Vec<_>>().join(";"));
+        }
+        "time" => {
+            fact("monotonic", common::monotonic_secs());
+        }
+        "ids" => {
+            for k in Namespace::all().kinds() {
+                fact(k.proc_name().unwrap(), NsId::current(k).unwrap().ino);
+            }
+        }
+        "enter" => {
+            // nsenter: join the holder's namespaces through a pidfd (one call on 5.8+).
+            let pid: i32 = std::env::var("NSKIT_TARGET").unwrap().parse().unwrap();
+            let h = NsHandle::from_pid(pid).unwrap();
+            h.enter(Namespace::UTS | Namespace::NET | Namespace::IPC)
+                .unwrap();
+            for k in [Namespace::UTS, Namespace::NET, Namespace::IPC] {
+                fact(k.proc_name().unwrap(), NsId::current(k).unwrap().ino);
+            }
+            // And one namespace through a /proc/PID/ns path.
+            let p = std::path::PathBuf::from(format!("/proc/{pid}/ns/uts"));
+            let h = NsHandle::from_path(&p).unwrap();
+            assert_eq!(h.kind(), Some(Namespace::UTS));
+            h.enter(Namespace::UTS).unwrap();
+            fact("uts_by_path", NsId::current(Namespace::UTS).unwrap().ino);
+        }
+        "seccomp_clone3" => {
+            // As under Docker's seccomp profile: clone3 and openat2 say ENOSYS.
+            common_seccomp::deny_enosys(&[libc::SYS_clone3, libc::SYS_mount_setattr]);
+            let (st, out, _) = helper_child("uts")
+                .namespaces(Namespace::UTS | Namespace::PID)
+                .hostname("fallback")
+                .output()
+                .unwrap();
+            assert!(st.success());
+            fact(
+                "fallback_hostname",
+                &common::facts(&String::from_utf8_lossy(&out))["hostname"],
+            );
+            let m = nskit::DetachedMount::clone_tree("/", false).unwrap();
+            let userns = NsHandle::open(std::process::id() as i32, Namespace::USER).unwrap();
+            let e = m.idmap(&userns).unwrap_err();
+            fact("unsupported", &e);
+            fact("is_unsupported", e.is_unsupported());
+        }
+        _ => panic!("unknown helper mode {mode}"),
+    }
+    common::hold();
+}
+
+/// A tiny seccomp filter for the helper: the listed syscalls fail with ENOSYS.
+mod common_seccomp {
+    pub fn deny_enosys(nrs: &[libc::c_long]) {
+        const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+        let stmt = |code: u16, k: u32| libc::sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        };
+        let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+        let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+        let mut prog = vec![
+            stmt(ld, 4),
+            jeq(AUDIT_ARCH_X86_64, 1, 0),
+            stmt(ret, libc::SECCOMP_RET_ALLOW),
+            stmt(ld, 0),
+        ];
+        for nr in nrs {
+            prog.push(jeq(*nr as u32, 0, 1));
+            prog.push(stmt(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+        }
+        prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: prctl with a valid sock_fprog that outlives the call; the filter
+        // applies to this helper process only.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog),
+                0
+            );
+        }
+    }
+}
+
+#[test]
+fn uts_namespace_has_its_own_hostname() {
+    common::assert_root();
+    let host = common::hostname();
+    let f = run(helper_child("uts")
+        .namespaces(Namespace::UTS)
+        .hostname("nskit-uts")
+        .domainname("nskit.test"));
+    assert_eq!(f["hostname"], "nskit-uts");
+    assert_eq!(f["domainname"], "nskit.test");
+    assert_eq!(common::hostname(), host, "the host's hostname changed");
+}
+
+#[test]
+fn pid_namespace_child_is_pid_1_and_sees_only_itself() {
+    common::assert_root();
+    let f = run(helper_child("pid")
+        .namespaces(Namespace::PID | Namespace::MOUNT)
+        .mount(MountSpec::proc("/proc")));
+    assert_eq!(f["pid"], "1");
+    assert_eq!(f["pids"], "[1]");
+}
+
+#[test]
+fn net_namespace_has_only_lo() {
+    common::assert_root();
+    let f = run(helper_child("net").namespaces(Namespace::NET));
+    assert_eq!(f["ifaces"], "lo");
+    let host = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    assert!(host.lines().count() >= 3, "the host has its interfaces");
+}
+
+#[test]
+fn ipc_objects_are_invisible_across() {
+    common::assert_root();
+    let key = 0x4e53_0000 | (std::process::id() as i32 & 0xffff);
+    // SAFETY: msgget creates a queue we remove below.
+    let id = unsafe { libc::msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    assert!(id >= 0, "msgget: {}", std::io::Error::last_os_error());
+    let outside = run(&mut helper_child("ipc"));
+    let inside = run(helper_child("ipc").namespaces(Namespace::IPC));
+    // SAFETY: removes the queue made above.
+    unsafe { libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    assert!(
+        outside["msg_keys"].split(',').any(|k| k.parse() == Ok(key)),
+        "{outside:?}"
+    );
+    assert_eq!(inside["msg_keys"], "");
+}
+
+#[test]
+fn mounts_are_invisible_across() {
+    common::assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("host-file"), "x").unwrap();
+    let f = run(helper_child("mount")
+        .namespaces(Namespace::MOUNT)
+        .env("NSKIT_DIR", dir.path())
+        .mount(MountSpec::tmpfs(dir.path())));
+    assert_eq!(f["entries"], "0", "the child sees its empty tmpfs");
+    assert_eq!(f["wrote"], "1");
+    assert!(dir.path().join("host-file").exists());
+    assert!(
+        !dir.path().join("made-in-child").exists(),
+        "the child's file leaked out"
+    );
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mi.contains(dir.path().to_str().unwrap()),
+        "the child's mount leaked out"
+    );
+}
+
+#[test]
+fn user_namespace_maps_root_inside_to_unprivileged_outside() {
+    common::assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let f = run(helper_child("user")
+        .namespaces(Namespace::USER)
+        .uid_map(IdMap::new(0, 100_000, 1))
+        .gid_map(IdMap::new(0, 100_000, 1))
+        .env("NSKIT_DIR", dir.path()));
+    assert_eq!(f["uid"], "0");
+    assert_eq!(f["gid"], "0");
+    assert_eq!(f["uid_map"], "0 100000 1");
+    let m = std::fs::metadata(dir.path().join("owned")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (100_000, 100_000),
+        "root inside is 100000 outside"
+    );
+    assert!(
+        f["enter_host"].starts_with("denied: "),
+        "{}",
+        f["enter_host"]
+    );
+    assert!(
+        f["enter_host"].contains("permission denied"),
+        "{}",
+        f["enter_host"]
+    );
+}
+
+/// The cgroup2 mount (the unified one on hybrid hosts).
+fn cgroup2_mount() -> std::path::PathBuf {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mi.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            post.starts_with("cgroup2 ")
+                .then(|| pre.split(' ').nth(4).unwrap().into())
+        })
+        .expect("a cgroup2 mount (the VM lane and this host both have one)")
+}
+
+#[test]
+fn cgroup_namespace_root_view_and_clone_into_cgroup() {
+    common::assert_root();
+    // Without a cgroup: the namespace root is the cgroup we are in.
+    let f = run(helper_child("cgroup").namespaces(Namespace::CGROUP));
+    for line in f["cgroup"].split(';') {
+        assert!(line.ends_with(":/"), "not a root view: {line}");
+    }
+    // Into a cgroup of our own (clone3 CLONE_INTO_CGROUP), then a namespace rooted there.
+    let dir = cgroup2_mount().join(format!("nskit-test-{}-0", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
+    let name = dir.file_name().unwrap().to_str().unwrap().to_owned();
+    for clone2 in [false, true] {
+        let fd = std::fs::File::open(&dir).unwrap();
+        let held = Held::start(
+            helper_child("cgroup")
+                .namespaces(Namespace::CGROUP)
+                .cgroup(fd.into())
+                .force_clone2(clone2),
+        );
+        let outside =
+            std::fs::read_to_string(format!("/proc/{}/cgroup", held.child.pid())).unwrap();
+        assert!(
+            outside
+                .lines()
+                .any(|l| l.starts_with("0::/") && l.ends_with(&name)),
+            "clone2={clone2}: not in {name}: {outside}"
+        );
+        assert!(
+            held.facts["cgroup"].split(';').any(|l| l == "0::/"),
+            "{:?}",
+            held.facts
+        );
+    }
+}
+
+#[test]
+fn time_namespace_offsets_monotonic() {
+    common::assert_root();
+    let offset = 10 * 86_400;
+    let f = run(helper_child("time")
+        .namespaces(Namespace::TIME)
+        .time_offset(TimeClock::Monotonic, offset, 0));
+    let here = common::monotonic_secs();
+    let there: i64 = f["monotonic"].parse().unwrap();
+    let diff = there - here;
+    assert!(
+        (offset - 30..=offset + 1).contains(&diff),
+        "offset {diff}, expected about {offset}"
+    );
+}
+
+#[test]
+fn entering_another_process_namespaces_like_nsenter() {
+    common::assert_root();
+    let held = Held::start(
+        helper_child("uts")
+            .namespaces(Namespace::UTS | Namespace::NET | Namespace::IPC | Namespace::MOUNT)
+            .hostname("held"),
+    );
+    let pid = held.child.pid();
+    let want = |k| NsId::of(pid, k).unwrap().ino.to_string();
+    for k in [
+        Namespace::UTS,
+        Namespace::NET,
+        Namespace::IPC,
+        Namespace::MOUNT,
+    ] {
+        assert_ne!(NsId::current(k).unwrap(), NsId::of(pid, k).unwrap());
+    }
+    // setns in a child process (pidfd, several kinds at once).
+    let f = run(helper_child("enter").env("NSKIT_TARGET", pid.to_string()));
+    for k in [Namespace::UTS, Namespace::NET, Namespace::IPC] {
+        assert_eq!(f[k.proc_name().unwrap()], want(k), "{k}");
+    }
+    assert_eq!(f["uts_by_path"], want(Namespace::UTS));
+    // Spawn::join: the mount namespace too, which setns refuses to threaded processes.
+    let all = Namespace::UTS | Namespace::NET | Namespace::IPC | Namespace::MOUNT;
+    let f = run(helper_child("ids").join(NsHandle::from_pid(pid).unwrap(), all));
+    for k in all.kinds() {
+        assert_eq!(f[k.proc_name().unwrap()], want(k), "{k}");
+    }
+    // And through a single namespace handle.
+    let f =
+        run(helper_child("ids").join(NsHandle::open(pid, Namespace::NET).unwrap(), Namespace::NET));
+    assert_eq!(f["net"], want(Namespace::NET));
+    assert_eq!(
+        f["uts"],
+        NsId::current(Namespace::UTS).unwrap().ino.to_string()
+    );
+}
+
+#[test]
+fn error_exited_pid() {
+    let mut c = Spawn::new("true").spawn().unwrap();
+    let pid = c.pid();
+    assert!(c.wait().unwrap().success());
+    for e in [
+        NsHandle::open(pid, Namespace::NET).unwrap_err(),
+        NsHandle::from_pid(pid).unwrap_err(),
+        NsId::of(pid, Namespace::PID).unwrap_err(),
+        c.kill().unwrap_err(),
+    ] {
+        assert!(
+            matches!(e, Error::NoSuchProcess { pid: p } if p == pid),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("no process with pid {pid}")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn error_bad_flag_combinations() {
+    type Setup = fn(&mut Spawn) -> &mut Spawn;
+    let cases: [(Setup, &str); 5] = [
+        (|s| s.hostname("x"), "needs a new uts namespace"),
+        (
+            |s| s.mount(MountSpec::tmpfs("/tmp")),
+            "needs a new mnt namespace",
+        ),
+        (
+            |s| s.uid_map(IdMap::new(0, 1000, 1)),
+            "needs a new user namespace",
+        ),
+        (
+            |s| s.time_offset(TimeClock::Boottime, 1, 0),
+            "needs a new time namespace",
+        ),
+        (
+            |s| s.namespaces(Namespace::MOUNT).pivot_root(true),
+            "pivot_root needs a root directory",
+        ),
+    ];
+    for (setup, want) in cases {
+        let mut s = Spawn::new("true");
+        let e = setup(&mut s).spawn().unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        assert!(e.to_string().contains(want), "{e} lacks {want:?}");
+    }
+    let e = NsId::current(Namespace::NET | Namespace::PID).unwrap_err();
+    assert!(e.to_string().contains("exactly one namespace kind"), "{e}");
+    let h = NsHandle::open(std::process::id() as i32, Namespace::NET).unwrap();
+    let e = h.enter(Namespace::UTS).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("cannot enter uts through a net namespace handle"),
+        "{e}"
+    );
+}
+
+#[test]
+fn error_child_step_is_named() {
+    let e = Spawn::new("/nonexistent/nskit-no-such-program")
+        .spawn()
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Child { step, .. } if step.starts_with("exec")),
+        "{e:?}"
+    );
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    let e = Spawn::new("true")
+        .namespaces(Namespace::MOUNT)
+        .mount(MountSpec::new(
+            "nskit-no-such-fs",
+            "none",
+            "/tmp",
+            nix::mount::MsFlags::empty(),
+            None,
+        ))
+        .spawn()
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("mount #0 (nskit-no-such-fs none on /tmp"),
+        "{e}"
+    );
+    assert_eq!(e.raw_os_error(), Some(libc::ENODEV));
+}
+
+#[test]
+fn error_missing_kernel_feature_is_named_and_clone3_falls_back() {
+    common::assert_root();
+    let f = run(&mut helper_child("seccomp_clone3"));
+    assert_eq!(
+        f["fallback_hostname"], "fallback",
+        "clone(2) fallback did not work"
+    );
+    assert_eq!(f["is_unsupported"], "true");
+    assert!(
+        f["unsupported"].contains("mount_setattr")
+            && f["unsupported"].contains("Linux 5.12 or newer"),
+        "{}",
+        f["unsupported"]
+    );
+}
+
+#[test]
+fn signal_and_try_wait_through_pidfd() {
+    let mut c = Spawn::new("sleep").arg("60").spawn().unwrap();
+    assert_eq!(c.try_wait().unwrap(), None);
+    c.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = c.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGTERM));
+    assert_eq!(c.try_wait().unwrap(), Some(st));
+}
+
+/// Spawning from a multi-threaded tokio runtime while other threads allocate, lock and
+/// spawn too: a child that touched malloc or a lock between clone and exec would hang
+/// here (every wait is bounded), as youki #3011 describes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spawn_is_safe_in_a_multithreaded_tokio_runtime() {
+    common::assert_root();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Allocation pressure on other threads, so malloc arenas are locked at random.
+    let mut noise = Vec::new();
+    for _ in 0..2 {
+        let stop = stop.clone();
+        noise.push(std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1024 + i]).collect();
+                std::hint::black_box(v);
+                let _ = std::env::var("PATH");
+            }
+        }));
+    }
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let mut c = Spawn::new("true")
+                .namespaces(Namespace::UTS | Namespace::PID | Namespace::IPC)
+                .hostname(format!("t{i}"))
+                .spawn()
+                .unwrap();
+            c.wait().unwrap()
+        }));
+    }
+    let all = async {
+        for t in tasks {
+            assert!(t.await.unwrap().success());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .expect("a spawned child hung between clone and exec");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for n in noise {
+        n.join().unwrap();
+    }
+}
