@@ -123,10 +123,8 @@ pub fn monotonic_secs() -> i64 {
     // SAFETY: ts is plain data that clock_gettime fills in.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: ts is writable.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
-        0
-    );
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(r, 0);
     ts.tv_sec
 }
 
