@@ -1,5 +1,672 @@
-//! Userspace side of the CPU-throttling eBPF probe.
+//! Userspace side of the CPU-throttling eBPF probe: loads probes/ebpf, attaches it with
+//! the strategy the running kernel accepts, and reads per-cgroup throttle events,
+//! throttled time and duration histograms, with cgroup paths resolved through
+//! cgroupkit.
 //!
-//! A placeholder in the workspace layout: the loader and per-cgroup snapshots are
-//! built under the probes issue; nothing here pretends to work yet.
+//! `cpu.stat` gives totals; this gives each throttle event and its duration, so a
+//! histogram shows whether a container is throttled for 1 ms or 90 ms at a time.
+//!
+//! # Examples
+//! ```no_run
+//! use std::time::Duration;
+//! let mut probe = probes::Probe::builder().load()?;      // needs root and kernel BTF
+//! println!("strategy: {}", probe.strategy());
+//! std::thread::sleep(Duration::from_secs(5));
+//! for cg in probe.snapshot()?.cgroups {
+//!     println!("{} {} events, {} ns", cg.display_path(), cg.stats.events, cg.stats.throttled_ns);
+//! }
+//! # Ok::<(), probes::Error>(())
+//! ```
+//!
+//! # Strategies
+//! - [`Strategy::Fentry`]: `fexit/throttle_cfs_rq` + `fentry/unthrottle_cfs_rq`. For
+//!   kernels that throttle per cfs_rq (up to 6.17) and permit tracing programs. One
+//!   event per throttled cfs_rq, i.e. per CPU the cgroup ran on, per period.
+//! - [`Strategy::SchedSwitch`]: `tp_btf/sched_switch`. For kernels that throttle per
+//!   task (6.18+): one event per task per throttle, from its switch-out with
+//!   `task_struct.throttled` set to its next switch-in.
+//!
+//! Offsets of kernel structs are read from the running kernel's BTF ([`btf`]) at load
+//! time and handed to the program, so one object runs on every supported kernel.
 #![deny(missing_docs)]
+
+pub mod btf;
+mod cgroups;
+mod offsets;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::programs::{BtfTracePoint, FEntry, FExit};
+use aya::{Ebpf, EbpfLoader};
+pub use probes_common::{HIST_BUCKETS, ThrottleStats, bucket_low_usec, hist_bucket};
+
+pub use cgroups::{CgroupIndex, cgroup_id};
+pub use offsets::Offsets;
+
+/// Environment variable that overrides where the eBPF object is loaded from.
+pub const OBJECT_ENV: &str = "PROBES_EBPF_OBJECT";
+
+/// Where `cargo xtask build-ebpf` writes the object: the default [`ProbeBuilder::object`].
+pub fn default_object_path() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .unwrap_or(manifest)
+        .join("target/bpfel-unknown-none/release/probes-ebpf")
+}
+
+const MAP_STATS: &str = "THROTTLE_STATS";
+const MAP_COUNTERS: &str = "COUNTERS";
+const GLOBAL_OFFSETS: &str = "OFFSETS";
+const PROG_THROTTLE: &str = "throttle_cfs_rq_exit";
+const PROG_UNTHROTTLE: &str = "unthrottle_cfs_rq_entry";
+const PROG_SWITCH: &str = "sched_switch";
+const PROG_PELT: &str = "pelt_se";
+
+/// Errors of the probe loader.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The eBPF object was not built.
+    #[error(
+        "eBPF object not found at {}: run `cargo xtask build-ebpf` (or point {OBJECT_ENV} at a built object)",
+        path.display()
+    )]
+    ObjectNotFound {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The process may not load eBPF programs.
+    #[error(
+        "loading eBPF programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); \
+         this process has neither: run as root"
+    )]
+    NotPrivileged,
+    /// Reading the kernel's BTF failed (our reader).
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    /// Reading the kernel's BTF failed (aya, for program loading).
+    #[error(
+        "cannot read kernel BTF at {}: the kernel needs CONFIG_DEBUG_INFO_BTF=y",
+        btf::VMLINUX_BTF
+    )]
+    KernelBtf(#[source] aya::BtfError),
+    /// The object could not be parsed or its maps created.
+    #[error("cannot load eBPF object {}", path.display())]
+    Load {
+        /// The object.
+        path: PathBuf,
+        /// aya's error.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// The requested strategy could not be used.
+    #[error("attach strategy {strategy} failed: {reason}")]
+    Strategy {
+        /// The strategy.
+        strategy: Strategy,
+        /// Why, with the kernel's answer.
+        reason: String,
+    },
+    /// No strategy attached.
+    #[error(
+        "no attach strategy works on this kernel: fentry/fexit: {fentry}; tp_btf/sched_switch: {sched_switch}"
+    )]
+    NoStrategy {
+        /// Why fentry/fexit failed.
+        fentry: String,
+        /// Why tp_btf/sched_switch failed.
+        sched_switch: String,
+    },
+    /// A map of the object is missing or could not be read.
+    #[error("eBPF map {name}: {reason}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// cgroup hierarchy detection failed (paths cannot be resolved).
+    #[error(transparent)]
+    Cgroup(#[from] cgroupkit::Error),
+}
+
+/// Result of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How the probe attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// `fexit/throttle_cfs_rq` + `fentry/unthrottle_cfs_rq`: counts per cfs_rq (per CPU
+    /// per period). Needs tracing programs (refused with EPERM on some kernels).
+    Fentry,
+    /// `tp_btf/sched_switch` with `task_struct.throttled`: counts per task. Kernel 6.18+.
+    SchedSwitch,
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Strategy::Fentry => "fentry/fexit (throttle_cfs_rq, unthrottle_cfs_rq)",
+            Strategy::SchedSwitch => "tp_btf/sched_switch (per-task throttle)",
+        })
+    }
+}
+
+impl Strategy {
+    /// Short name: `fentry` or `sched_switch`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Fentry => "fentry",
+            Strategy::SchedSwitch => "sched_switch",
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fentry" | "fexit" => Ok(Strategy::Fentry),
+            "sched_switch" | "sched-switch" | "tp_btf" => Ok(Strategy::SchedSwitch),
+            _ => Err(format!(
+                "unknown strategy {s:?}: use fentry or sched_switch"
+            )),
+        }
+    }
+}
+
+/// Options of [`Probe`] loading.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeBuilder {
+    object: Option<PathBuf>,
+    strategy: Option<Strategy>,
+    btf: Option<PathBuf>,
+    cgroup_index: bool,
+}
+
+impl ProbeBuilder {
+    /// Load the object from `path` (default: `$PROBES_EBPF_OBJECT`, else
+    /// [`default_object_path`]).
+    pub fn object(mut self, path: impl Into<PathBuf>) -> Self {
+        self.object = Some(path.into());
+        self
+    }
+
+    /// Use only this strategy instead of trying fentry first, then sched_switch.
+    pub fn strategy(mut self, s: Strategy) -> Self {
+        self.strategy = Some(s);
+        self
+    }
+
+    /// Read struct offsets from this raw BTF file instead of /sys/kernel/btf/vmlinux.
+    pub fn btf(mut self, path: impl Into<PathBuf>) -> Self {
+        self.btf = Some(path.into());
+        self
+    }
+
+    /// Do not resolve cgroup ids to paths in snapshots (no cgroup hierarchy needed).
+    pub fn without_paths(mut self) -> Self {
+        self.cgroup_index = false;
+        self
+    }
+
+    /// The object path this builder would load.
+    pub fn object_path(&self) -> PathBuf {
+        self.object
+            .clone()
+            .or_else(|| std::env::var_os(OBJECT_ENV).map(PathBuf::from))
+            .unwrap_or_else(default_object_path)
+    }
+
+    /// Loads the object and attaches it: the requested strategy, or fentry/fexit first
+    /// and tp_btf/sched_switch when the kernel refuses it.
+    ///
+    /// Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN) and kernel BTF. The programs stay
+    /// attached until the [`Probe`] is dropped.
+    pub fn load(self) -> Result<Probe> {
+        let path = self.object_path();
+        if !path.is_file() {
+            return Err(Error::ObjectNotFound { path });
+        }
+        if !privileged() {
+            return Err(Error::NotPrivileged);
+        }
+        let kbtf = match &self.btf {
+            Some(p) => btf::Btf::from_file(p)?,
+            None => btf::Btf::from_sys()?,
+        };
+        let aya_btf = match &self.btf {
+            Some(p) => aya::Btf::parse_file(p, aya::Endianness::default()),
+            None => aya::Btf::from_sys_fs(),
+        }
+        .map_err(Error::KernelBtf)?;
+
+        let order: &[Strategy] = match self.strategy {
+            Some(Strategy::Fentry) => &[Strategy::Fentry],
+            Some(Strategy::SchedSwitch) => &[Strategy::SchedSwitch],
+            None => &[Strategy::Fentry, Strategy::SchedSwitch],
+        };
+        let mut failures: Vec<(Strategy, String)> = Vec::new();
+        for &s in order {
+            match attach(&path, &kbtf, &aya_btf, s) {
+                Ok((ebpf, offsets, notes)) => {
+                    let index = if self.cgroup_index {
+                        Some(CgroupIndex::new(cgroupkit::Hierarchy::detect()?))
+                    } else {
+                        None
+                    };
+                    return Ok(Probe {
+                        ebpf,
+                        strategy: s,
+                        offsets,
+                        fallback: failures,
+                        notes,
+                        index,
+                    });
+                }
+                Err(reason) => failures.push((s, reason)),
+            }
+        }
+        if failures.len() == 1 {
+            let (strategy, reason) = failures.remove(0);
+            return Err(Error::Strategy { strategy, reason });
+        }
+        let why = |s: Strategy| {
+            failures
+                .iter()
+                .find(|f| f.0 == s)
+                .map(|f| f.1.clone())
+                .unwrap_or_default()
+        };
+        Err(Error::NoStrategy {
+            fentry: why(Strategy::Fentry),
+            sched_switch: why(Strategy::SchedSwitch),
+        })
+    }
+}
+
+/// Effective capabilities allow loading tracing programs: CAP_SYS_ADMIN (21), or
+/// CAP_BPF (39) with CAP_PERFMON (38). From /proc/self/status.
+fn privileged() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true; // cannot tell: let the kernel answer
+    };
+    let Some(hex) = status.lines().find_map(|l| l.strip_prefix("CapEff:")) else {
+        return true;
+    };
+    let Ok(caps) = u64::from_str_radix(hex.trim(), 16) else {
+        return true;
+    };
+    let has = |bit: u32| caps & (1u64 << bit) != 0;
+    has(21) || (has(39) && has(38))
+}
+
+/// Loads a fresh copy of the object with the offsets of `strategy` and attaches its
+/// programs. Errors are human-readable reasons, for the fallback report.
+fn attach(
+    path: &Path,
+    kbtf: &btf::Btf,
+    aya_btf: &aya::Btf,
+    strategy: Strategy,
+) -> std::result::Result<(Ebpf, Offsets, Vec<String>), String> {
+    let offsets = Offsets::resolve(kbtf, strategy).map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+    let values = offsets.values();
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(aya_btf))
+        .override_global(GLOBAL_OFFSETS, &values, true)
+        .load_file(path)
+        .map_err(|e| {
+            format!(
+                "cannot load {} (creating its maps): {}",
+                path.display(),
+                error_chain(&e)
+            )
+        })?;
+    let fail = |what: &str, e: &dyn std::error::Error| {
+        let chain = error_chain(e);
+        let hint = if chain.contains("Operation not permitted") || chain.contains("EPERM") {
+            " (the kernel refuses this program type here: EPERM)"
+        } else {
+            ""
+        };
+        format!("{what}: {chain}{hint}")
+    };
+    match strategy {
+        Strategy::Fentry => {
+            let prog: &mut FExit = ebpf
+                .program_mut(PROG_THROTTLE)
+                .ok_or("the object has no throttle_cfs_rq_exit program")?
+                .try_into()
+                .map_err(|e| fail("fexit program", &e))?;
+            prog.load("throttle_cfs_rq", aya_btf)
+                .map_err(|e| fail("load fexit/throttle_cfs_rq", &e))?;
+            prog.attach()
+                .map_err(|e| fail("attach fexit/throttle_cfs_rq", &e))?;
+            let prog: &mut FEntry = ebpf
+                .program_mut(PROG_UNTHROTTLE)
+                .ok_or("the object has no unthrottle_cfs_rq_entry program")?
+                .try_into()
+                .map_err(|e| fail("fentry program", &e))?;
+            prog.load("unthrottle_cfs_rq", aya_btf)
+                .map_err(|e| fail("load fentry/unthrottle_cfs_rq", &e))?;
+            prog.attach()
+                .map_err(|e| fail("attach fentry/unthrottle_cfs_rq", &e))?;
+        }
+        Strategy::SchedSwitch => {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(PROG_SWITCH)
+                .ok_or("the object has no sched_switch program")?
+                .try_into()
+                .map_err(|e| fail("tp_btf program", &e))?;
+            prog.load("sched_switch", aya_btf)
+                .map_err(|e| fail("load tp_btf/sched_switch", &e))?;
+            prog.attach()
+                .map_err(|e| fail("attach tp_btf/sched_switch", &e))?;
+            if offsets.se_my_q != 0 && offsets.task_se != 0 {
+                notes.push(match attach_pelt(&mut ebpf, aya_btf) {
+                    Ok(()) => {
+                        "throttle ends at the unthrottle's re-enqueue (tp_btf/pelt_se_tp)".into()
+                    }
+                    Err(e) => format!(
+                        "tp_btf/pelt_se_tp unavailable ({}): throttle ends at switch-in, \
+                         run-queue wait included",
+                        fail("pelt_se_tp", &*e)
+                    ),
+                });
+            } else {
+                notes.push(
+                    "sched_entity.my_q or task_struct.se missing: throttle ends at switch-in"
+                        .into(),
+                );
+            }
+        }
+    }
+    // Dropping `ebpf` on an error path above detaches and unloads what was attached.
+    Ok((ebpf, offsets, notes))
+}
+
+fn attach_pelt(
+    ebpf: &mut Ebpf,
+    aya_btf: &aya::Btf,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(PROG_PELT)
+        .ok_or("the object has no pelt_se program")?
+        .try_into()?;
+    prog.load("pelt_se_tp", aya_btf)?;
+    prog.attach()?;
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// `ThrottleStats` as a map value for aya.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct StatsPod(ThrottleStats);
+// SAFETY: ThrottleStats is #[repr(C)] and made only of u64s: no padding, every bit
+// pattern valid.
+unsafe impl aya::Pod for StatsPod {}
+
+/// The attached probe. Dropping it detaches and unloads the programs.
+pub struct Probe {
+    ebpf: Ebpf,
+    strategy: Strategy,
+    offsets: Offsets,
+    fallback: Vec<(Strategy, String)>,
+    notes: Vec<String>,
+    index: Option<CgroupIndex>,
+}
+
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Probe")
+            .field("strategy", &self.strategy)
+            .field("offsets", &self.offsets)
+            .field("fallback", &self.fallback)
+            .field("notes", &self.notes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Throttling of one cgroup since the probe attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupThrottle {
+    /// The cgroup id (`cgroup->kn->id`, the inode of its directory).
+    pub id: u64,
+    /// Its path relative to the root of the hierarchy serving the cpu controller
+    /// (e.g. `/system.slice/foo`); `None` when not found (removed, or elsewhere).
+    pub path: Option<String>,
+    /// Counters and histogram.
+    pub stats: ThrottleStats,
+}
+
+impl CgroupThrottle {
+    /// The path, or `id:<n>` when it is unknown.
+    pub fn display_path(&self) -> String {
+        self.path
+            .clone()
+            .unwrap_or_else(|| format!("id:{}", self.id))
+    }
+}
+
+/// Everything the probe counted so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// One entry per cgroup that was throttled, sorted by id.
+    pub cgroups: Vec<CgroupThrottle>,
+    /// Program runs (sched_switch hits, or throttle/unthrottle calls).
+    pub hits: u64,
+    /// Starts or ends lost because a bounded map was full.
+    pub dropped: u64,
+    /// Ends whose start the probe did not see (throttled before it attached).
+    pub unmatched: u64,
+    /// Throttle starts recorded (some may still be in flight).
+    pub starts: u64,
+}
+
+impl Snapshot {
+    /// The entry of cgroup `id`, if it was throttled.
+    pub fn get(&self, id: u64) -> Option<&CgroupThrottle> {
+        self.cgroups.iter().find(|c| c.id == id)
+    }
+}
+
+impl Probe {
+    /// Options; see [`ProbeBuilder::load`].
+    pub fn builder() -> ProbeBuilder {
+        ProbeBuilder {
+            cgroup_index: true,
+            ..ProbeBuilder::default()
+        }
+    }
+
+    /// The strategy in use.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Strategies tried before the one in use, and why each failed.
+    pub fn fallback_reasons(&self) -> &[(Strategy, String)] {
+        &self.fallback
+    }
+
+    /// Details of how the strategy in use measures (e.g. where a throttle ends).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The kernel struct offsets handed to the program.
+    pub fn offsets(&self) -> &Offsets {
+        &self.offsets
+    }
+
+    /// Per-CPU counter `idx`, summed over CPUs.
+    fn counter(&self, idx: u32) -> Result<u64> {
+        let map = self.ebpf.map(MAP_COUNTERS).ok_or(Error::Map {
+            name: MAP_COUNTERS,
+            reason: "missing from the object".into(),
+        })?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|e| Error::Map {
+                name: MAP_COUNTERS,
+                reason: e.to_string(),
+            })?;
+        let vals = arr.get(&idx, 0).map_err(|e| Error::Map {
+            name: MAP_COUNTERS,
+            reason: format!("lookup {idx}: {e}"),
+        })?;
+        Ok(vals.iter().copied().fold(0u64, u64::wrapping_add))
+    }
+
+    /// Program runs so far (summed over CPUs): the number of probe hits.
+    pub fn hits(&self) -> Result<u64> {
+        self.counter(probes_common::counter::HITS)
+    }
+
+    /// Reads every cgroup's counters and resolves ids to paths (ids not found in the
+    /// cpu hierarchy are kept with `path: None`).
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let map = self.ebpf.map(MAP_STATS).ok_or(Error::Map {
+            name: MAP_STATS,
+            reason: "missing from the object".into(),
+        })?;
+        let stats: BpfHashMap<&MapData, u64, StatsPod> =
+            BpfHashMap::try_from(map).map_err(|e| Error::Map {
+                name: MAP_STATS,
+                reason: e.to_string(),
+            })?;
+        let mut raw: HashMap<u64, ThrottleStats> = HashMap::new();
+        for item in stats.iter() {
+            // An entry removed while iterating ends the walk early; what was read stays.
+            let Ok((id, v)) = item else { break };
+            raw.insert(id, v.0);
+        }
+        let mut cgroups: Vec<CgroupThrottle> = raw
+            .into_iter()
+            .map(|(id, stats)| CgroupThrottle {
+                id,
+                path: None,
+                stats,
+            })
+            .collect();
+        cgroups.sort_by_key(|c| c.id);
+        if let Some(index) = &mut self.index {
+            let ids: Vec<u64> = cgroups.iter().map(|c| c.id).collect();
+            let paths = index.resolve(&ids);
+            for c in &mut cgroups {
+                c.path = paths.get(&c.id).cloned();
+            }
+        }
+        use probes_common::counter;
+        Ok(Snapshot {
+            cgroups,
+            hits: self.counter(counter::HITS)?,
+            dropped: self.counter(counter::DROPPED)?,
+            unmatched: self.counter(counter::UNMATCHED)?,
+            starts: self.counter(counter::STARTS)?,
+        })
+    }
+}
+
+/// The histogram bucket `i` as a range for people: `"1-2ms"`, `"256-512us"`, `"<2us"`,
+/// and `">=2147s"` for the last, open-ended one.
+pub fn bucket_label(i: usize) -> String {
+    fn human(us: u64) -> String {
+        if us >= 1_000_000 {
+            format!("{}s", us / 1_000_000)
+        } else if us >= 1000 {
+            format!("{}ms", us / 1000)
+        } else {
+            format!("{us}us")
+        }
+    }
+    if i == 0 {
+        return "<2us".to_owned();
+    }
+    let lo = bucket_low_usec(i);
+    if i + 1 >= HIST_BUCKETS {
+        return format!(">={}", human(lo));
+    }
+    let hi = bucket_low_usec(i + 1);
+    let (l, h) = (human(lo), human(hi));
+    // "1ms-2ms" -> "1-2ms" when the units agree.
+    let unit = |s: &str| {
+        s.trim_start_matches(|c: char| c.is_ascii_digit())
+            .to_owned()
+    };
+    if unit(&l) == unit(&h) {
+        format!("{}-{h}", l.trim_end_matches(|c: char| !c.is_ascii_digit()))
+    } else {
+        format!("{l}-{h}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets() {
+        assert_eq!(hist_bucket(0), 0);
+        assert_eq!(hist_bucket(1_999), 0);
+        assert_eq!(hist_bucket(2_000), 1);
+        assert_eq!(hist_bucket(1_000_000), 9); // 1000 us in [512, 1024)
+        assert_eq!(hist_bucket(80_000_000), 16); // 80 ms in [65.5, 131) ms
+        assert_eq!(hist_bucket(u64::MAX), HIST_BUCKETS - 1);
+        for ns in [1u64, 5_000, 123_456, 9_999_999, 1 << 40] {
+            let b = hist_bucket(ns);
+            let us = ns / 1000;
+            assert!(b == 0 || us >= bucket_low_usec(b), "{ns}");
+            assert!(b + 1 >= HIST_BUCKETS || us < bucket_low_usec(b + 1), "{ns}");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(bucket_label(0), "<2us");
+        assert_eq!(bucket_label(1), "2-4us");
+        assert_eq!(bucket_label(9), "512us-1ms");
+        assert_eq!(bucket_label(10), "1-2ms");
+        assert_eq!(bucket_label(16), "65-131ms");
+        assert_eq!(bucket_label(HIST_BUCKETS - 1), ">=2147s");
+    }
+
+    #[test]
+    fn missing_object_names_the_command() {
+        let e = Probe::builder()
+            .object("/nonexistent/probes-ebpf")
+            .load()
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("/nonexistent/probes-ebpf"), "{msg}");
+        assert!(msg.contains("cargo xtask build-ebpf"), "{msg}");
+    }
+
+    #[test]
+    fn strategy_names() {
+        assert_eq!("fentry".parse::<Strategy>(), Ok(Strategy::Fentry));
+        assert_eq!(
+            "sched_switch".parse::<Strategy>(),
+            Ok(Strategy::SchedSwitch)
+        );
+        assert!("kprobe".parse::<Strategy>().is_err());
+    }
+}

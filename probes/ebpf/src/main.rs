@@ -1,0 +1,238 @@
+//! Kernel side of the CPU-throttling probe: per cgroup id (the kernfs id, equal to the
+//! inode of the cgroup's directory) the number of throttle events, their total
+//! duration and a log2 histogram of durations.
+//!
+//! Two strategies, chosen and attached by the loader (probes/src):
+//! - `fexit/throttle_cfs_rq` + `fentry/unthrottle_cfs_rq` (kernels that throttle per
+//!   cfs_rq and allow tracing programs, e.g. 6.1 and 6.12): one event per throttled
+//!   cfs_rq, i.e. per CPU per period; in-flight starts keyed by the cfs_rq pointer.
+//! - `tp_btf/sched_switch` (6.18+, which throttles per task): a task switched out with
+//!   its `throttled` flag set starts an event, its next switch-in ends it; in-flight
+//!   starts keyed by pid. `tp_btf/pelt_se_tp` ends it earlier and more precisely: at the
+//!   task's re-enqueue by the unthrottle, before it waits for a CPU.
+//!
+//! Rust eBPF has no CO-RE relocations: every struct offset comes from the loader, which
+//! reads it from the running kernel's BTF, through the `OFFSETS` global.
+#![no_std]
+#![no_main]
+// atomic_xadd: the BPF target has no CAS, so core::sync::atomic offers no fetch_add;
+// LLVM lowers an unused-result xadd to BPF_ATOMIC add, which every supported kernel has.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, fentry, fexit, map},
+    maps::{HashMap, PerCpuArray},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext},
+};
+use probes_common::{ThrottleStats, counter, hist_bucket, off};
+
+/// Offsets from the running kernel's BTF, written by the loader before loading (it
+/// lands in .rodata, so the verifier sees constants).
+#[unsafe(no_mangle)]
+static OFFSETS: [u64; off::LEN] = [0; off::LEN];
+
+/// Per-cgroup totals. Bounded; a full map counts in `COUNTERS[DROPPED]`.
+#[map]
+static THROTTLE_STATS: HashMap<u64, ThrottleStats> = HashMap::with_max_entries(16384, 0);
+
+/// Throttles in flight: cfs_rq pointer or pid -> [start ns, cgroup id].
+#[map]
+static THROTTLE_STARTS: HashMap<u64, [u64; 2]> = HashMap::with_max_entries(32768, 0);
+
+/// Per-CPU counters, indexed by `probes_common::counter`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+#[inline(always)]
+fn offset(i: usize) -> u64 {
+    // SAFETY: OFFSETS is a static of fixed size and `i` is one of the `off::*`
+    // constants below off::LEN; the volatile read keeps the compiler from folding the
+    // build-time zeros, since the loader rewrites the value before the program loads.
+    unsafe { core::ptr::read_volatile(OFFSETS.as_ptr().add(i)) }
+}
+
+#[inline(always)]
+fn bump(which: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(which) {
+        // SAFETY: a per-CPU array slot of this CPU; tracing programs of this object do
+        // not nest on one CPU, so nothing else writes it concurrently.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Reads a u64 at `base + off` in kernel memory; 0 when the read faults.
+#[inline(always)]
+fn read_u64(base: u64, off: u64) -> u64 {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails instead of faulting.
+    unsafe { bpf_probe_read_kernel((base.wrapping_add(off)) as *const u64) }.unwrap_or(0)
+}
+
+/// Reads a u32 at `base + off` in kernel memory; 0 when the read faults.
+#[inline(always)]
+fn read_u32(base: u64, off: u64) -> u32 {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails instead of faulting.
+    unsafe { bpf_probe_read_kernel((base.wrapping_add(off)) as *const u32) }.unwrap_or(0)
+}
+
+/// task_group -> css.cgroup -> kn -> id; 0 if any link is missing.
+#[inline(always)]
+fn tg_cgroup_id(tg: u64) -> u64 {
+    if tg == 0 {
+        return 0;
+    }
+    let cgrp = read_u64(tg, offset(off::TG_CSS_CGROUP));
+    if cgrp == 0 {
+        return 0;
+    }
+    let kn = read_u64(cgrp, offset(off::CGROUP_KN));
+    if kn == 0 {
+        return 0;
+    }
+    read_u64(kn, offset(off::KN_ID))
+}
+
+#[inline(always)]
+fn start(key: u64, cgid: u64) {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if THROTTLE_STARTS.insert(key, [now, cgid], 0).is_err() {
+        bump(counter::DROPPED);
+    } else {
+        bump(counter::STARTS);
+    }
+}
+
+/// Ends the throttle in flight under `key`, if any, and accounts it to its cgroup.
+#[inline(always)]
+fn finish(key: u64) -> bool {
+    let Some(p) = THROTTLE_STARTS.get_ptr(key) else {
+        return false;
+    };
+    // SAFETY: a value pointer of THROTTLE_STARTS, valid for this program run; a
+    // concurrent delete of the same key cannot happen (one key is one cfs_rq or task,
+    // whose throttle and end are serialised by the kernel).
+    let [t0, cgid] = unsafe { *p };
+    let _ = THROTTLE_STARTS.remove(key);
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    record(cgid, now.saturating_sub(t0));
+    true
+}
+
+#[inline(always)]
+fn add(p: *mut ThrottleStats, ns: u64) {
+    let b = hist_bucket(ns);
+    // SAFETY: `p` is a live value of THROTTLE_STATS; the fields are u64 aligned to 8;
+    // updates from several CPUs go through atomic adds.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*p).events, 1);
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*p).throttled_ns, ns);
+        if let Some(h) = (*p).hist.get_mut(b) {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(h, 1);
+        }
+    }
+}
+
+/// A zeroed value to create entries from: a pointer into .rodata (a map value for the
+/// verifier) instead of 272 bytes of BPF stack.
+static ZERO_STATS: ThrottleStats = ThrottleStats::ZERO;
+
+#[inline(always)]
+fn record(cgid: u64, ns: u64) {
+    if let Some(p) = THROTTLE_STATS.get_ptr_mut(cgid) {
+        add(p, ns);
+        return;
+    }
+    // Fails if another CPU created it first (fine) or the map is full (see below).
+    let _ = THROTTLE_STATS.insert(cgid, &ZERO_STATS, BPF_NOEXIST.into());
+    match THROTTLE_STATS.get_ptr_mut(cgid) {
+        Some(p) => add(p, ns),
+        None => bump(counter::DROPPED),
+    }
+}
+
+/// `bool throttle_cfs_rq(struct cfs_rq *cfs_rq)` returned: a throttle starts when it
+/// returns true (false: runtime arrived meanwhile, nothing was throttled).
+#[fexit(function = "throttle_cfs_rq")]
+pub fn throttle_cfs_rq_exit(ctx: FExitContext) -> u32 {
+    bump(counter::HITS);
+    let cfs_rq: u64 = ctx.arg(0);
+    if offset(off::THROTTLE_RETURNS_BOOL) != 0 {
+        let ret: u64 = ctx.arg(1);
+        if ret & 0xff == 0 {
+            return 0;
+        }
+    }
+    let tg = read_u64(cfs_rq, offset(off::CFS_RQ_TG));
+    start(cfs_rq, tg_cgroup_id(tg));
+    0
+}
+
+/// `void unthrottle_cfs_rq(struct cfs_rq *cfs_rq)`: the throttle of this cfs_rq ends.
+#[fentry(function = "unthrottle_cfs_rq")]
+pub fn unthrottle_cfs_rq_entry(ctx: FEntryContext) -> u32 {
+    bump(counter::HITS);
+    let cfs_rq: u64 = ctx.arg(0);
+    if !finish(cfs_rq) {
+        bump(counter::UNMATCHED);
+    }
+    0
+}
+
+/// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
+/// unsigned int prev_state)`.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
+    bump(counter::HITS);
+    let prev: u64 = ctx.arg(1);
+    let next: u64 = ctx.arg(2);
+    let word = read_u64(prev, offset(off::TASK_THROTTLED_WORD));
+    if (word >> (offset(off::TASK_THROTTLED_SHIFT) & 63)) & offset(off::TASK_THROTTLED_MASK) != 0 {
+        let pid = read_u32(prev, offset(off::TASK_PID));
+        let tg = read_u64(prev, offset(off::TASK_SCHED_TASK_GROUP));
+        start(u64::from(pid), tg_cgroup_id(tg));
+    }
+    let pid = read_u32(next, offset(off::TASK_PID));
+    // Idle (pid 0) is never throttled.
+    if pid != 0 {
+        finish(u64::from(pid));
+    }
+    0
+}
+
+/// `pelt_se_tp(struct sched_entity *se)`, a bare tracepoint in PELT updates. A
+/// throttled task's first load update after its throttle is the re-enqueue in
+/// `tg_unthrottle_up`: the end of the throttle, before any run-queue wait. Ends not
+/// seen here (the tracepoint is missing, or the update did not decay) fall back to the
+/// switch-in in `sched_switch`.
+#[btf_tracepoint(function = "pelt_se_tp")]
+pub fn pelt_se(ctx: BtfTracePointContext) -> u32 {
+    bump(counter::HITS);
+    let se: u64 = ctx.arg(0);
+    // Group entities have a run queue of their own; tasks do not.
+    if read_u64(se, offset(off::SE_MY_Q)) != 0 {
+        return 0;
+    }
+    let task = se.wrapping_sub(offset(off::TASK_SE));
+    let pid = read_u32(task, offset(off::TASK_PID));
+    if pid != 0 {
+        finish(u64::from(pid));
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The licence the kernel checks before allowing GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,119 @@
+//! Kernel struct offsets the eBPF program needs, resolved from the running kernel's BTF.
+
+use probes_common::off;
+
+use crate::Strategy;
+use crate::btf::{Btf, BtfError};
+
+/// Offsets handed to the program in its `OFFSETS` global (see `probes_common::off`).
+///
+/// Byte offsets, except the `task_struct.throttled` flag, which is read as the
+/// little-endian u64 at `throttled_word`, shifted right by `throttled_shift` and
+/// masked with `throttled_mask` (this covers a bool and a bitfield alike).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    /// `cfs_rq.tg`.
+    pub cfs_rq_tg: u64,
+    /// `task_group.css.cgroup`.
+    pub tg_css_cgroup: u64,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u64,
+    /// `kernfs_node.id`.
+    pub kn_id: u64,
+    /// `task_struct.sched_task_group`.
+    pub task_sched_task_group: u64,
+    /// `task_struct.pid`.
+    pub task_pid: u64,
+    /// Byte offset of the u64 holding `task_struct.throttled`.
+    pub throttled_word: u64,
+    /// Shift of the flag inside that u64.
+    pub throttled_shift: u64,
+    /// Mask of the flag after the shift.
+    pub throttled_mask: u64,
+    /// `throttle_cfs_rq` returns bool (whether it throttled).
+    pub throttle_returns_bool: bool,
+    /// `sched_entity.my_q` (0 when the kernel lacks it: no pelt_se_tp end).
+    pub se_my_q: u64,
+    /// `task_struct.se`.
+    pub task_se: u64,
+}
+
+fn bytes(btf: &Btf, path: &str) -> Result<u64, BtfError> {
+    let m = btf.member(path)?;
+    if m.bitfield_size.is_some() || m.bit_offset % 8 != 0 {
+        return Err(BtfError::Malformed(format!(
+            "{path} is a bitfield where a pointer or integer was expected"
+        )));
+    }
+    Ok(m.byte_offset())
+}
+
+impl Offsets {
+    /// Resolves what `strategy` needs from `btf`; an error names the missing piece.
+    pub fn resolve(btf: &Btf, strategy: Strategy) -> Result<Offsets, BtfError> {
+        let mut o = Offsets {
+            tg_css_cgroup: bytes(btf, "task_group.css.cgroup")?,
+            cgroup_kn: bytes(btf, "cgroup.kn")?,
+            kn_id: bytes(btf, "kernfs_node.id")?,
+            ..Offsets::default()
+        };
+        match strategy {
+            Strategy::Fentry => {
+                o.cfs_rq_tg = bytes(btf, "cfs_rq.tg")?;
+                o.throttle_returns_bool = btf.func_return_type("throttle_cfs_rq")? != 0;
+                // Also needed by the fentry program's attach.
+                btf.func_return_type("unthrottle_cfs_rq")?;
+            }
+            Strategy::SchedSwitch => {
+                o.task_sched_task_group = bytes(btf, "task_struct.sched_task_group")?;
+                o.task_pid = bytes(btf, "task_struct.pid")?;
+                let t = btf.member("task_struct.throttled").map_err(|e| match e {
+                    BtfError::NoMember { .. } => BtfError::Malformed(
+                        "task_struct has no `throttled` flag: this kernel throttles per cfs_rq \
+                         (before 6.18), use the fentry strategy"
+                            .into(),
+                    ),
+                    e => e,
+                })?;
+                let bits = t
+                    .bitfield_size
+                    .map(u64::from)
+                    .unwrap_or(t.byte_size.saturating_mul(8))
+                    .clamp(1, 8);
+                let size = btf.struct_size("task_struct")?;
+                let byte = t.bit_offset / 8;
+                let word = byte.min(size.saturating_sub(8));
+                o.throttled_word = word;
+                o.throttled_shift = t.bit_offset - word * 8;
+                o.throttled_mask = (1u64 << bits) - 1;
+                // For the optional pelt_se_tp end; missing members just disable it.
+                o.se_my_q = bytes(btf, "sched_entity.my_q").unwrap_or(0);
+                o.task_se = bytes(btf, "task_struct.se").unwrap_or(0);
+                if o.throttled_shift + bits > 64 {
+                    return Err(BtfError::Malformed(
+                        "task_struct.throttled does not fit the u64 read".into(),
+                    ));
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// The values of the program's `OFFSETS` array, indexed by `probes_common::off`.
+    pub fn values(&self) -> [u64; off::LEN] {
+        let mut v = [0u64; off::LEN];
+        v[off::CFS_RQ_TG] = self.cfs_rq_tg;
+        v[off::TG_CSS_CGROUP] = self.tg_css_cgroup;
+        v[off::CGROUP_KN] = self.cgroup_kn;
+        v[off::KN_ID] = self.kn_id;
+        v[off::TASK_SCHED_TASK_GROUP] = self.task_sched_task_group;
+        v[off::TASK_PID] = self.task_pid;
+        v[off::TASK_THROTTLED_WORD] = self.throttled_word;
+        v[off::TASK_THROTTLED_SHIFT] = self.throttled_shift;
+        v[off::TASK_THROTTLED_MASK] = self.throttled_mask;
+        v[off::THROTTLE_RETURNS_BOOL] = u64::from(self.throttle_returns_bool);
+        v[off::SE_MY_Q] = self.se_my_q;
+        v[off::TASK_SE] = self.task_se;
+        v
+    }
+}
