@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::util;
 
+mod cgroupkit;
+
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -26,6 +28,21 @@ enum What {
         #[arg(long, default_value_t = 300)]
         runs: usize,
     },
+    /// The cgroupkit library against plain shell, libcgroup and `cat`: (a) churn of
+    /// `--count` cgroups created + limited (cpu 0.2, memory 64M, pids 100) + deleted;
+    /// (b) typed stats (cpu + memory + pids) of `--count` populated cgroups against
+    /// raw reads of the same files (`cat`, and in-process).
+    Cgroupkit {
+        /// Cgroups per churn run and populated cgroups for the stats read.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Churn runs of each tool (interleaved).
+        #[arg(long, default_value_t = 3)]
+        churn_rounds: usize,
+        /// Rounds of each stats reader.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
 }
 
 /// Entry point.
@@ -36,6 +53,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     match args.what {
         What::Cgctl { runs } => bench_cgctl(runs),
+        What::Cgroupkit {
+            count,
+            churn_rounds,
+            rounds,
+        } => cgroupkit::run(count, churn_rounds, rounds),
     }
 }
 
@@ -89,22 +111,36 @@ impl Drop for Sleeper {
     }
 }
 
-/// Removes the benchmark's parent cgroup from every hierarchy on drop.
+/// Removes the benchmark's parent cgroup (and every cgroup under it) from every
+/// hierarchy on drop. Processes put inside must be ended first.
 struct Parent {
     dirs: Vec<PathBuf>,
 }
 impl Drop for Parent {
     fn drop(&mut self) {
         for d in self.dirs.iter().rev() {
-            if let Ok(rd) = std::fs::read_dir(d) {
-                for e in rd.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        let _ = std::fs::remove_dir(e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(d);
+            remove_tree(d);
         }
+    }
+}
+
+/// rmdir of a cgroup directory tree, deepest first, retrying EBUSY for a moment
+/// (a cgroup stays busy until its last exited process is reaped). Best effort.
+fn remove_tree(d: &Path) {
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            // cgroupfs holds only files and directories; never follow a symlink.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let start = Instant::now();
+    while let Err(e) = std::fs::remove_dir(d) {
+        if e.raw_os_error() != Some(libc::EBUSY) || start.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
