@@ -377,7 +377,7 @@ impl CpuStat {
     pub fn parse_v2(text: &str, path: &Path) -> Result<CpuStat> {
         let mut s = CpuStat::default();
         for (k, v) in fsutil::parse_flat_keyed(path, text)? {
-            match k.as_str() {
+            match k {
                 "usage_usec" => s.usage_usec = Some(v),
                 "user_usec" => s.user_usec = Some(v),
                 "system_usec" => s.system_usec = Some(v),
@@ -397,7 +397,7 @@ impl CpuStat {
     pub fn parse_v1(text: &str, path: &Path) -> Result<CpuStat> {
         let mut s = CpuStat::default();
         for (k, v) in fsutil::parse_flat_keyed(path, text)? {
-            match k.as_str() {
+            match k {
                 "nr_periods" => s.nr_periods = v,
                 "nr_throttled" => s.nr_throttled = v,
                 "throttled_time" => s.throttled_usec = v / 1000,

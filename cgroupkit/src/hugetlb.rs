@@ -265,7 +265,7 @@ pub struct HugetlbStat {
 pub fn parse_events(text: &str, path: &Path) -> Result<u64> {
     Ok(fsutil::parse_flat_keyed(path, text)?
         .into_iter()
-        .find(|(k, _)| k == "max")
+        .find(|(k, _)| *k == "max")
         .map_or(0, |(_, v)| v))
 }
 

@@ -252,7 +252,7 @@ impl CgroupEvents {
     pub fn parse(text: &str, path: &Path) -> Result<CgroupEvents> {
         let mut ev = CgroupEvents::default();
         for (k, v) in fsutil::parse_flat_keyed(path, text)? {
-            match k.as_str() {
+            match k {
                 "populated" => ev.populated = v != 0,
                 "frozen" => ev.frozen = v != 0,
                 _ => {}

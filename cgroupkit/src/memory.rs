@@ -496,7 +496,7 @@ impl MemoryEvents {
     pub fn parse_v2(text: &str, path: &Path) -> Result<MemoryEvents> {
         let mut e = MemoryEvents::default();
         for (k, v) in fsutil::parse_flat_keyed(path, text)? {
-            match k.as_str() {
+            match k {
                 "low" => e.low = Some(v),
                 "high" => e.high = Some(v),
                 "max" => e.max = Some(v),
@@ -513,7 +513,7 @@ impl MemoryEvents {
     pub fn parse_v1_oom_control(text: &str, path: &Path) -> Result<MemoryEvents> {
         let mut e = MemoryEvents::default();
         for (k, v) in fsutil::parse_flat_keyed(path, text)? {
-            match k.as_str() {
+            match k {
                 "oom_kill_disable" => e.oom_kill_disable = Some(v != 0),
                 "under_oom" => e.under_oom = Some(v != 0),
                 "oom_kill" => e.oom_kill = Some(v),
@@ -587,8 +587,10 @@ impl MemoryStat {
     /// Parses memory.stat of either version into the map and the typed fields
     /// (`version` picks the v1 or v2 key names).
     pub fn parse_stat(text: &str, path: &Path, version: Version) -> Result<MemoryStat> {
-        let stat: BTreeMap<String, u64> =
-            fsutil::parse_flat_keyed(path, text)?.into_iter().collect();
+        let stat: BTreeMap<String, u64> = fsutil::parse_flat_keyed(path, text)?
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
         let g = |k: &str| stat.get(k).copied();
         let mut s = MemoryStat {
             shmem_bytes: g("shmem"),
@@ -637,12 +639,7 @@ pub(crate) fn stat(dir: &CgroupDir) -> Result<MemoryStat> {
     match dir.version {
         Version::V2 => {
             s.current_bytes = fsutil::read_u64(&dir.file(MEMORY_CURRENT))?;
-            let peak = dir.file(MEMORY_PEAK);
-            s.peak_bytes = if peak.exists() {
-                Some(fsutil::read_u64(&peak)?)
-            } else {
-                None
-            };
+            s.peak_bytes = fsutil::read_u64_if_exists(&dir.file(MEMORY_PEAK))?;
             let e = dir.file(MEMORY_EVENTS);
             s.events = MemoryEvents::parse_v2(&fsutil::read_to_string(&e)?, &e)?;
         }

@@ -115,7 +115,7 @@ impl PidsStat {
     pub fn parse_events(text: &str, path: &Path) -> Result<u64> {
         Ok(fsutil::parse_flat_keyed(path, text)?
             .into_iter()
-            .find(|(k, _)| k == "max")
+            .find(|(k, _)| *k == "max")
             .map_or(0, |(_, v)| v))
     }
 }
@@ -130,15 +130,10 @@ pub(crate) fn apply(dir: &CgroupDir, p: &Pids, w: &mut Writer) -> Result<()> {
 }
 
 pub(crate) fn stat(dir: &CgroupDir) -> Result<PidsStat> {
-    let peak = dir.file(PIDS_PEAK);
     let events = dir.file(PIDS_EVENTS);
     Ok(PidsStat {
         current: fsutil::read_u64(&dir.file(PIDS_CURRENT))?,
-        peak: if peak.exists() {
-            Some(fsutil::read_u64(&peak)?)
-        } else {
-            None
-        },
+        peak: fsutil::read_u64_if_exists(&dir.file(PIDS_PEAK))?,
         events_max: PidsStat::parse_events(&fsutil::read_to_string(&events)?, &events)?,
     })
 }
