@@ -11,12 +11,19 @@ use std::time::{Duration, Instant};
 
 use nskit::{Namespace, Spawn};
 
+fn kinds() -> Namespace {
+    // NSKIT_BENCH_NS=net,pid,... narrows the set (to see what each kind costs).
+    match std::env::var("NSKIT_BENCH_NS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|n| Namespace::all().kinds().find(|k| k.proc_name() == Some(n)))
+            .fold(Namespace::empty(), |a, k| a | k),
+        Err(_) => Namespace::PID | Namespace::MOUNT | Namespace::UTS | Namespace::IPC | Namespace::NET,
+    }
+}
+
 fn once() -> nskit::Result<()> {
-    let st = Spawn::new("true")
-        .namespaces(
-            Namespace::PID | Namespace::MOUNT | Namespace::UTS | Namespace::IPC | Namespace::NET,
-        )
-        .status()?;
+    let st = Spawn::new("true").namespaces(kinds()).status()?;
     if !st.success() {
         eprintln!("true failed: {st}");
         std::process::exit(1);

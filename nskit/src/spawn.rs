@@ -612,6 +612,22 @@ impl Spawn {
                 p.extend_from_slice(self.program.as_bytes());
                 c.push(cstring("PATH entry", OsStr::from_bytes(&p))?);
             }
+            // When the child sees the same filesystem as we do, search PATH here
+            // (each failed execve in the child costs a path walk); otherwise the child
+            // tries every entry in its own view.
+            let same_view = self.root.is_none()
+                && self.mounts.is_empty()
+                && !self.joins.iter().any(|(h, k)| {
+                    k.contains(Namespace::MOUNT) || h.kind() == Some(Namespace::MOUNT)
+                });
+            if same_view
+                && let Some(found) = c.iter().find(|p| {
+                    // SAFETY: p is NUL-terminated; access only reads the path.
+                    unsafe { libc::access(p.as_ptr(), libc::X_OK) == 0 }
+                })
+            {
+                c = vec![found.clone()];
+            }
             c
         };
         let mut argv = vec![prog];
