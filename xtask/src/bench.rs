@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::util;
 
+mod nskit;
+
 mod cgroupkit;
 
 /// Options of `cargo xtask bench`.
@@ -43,6 +45,13 @@ enum What {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// `true` in new pid+mount+uts+ipc+net namespaces: nskit's spawn_true example vs
+    /// util-linux `unshare --fork --pid --mount --uts --ipc --net true`.
+    Nskit {
+        /// Runs of each tool (interleaved, so drift hits all alike).
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+    },
 }
 
 /// Entry point.
@@ -53,6 +62,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     match args.what {
         What::Cgctl { runs } => bench_cgctl(runs),
+        What::Nskit { runs } => nskit::run(runs),
         What::Cgroupkit {
             count,
             churn_rounds,
