@@ -64,7 +64,7 @@ const GLOBAL_OFFSETS: &str = "OFFSETS";
 const PROG_THROTTLE: &str = "throttle_cfs_rq_exit";
 const PROG_UNTHROTTLE: &str = "unthrottle_cfs_rq_entry";
 const PROG_SWITCH: &str = "sched_switch";
-const PROG_PELT: &str = "pelt_se";
+const PROG_TIMER: &str = "hrtimer_expire";
 
 /// Errors of the probe loader.
 #[derive(Debug, thiserror::Error)]
@@ -367,20 +367,20 @@ fn attach(
                 .map_err(|e| fail("load tp_btf/sched_switch", &e))?;
             prog.attach()
                 .map_err(|e| fail("attach tp_btf/sched_switch", &e))?;
-            if offsets.se_my_q != 0 && offsets.task_se != 0 {
-                notes.push(match attach_pelt(&mut ebpf, aya_btf) {
-                    Ok(()) => {
-                        "throttle ends at the unthrottle's re-enqueue (tp_btf/pelt_se_tp)".into()
-                    }
+            if offsets.period_timer_fn != 0 {
+                notes.push(match attach_timer(&mut ebpf, aya_btf) {
+                    Ok(()) => "a throttle ends when the group's bandwidth timer unthrottles it \
+                               (tp_btf/hrtimer_expire_entry)"
+                        .into(),
                     Err(e) => format!(
-                        "tp_btf/pelt_se_tp unavailable ({}): throttle ends at switch-in, \
-                         run-queue wait included",
-                        fail("pelt_se_tp", &*e)
+                        "{}: a throttle ends at the task's switch-in, run-queue wait included",
+                        fail("tp_btf/hrtimer_expire_entry", &*e)
                     ),
                 });
             } else {
                 notes.push(
-                    "sched_entity.my_q or task_struct.se missing: throttle ends at switch-in"
+                    "sched_cfs_period_timer not in /proc/kallsyms (or hidden): a throttle ends \
+                     at the task's switch-in, run-queue wait included"
                         .into(),
                 );
             }
@@ -390,15 +390,15 @@ fn attach(
     Ok((ebpf, offsets, notes))
 }
 
-fn attach_pelt(
+fn attach_timer(
     ebpf: &mut Ebpf,
     aya_btf: &aya::Btf,
 ) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let prog: &mut BtfTracePoint = ebpf
-        .program_mut(PROG_PELT)
-        .ok_or("the object has no pelt_se program")?
+        .program_mut(PROG_TIMER)
+        .ok_or("the object has no hrtimer_expire program")?
         .try_into()?;
-    prog.load("pelt_se_tp", aya_btf)?;
+    prog.load("hrtimer_expire_entry", aya_btf)?;
     prog.attach()?;
     Ok(())
 }

@@ -32,10 +32,44 @@ pub struct Offsets {
     pub throttled_mask: u64,
     /// `throttle_cfs_rq` returns bool (whether it throttled).
     pub throttle_returns_bool: bool,
-    /// `sched_entity.my_q` (0 when the kernel lacks it: no pelt_se_tp end).
-    pub se_my_q: u64,
-    /// `task_struct.se`.
-    pub task_se: u64,
+    /// `hrtimer.function`.
+    pub hrtimer_function: u64,
+    /// `task_group.cfs_bandwidth.period_timer`.
+    pub tg_period_timer: u64,
+    /// `task_group.cfs_bandwidth.slack_timer`.
+    pub tg_slack_timer: u64,
+    /// `task_group.parent`.
+    pub tg_parent: u64,
+    /// Address of `sched_cfs_period_timer` from /proc/kallsyms; 0 when unknown (then
+    /// a throttle ends at the task's switch-in, run-queue wait included).
+    pub period_timer_fn: u64,
+    /// Address of `sched_cfs_slack_timer`; 0 when unknown.
+    pub slack_timer_fn: u64,
+}
+
+/// Where kernel symbols are listed (addresses are zero without CAP_SYSLOG or with
+/// kernel.kptr_restrict=2).
+pub const KALLSYMS: &str = "/proc/kallsyms";
+
+/// Addresses of the text symbols `names` in /proc/kallsyms (0 where absent or hidden).
+fn kallsyms(names: &[&str]) -> Vec<u64> {
+    let mut out = vec![0u64; names.len()];
+    let Ok(text) = std::fs::read_to_string(KALLSYMS) else {
+        return out;
+    };
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if !matches!(kind, "t" | "T") {
+            continue;
+        }
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            out[i] = u64::from_str_radix(addr, 16).unwrap_or(0);
+        }
+    }
+    out
 }
 
 fn bytes(btf: &Btf, path: &str) -> Result<u64, BtfError> {
@@ -86,9 +120,25 @@ impl Offsets {
                 o.throttled_word = word;
                 o.throttled_shift = t.bit_offset - word * 8;
                 o.throttled_mask = (1u64 << bits) - 1;
-                // For the optional pelt_se_tp end; missing members just disable it.
-                o.se_my_q = bytes(btf, "sched_entity.my_q").unwrap_or(0);
-                o.task_se = bytes(btf, "task_struct.se").unwrap_or(0);
+                // The bandwidth timer as the end of a throttle: optional, anything
+                // missing falls back to the switch-in.
+                let timer = (|| -> Result<[u64; 4], BtfError> {
+                    Ok([
+                        bytes(btf, "hrtimer.function")?,
+                        bytes(btf, "task_group.cfs_bandwidth.period_timer")?,
+                        bytes(btf, "task_group.cfs_bandwidth.slack_timer")?,
+                        bytes(btf, "task_group.parent")?,
+                    ])
+                })();
+                if let Ok([f, p, sl, parent]) = timer {
+                    let addrs = kallsyms(&["sched_cfs_period_timer", "sched_cfs_slack_timer"]);
+                    o.hrtimer_function = f;
+                    o.tg_period_timer = p;
+                    o.tg_slack_timer = sl;
+                    o.tg_parent = parent;
+                    o.period_timer_fn = addrs[0];
+                    o.slack_timer_fn = addrs[1];
+                }
                 if o.throttled_shift + bits > 64 {
                     return Err(BtfError::Malformed(
                         "task_struct.throttled does not fit the u64 read".into(),
@@ -112,8 +162,12 @@ impl Offsets {
         v[off::TASK_THROTTLED_SHIFT] = self.throttled_shift;
         v[off::TASK_THROTTLED_MASK] = self.throttled_mask;
         v[off::THROTTLE_RETURNS_BOOL] = u64::from(self.throttle_returns_bool);
-        v[off::SE_MY_Q] = self.se_my_q;
-        v[off::TASK_SE] = self.task_se;
+        v[off::HRTIMER_FUNCTION] = self.hrtimer_function;
+        v[off::TG_PERIOD_TIMER] = self.tg_period_timer;
+        v[off::TG_SLACK_TIMER] = self.tg_slack_timer;
+        v[off::PERIOD_TIMER_FN] = self.period_timer_fn;
+        v[off::SLACK_TIMER_FN] = self.slack_timer_fn;
+        v[off::TG_PARENT] = self.tg_parent;
         v
     }
 }

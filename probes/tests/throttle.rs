@@ -219,7 +219,8 @@ fn kernel_btf_has_the_members_the_strategies_need() {
 fn one_busy_task_matches_cpu_stat() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut probe = load();
-    let (stat, snap, id) = measure(&mut probe, 1, 5.0);
+    // ~80 throttled periods: one event is 1.25%.
+    let (stat, snap, id) = measure(&mut probe, 1, 8.0);
     let got = snap.get(id).map(|c| c.stats).unwrap_or_default();
     let want_ns = stat.throttled_usec as f64 * 1000.0;
     eprintln!(
@@ -302,16 +303,20 @@ fn several_busy_tasks_relation_per_strategy() {
             assert!(got.events <= stat.nr_throttled * cpus.min(TASKS as u64) + 2);
             assert!(pct(got.throttled_ns as f64, want_ns) <= 2.0);
         }
-        // Per task: every busy task is throttled in every throttled period, so the
-        // events are TASKS per period, and each task's wait is counted.
+        // Per task: each busy task that is picked while its group is throttled is
+        // throttled itself, so a period counts up to TASKS events (fewer when a task
+        // waited in the run queue for the whole throttle, as on a busy host); the
+        // kernel's throttled_time runs from the first task's throttle to the
+        // unthrottle per cfs_rq, while the probe sums every task's wait.
         Strategy::SchedSwitch => {
-            let per_period = got.events as f64 / stat.nr_throttled as f64;
+            let n = stat.nr_throttled;
             assert!(
-                (per_period - TASKS as f64).abs() <= TASKS as f64 * 0.02,
-                "per-task events: {} for {} periods of {TASKS} tasks",
+                got.events > (TASKS as u64 - 1) * n
+                    && got.events <= TASKS as u64 * n + TASKS as u64,
+                "per-task events: {} for {n} periods of {TASKS} tasks",
                 got.events,
-                stat.nr_throttled
             );
+            assert!(got.throttled_ns as f64 <= want_ns * TASKS as f64 * 1.02);
             assert!(got.throttled_ns as f64 >= want_ns * 0.98);
         }
     }

@@ -131,6 +131,9 @@ pub fn run(args: Args) -> Result<()> {
     lanes.push(doc);
     // Some host tests run the examples (cgroupkit's run_limited): build them first.
     util::run(util::cargo().args(["build", "--workspace", "--all-features", "--examples"]))?;
+    // The probes tests load the eBPF object from target/: build it (and install its
+    // toolchain where missing) before the host lane; the VM lane copies it in.
+    crate::ebpf::build().context("cargo xtask build-ebpf (needed by the probes tests)")?;
     lanes.push(cargo_test_lane(
         "host",
         util::cargo()

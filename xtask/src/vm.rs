@@ -327,6 +327,11 @@ fn write_initramfs(
     for bin in &build.bins {
         w.copy(&bin.display().to_string(), bin)?;
     }
+    // The probes tests load the eBPF object from its build path (cargo xtask build-ebpf).
+    let ebpf_obj = util::root().join(crate::ebpf::OBJECT);
+    if ebpf_obj.is_file() {
+        w.copy(&ebpf_obj.display().to_string(), &ebpf_obj)?;
+    }
     // Each crate's tests/ (fixtures the tests open relative to their crate).
     let crate_dirs: BTreeSet<&PathBuf> = build.tests.iter().map(|t| &t.crate_dir).collect();
     let mut budget = FIXTURE_BUDGET;

@@ -120,10 +120,18 @@ pub mod off {
     pub const TASK_THROTTLED_MASK: usize = 8;
     /// 1 when `throttle_cfs_rq` returns bool (false: it did not throttle).
     pub const THROTTLE_RETURNS_BOOL: usize = 9;
-    /// `sched_entity.my_q` (non-zero for a group entity, zero for a task's).
-    pub const SE_MY_Q: usize = 10;
-    /// `task_struct.se` (a task's sched_entity inside its task_struct).
-    pub const TASK_SE: usize = 11;
+    /// `hrtimer.function`.
+    pub const HRTIMER_FUNCTION: usize = 10;
+    /// `task_group.cfs_bandwidth` + `cfs_bandwidth.period_timer`.
+    pub const TG_PERIOD_TIMER: usize = 11;
+    /// `task_group.cfs_bandwidth` + `cfs_bandwidth.slack_timer`.
+    pub const TG_SLACK_TIMER: usize = 12;
+    /// Kernel address of `sched_cfs_period_timer` (0: timer ends disabled).
+    pub const PERIOD_TIMER_FN: usize = 13;
+    /// Kernel address of `sched_cfs_slack_timer` (0: not watched).
+    pub const SLACK_TIMER_FN: usize = 14;
+    /// `task_group.parent`.
+    pub const TG_PARENT: usize = 15;
     /// Number of entries.
-    pub const LEN: usize = 12;
+    pub const LEN: usize = 16;
 }

@@ -8,8 +8,8 @@
 //!   cfs_rq, i.e. per CPU per period; in-flight starts keyed by the cfs_rq pointer.
 //! - `tp_btf/sched_switch` (6.18+, which throttles per task): a task switched out with
 //!   its `throttled` flag set starts an event, its next switch-in ends it; in-flight
-//!   starts keyed by pid. `tp_btf/pelt_se_tp` ends it earlier and more precisely: at the
-//!   task's re-enqueue by the unthrottle, before it waits for a CPU.
+//!   starts keyed by pid. `tp_btf/hrtimer_expire_entry` on the group's bandwidth timer
+//!   (which unthrottles) gives the end without the run-queue wait that follows.
 //!
 //! Rust eBPF has no CO-RE relocations: every struct offset comes from the loader, which
 //! reads it from the running kernel's BTF, through the `OFFSETS` global.
@@ -26,7 +26,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, fentry, fexit, map},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, FEntryContext, FExitContext},
 };
 use probes_common::{ThrottleStats, counter, hist_bucket, off};
@@ -40,9 +40,14 @@ static OFFSETS: [u64; off::LEN] = [0; off::LEN];
 #[map]
 static THROTTLE_STATS: HashMap<u64, ThrottleStats> = HashMap::with_max_entries(16384, 0);
 
-/// Throttles in flight: cfs_rq pointer or pid -> [start ns, cgroup id].
+/// Throttles in flight: cfs_rq pointer or pid -> [start ns, cgroup id, task_group].
 #[map]
-static THROTTLE_STARTS: HashMap<u64, [u64; 2]> = HashMap::with_max_entries(32768, 0);
+static THROTTLE_STARTS: HashMap<u64, [u64; 3]> = HashMap::with_max_entries(32768, 0);
+
+/// task_group pointer -> last expiry of its bandwidth timer (sched_switch strategy).
+/// LRU: old groups fall out instead of filling it.
+#[map]
+static UNTHROTTLE_TS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
 
 /// Per-CPU counters, indexed by `probes_common::counter`.
 #[map]
@@ -97,10 +102,10 @@ fn tg_cgroup_id(tg: u64) -> u64 {
 }
 
 #[inline(always)]
-fn start(key: u64, cgid: u64) {
+fn start(key: u64, cgid: u64, tg: u64) {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if THROTTLE_STARTS.insert(key, [now, cgid], 0).is_err() {
+    if THROTTLE_STARTS.insert(key, [now, cgid, tg], 0).is_err() {
         bump(counter::DROPPED);
     } else {
         bump(counter::STARTS);
@@ -108,19 +113,38 @@ fn start(key: u64, cgid: u64) {
 }
 
 /// Ends the throttle in flight under `key`, if any, and accounts it to its cgroup.
+/// With `timer_end`, the end is the last bandwidth-timer expiry of the task's group or
+/// one of its ancestors after the start, when there is one.
 #[inline(always)]
-fn finish(key: u64) -> bool {
+fn finish(key: u64, timer_end: bool) -> bool {
     let Some(p) = THROTTLE_STARTS.get_ptr(key) else {
         return false;
     };
     // SAFETY: a value pointer of THROTTLE_STARTS, valid for this program run; a
     // concurrent delete of the same key cannot happen (one key is one cfs_rq or task,
     // whose throttle and end are serialised by the kernel).
-    let [t0, cgid] = unsafe { *p };
+    let [t0, cgid, tg] = unsafe { *p };
     let _ = THROTTLE_STARTS.remove(key);
     // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    record(cgid, now.saturating_sub(t0));
+    let mut end = unsafe { bpf_ktime_get_ns() };
+    if timer_end {
+        // The group with the limit may be an ancestor of the task's own group.
+        let mut g = tg;
+        let mut level = 0;
+        while level < 8 && g != 0 {
+            // SAFETY: a value of UNTHROTTLE_TS, a u64 read once right away.
+            if let Some(ts) = unsafe { UNTHROTTLE_TS.get(g) } {
+                let ts = *ts;
+                if ts > t0 && ts < end {
+                    end = ts;
+                    break;
+                }
+            }
+            g = read_u64(g, offset(off::TG_PARENT));
+            level += 1;
+        }
+    }
+    record(cgid, end.saturating_sub(t0));
     true
 }
 
@@ -169,7 +193,7 @@ pub fn throttle_cfs_rq_exit(ctx: FExitContext) -> u32 {
         }
     }
     let tg = read_u64(cfs_rq, offset(off::CFS_RQ_TG));
-    start(cfs_rq, tg_cgroup_id(tg));
+    start(cfs_rq, tg_cgroup_id(tg), tg);
     0
 }
 
@@ -178,7 +202,7 @@ pub fn throttle_cfs_rq_exit(ctx: FExitContext) -> u32 {
 pub fn unthrottle_cfs_rq_entry(ctx: FEntryContext) -> u32 {
     bump(counter::HITS);
     let cfs_rq: u64 = ctx.arg(0);
-    if !finish(cfs_rq) {
+    if !finish(cfs_rq, false) {
         bump(counter::UNMATCHED);
     }
     0
@@ -195,34 +219,39 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     if (word >> (offset(off::TASK_THROTTLED_SHIFT) & 63)) & offset(off::TASK_THROTTLED_MASK) != 0 {
         let pid = read_u32(prev, offset(off::TASK_PID));
         let tg = read_u64(prev, offset(off::TASK_SCHED_TASK_GROUP));
-        start(u64::from(pid), tg_cgroup_id(tg));
+        start(u64::from(pid), tg_cgroup_id(tg), tg);
     }
     let pid = read_u32(next, offset(off::TASK_PID));
     // Idle (pid 0) is never throttled.
     if pid != 0 {
-        finish(u64::from(pid));
+        finish(u64::from(pid), offset(off::PERIOD_TIMER_FN) != 0);
     }
     0
 }
 
-/// `pelt_se_tp(struct sched_entity *se)`, a bare tracepoint in PELT updates. A
-/// throttled task's first load update after its throttle is the re-enqueue in
-/// `tg_unthrottle_up`: the end of the throttle, before any run-queue wait. Ends not
-/// seen here (the tracepoint is missing, or the update did not decay) fall back to the
-/// switch-in in `sched_switch`.
-#[btf_tracepoint(function = "pelt_se_tp")]
-pub fn pelt_se(ctx: BtfTracePointContext) -> u32 {
-    bump(counter::HITS);
-    let se: u64 = ctx.arg(0);
-    // Group entities have a run queue of their own; tasks do not.
-    if read_u64(se, offset(off::SE_MY_Q)) != 0 {
+/// `hrtimer_expire_entry(struct hrtimer *hrtimer, ktime_t *now)`: the CFS bandwidth
+/// period (or slack) timer of a task group fires; it hands out runtime and unthrottles
+/// the group's throttled cfs_rqs, so it is the end of their tasks' throttles. The time
+/// is kept per task group; a throttled task's switch-in takes it as the end of its
+/// throttle instead of the switch-in itself, which would add the run-queue wait.
+#[btf_tracepoint(function = "hrtimer_expire_entry")]
+pub fn hrtimer_expire(ctx: BtfTracePointContext) -> u32 {
+    let period_fn = offset(off::PERIOD_TIMER_FN);
+    if period_fn == 0 {
         return 0;
     }
-    let task = se.wrapping_sub(offset(off::TASK_SE));
-    let pid = read_u32(task, offset(off::TASK_PID));
-    if pid != 0 {
-        finish(u64::from(pid));
-    }
+    let timer: u64 = ctx.arg(0);
+    let func = read_u64(timer, offset(off::HRTIMER_FUNCTION));
+    let tg = if func == period_fn {
+        timer.wrapping_sub(offset(off::TG_PERIOD_TIMER))
+    } else if func != 0 && func == offset(off::SLACK_TIMER_FN) {
+        timer.wrapping_sub(offset(off::TG_SLACK_TIMER))
+    } else {
+        return 0;
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let _ = UNTHROTTLE_TS.insert(tg, now, 0);
     0
 }
 
