@@ -593,10 +593,19 @@ fn move_ls_freeze_thaw_kill() {
 
     // A thread on its own (v1 tasks); v2 allows that only in threaded subtrees.
     let out = run_cgctl(&["move", &name, "--pid", &pid, "--thread"]);
-    if parent.hierarchy.layout() == Layout::V2 {
+    if parent.hierarchy.layout() == Layout::V2 && !out.status.success() {
+        // v2 moves a lone thread only within a threaded subtree.
         assert!(String::from_utf8_lossy(&out.stderr).contains("threaded"));
     } else {
+        // v1, or v2 where the thread already shares its cgroup's domain.
         ok(&out);
+        let threads = if parent.hierarchy.layout() == Layout::V2 {
+            "cgroup.threads"
+        } else {
+            "tasks"
+        };
+        let t = read(&dir(&parent, Controller::Pids, "box").join(threads));
+        assert!(t.lines().any(|l| l == pid), "{t}");
     }
 
     ok(&run_cgctl(&["freeze", &name]));

@@ -153,7 +153,11 @@ impl Cgroup {
         }
         let mut memory = None;
         let mut v1_oom = None;
-        if let Ok(d) = self.dir_for(Controller::Memory) {
+        // On v2 the memory controller may not be enabled for this cgroup (the
+        // parent's subtree_control lacks it): then it has no memory.events.
+        if let Ok(d) = self.dir_for(Controller::Memory)
+            && (d.version == Version::V1 || d.file(memory::MEMORY_EVENTS).exists())
+        {
             match d.version {
                 Version::V2 => {
                     let f = d.file(memory::MEMORY_EVENTS);
