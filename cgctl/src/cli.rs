@@ -86,6 +86,31 @@ pub enum Cmd {
     /// events (OOM kills, limit hits), refused forks, removal.
     #[command(after_help = EVENTS_EXAMPLES)]
     Events(EventsArgs),
+    /// Live CPU-throttling view from the eBPF probe: per cgroup the throttle events,
+    /// the throttled time and a histogram of throttle durations. Root; build the probe
+    /// first with `cargo xtask build-ebpf`.
+    #[command(after_help = THROTTLE_EXAMPLES)]
+    Throttle(ThrottleArgs),
+}
+
+const THROTTLE_EXAMPLES: &str = "\
+Examples:
+  cgctl throttle                       throttling of every cgroup over 5 s
+  cgctl throttle --duration 30s --json one JSON object per cgroup
+  cgctl throttle --strategy fentry     only fentry/fexit (default: fentry, else sched_switch)";
+
+/// `cgctl throttle`.
+#[derive(Debug, Args)]
+pub struct ThrottleArgs {
+    /// How long to watch.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = units::parse_interval)]
+    pub duration: Duration,
+    /// One JSON object per cgroup: `path`, `events`, `throttled_ns`, `histogram`.
+    #[arg(long)]
+    pub json: bool,
+    /// Attach strategy: `fentry` or `sched_switch` [default: what the kernel accepts].
+    #[arg(long, value_name = "STRATEGY")]
+    pub strategy: Option<String>,
 }
 
 const EVENTS_EXAMPLES: &str = "\

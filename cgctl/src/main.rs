@@ -9,6 +9,7 @@
 mod cmd;
 mod events;
 mod run;
+mod throttle;
 mod top;
 mod tree;
 
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Cmd::Ls(a) => tree::ls(a).map(ok),
         Cmd::Top(a) => top::top(a).map(ok),
         Cmd::Events(a) => events::events(a).map(ok),
+        Cmd::Throttle(a) => throttle::throttle(a).map(ok),
     };
     match res {
         Ok(code) => code,

@@ -1,0 +1,113 @@
+//! `cgctl throttle`: per-cgroup CPU throttling from the eBPF probe (probes crate).
+
+use cgctl::cli::ThrottleArgs;
+use probes::{HIST_BUCKETS, Probe, Strategy, bucket_label};
+use serde::Serialize;
+
+use crate::cmd::{Failure, Result};
+
+#[derive(Serialize)]
+struct Line<'a> {
+    path: &'a str,
+    id: u64,
+    events: u64,
+    throttled_ns: u64,
+    /// Non-empty buckets, shortest first.
+    histogram: Vec<Bucket>,
+}
+
+#[derive(Serialize)]
+struct Bucket {
+    /// e.g. `1-2ms`.
+    range: String,
+    /// Lower bound of the bucket in microseconds.
+    low_usec: u64,
+    count: u64,
+}
+
+fn probe_failure(e: probes::Error) -> Failure {
+    let hint = match &e {
+        probes::Error::ObjectNotFound { .. } => "run `cargo xtask build-ebpf` first",
+        probes::Error::NotPrivileged => "run cgctl throttle as root",
+        probes::Error::Btf(_) | probes::Error::KernelBtf(_) => {
+            "the probe needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)"
+        }
+        _ => "try the other --strategy, or see shared/PLATFORM.md for what loads where",
+    };
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    Failure::new(msg, hint)
+}
+
+/// `cgctl throttle`.
+pub fn throttle(a: ThrottleArgs) -> Result<()> {
+    let mut b = Probe::builder();
+    if let Some(s) = &a.strategy {
+        let s: Strategy = s
+            .parse()
+            .map_err(|e: String| Failure::new(e, "use --strategy fentry or sched_switch"))?;
+        b = b.strategy(s);
+    }
+    let mut probe = b.load().map_err(probe_failure)?;
+    if !a.json {
+        eprintln!(
+            "cgctl: watching CPU throttling for {:.1}s with {}",
+            a.duration.as_secs_f64(),
+            probe.strategy()
+        );
+    }
+    std::thread::sleep(a.duration);
+    let snap = probe.snapshot().map_err(probe_failure)?;
+    for cg in &snap.cgroups {
+        let path = cg.display_path();
+        let histogram: Vec<Bucket> = (0..HIST_BUCKETS)
+            .filter(|&i| cg.stats.hist[i] != 0)
+            .map(|i| Bucket {
+                range: bucket_label(i),
+                low_usec: probes::bucket_low_usec(i),
+                count: cg.stats.hist[i],
+            })
+            .collect();
+        if a.json {
+            let line = serde_json::to_string(&Line {
+                path: &path,
+                id: cg.id,
+                events: cg.stats.events,
+                throttled_ns: cg.stats.throttled_ns,
+                histogram,
+            })
+            .map_err(|e| {
+                Failure::new(format!("cannot encode JSON: {e}"), "report this as a bug")
+            })?;
+            println!("{line}");
+        } else {
+            println!(
+                "{path}  events {}  throttled {:.1} ms",
+                cg.stats.events,
+                cg.stats.throttled_ns as f64 / 1e6
+            );
+            let hist: Vec<String> = histogram
+                .iter()
+                .map(|b| format!("{}: {}", b.range, b.count))
+                .collect();
+            println!("    {}", hist.join("  "));
+        }
+    }
+    if !a.json {
+        if snap.cgroups.is_empty() {
+            println!("no cgroup was throttled");
+        }
+        if snap.dropped != 0 {
+            eprintln!(
+                "cgctl: {} throttle events dropped (probe maps full)",
+                snap.dropped
+            );
+        }
+    }
+    Ok(())
+}
