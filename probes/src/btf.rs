@@ -189,6 +189,9 @@ impl Member {
     }
 }
 
+/// A struct/union member as stored: (name, type id, bit offset, bitfield size).
+type RawMember<'a> = (&'a str, u32, u64, Option<u32>);
+
 /// Parsed BTF: the type table and the string section.
 #[derive(Debug)]
 pub struct Btf {
@@ -414,7 +417,7 @@ impl Btf {
     }
 
     /// Members of a struct/union: (name, type id, bit offset, bitfield size).
-    fn members(&self, id: u32) -> Result<Vec<(&str, u32, u64, Option<u32>)>> {
+    fn members(&self, id: u32) -> Result<Vec<RawMember<'_>>> {
         let t = self.entry(id)?;
         if !matches!(t.kind, Kind::Struct | Kind::Union) {
             return Err(BtfError::NotComposite(format!("type {id}")));
@@ -464,11 +467,11 @@ impl Btf {
             }
             if mname.is_empty() && ty != 0 {
                 let inner = self.resolve(ty)?;
-                if matches!(self.kind(inner)?, Kind::Struct | Kind::Union) {
-                    if let Some(mut m) = self.find_member(inner, name, depth + 1)? {
-                        m.bit_offset = m.bit_offset.saturating_add(bit_offset);
-                        return Ok(Some(m));
-                    }
+                if matches!(self.kind(inner)?, Kind::Struct | Kind::Union)
+                    && let Some(mut m) = self.find_member(inner, name, depth + 1)?
+                {
+                    m.bit_offset = m.bit_offset.saturating_add(bit_offset);
+                    return Ok(Some(m));
                 }
             }
         }

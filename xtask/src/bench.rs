@@ -12,6 +12,7 @@ use crate::util;
 mod nskit;
 
 mod cgroupkit;
+mod probes;
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -52,6 +53,16 @@ enum What {
         #[arg(long, default_value_t = 300)]
         runs: usize,
     },
+    /// Cost of the throttle probe: pipe ping-pong between two processes (context
+    /// switches) without and with the probe attached; slowdown and ns per probe hit.
+    Probes {
+        /// Runs of each variant (interleaved, so drift hits both alike).
+        #[arg(long, default_value_t = 11)]
+        runs: usize,
+        /// Round trips per run.
+        #[arg(long, default_value_t = 100_000)]
+        rounds: u64,
+    },
 }
 
 /// Entry point.
@@ -63,6 +74,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Cgctl { runs } => bench_cgctl(runs),
         What::Nskit { runs } => nskit::run(runs),
+        What::Probes { runs, rounds } => probes::run(runs, rounds),
         What::Cgroupkit {
             count,
             churn_rounds,
