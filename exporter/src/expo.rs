@@ -1,0 +1,268 @@
+//! The exposition writer: Prometheus text format 0.0.4 and OpenMetrics 1.0, written
+//! straight into one `String` (no per-series objects).
+
+use std::fmt::Write;
+
+use prometheus::proto::{LabelPair, MetricFamily, MetricType};
+
+/// Which exposition format to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Prometheus text format 0.0.4.
+    #[default]
+    Text,
+    /// OpenMetrics 1.0 text (counters' metadata without `_total`, `# EOF` at the end).
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks OpenMetrics when an HTTP `Accept` header asks for it, text otherwise.
+    ///
+    /// # Examples
+    /// ```
+    /// use exporter::Format;
+    /// let accept = "application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
+    /// assert_eq!(Format::negotiate(Some(accept)), Format::OpenMetrics);
+    /// assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+    /// ```
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    /// The `Content-Type` of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// The type of a metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// `# HELP` and `# TYPE` of a family. OpenMetrics names a counter family without its
+/// `_total` suffix.
+pub(crate) fn header(out: &mut String, f: Format, name: &str, help: &str, kind: Kind) {
+    let meta = match (f, kind) {
+        (Format::OpenMetrics, Kind::Counter) => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    };
+    out.push_str("# HELP ");
+    out.push_str(meta);
+    out.push(' ');
+    for c in help.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push_str("\n# TYPE ");
+    out.push_str(meta);
+    out.push(' ');
+    out.push_str(kind.name());
+    out.push('\n');
+}
+
+/// A label value, escaped as both formats want (`\\`, `\"`, `\n`).
+pub(crate) fn label_value(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A sample value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl Value {
+    /// Microseconds as seconds.
+    pub fn usec(us: u64) -> Value {
+        Value::Float(us as f64 / 1e6)
+    }
+}
+
+/// `name{id="..."[,le="..."]} value`.
+pub(crate) fn series(out: &mut String, name: &str, id: &str, le: Option<&str>, v: Value) {
+    out.push_str(name);
+    out.push_str("{id=\"");
+    label_value(out, id);
+    out.push('"');
+    if let Some(le) = le {
+        out.push_str(",le=\"");
+        out.push_str(le);
+        out.push('"');
+    }
+    out.push_str("} ");
+    value(out, v);
+    out.push('\n');
+}
+
+pub(crate) fn value(out: &mut String, v: Value) {
+    // Writing to a String cannot fail.
+    let _ = match v {
+        Value::Int(n) => write!(out, "{n}"),
+        Value::Float(x) if x.is_nan() => write!(out, "NaN"),
+        Value::Float(x) if x.is_infinite() => {
+            write!(out, "{}", if x > 0.0 { "+Inf" } else { "-Inf" })
+        }
+        Value::Float(x) => write!(out, "{x}"),
+    };
+}
+
+/// Families gathered from a `prometheus::Registry` (the exporter's self metrics), in
+/// either format. Handles counters, gauges and histograms, the kinds it registers.
+pub(crate) fn families(out: &mut String, f: Format, fams: &[MetricFamily]) {
+    for fam in fams {
+        let name = fam.name();
+        let kind = match fam.get_field_type() {
+            MetricType::COUNTER => Kind::Counter,
+            MetricType::GAUGE => Kind::Gauge,
+            MetricType::HISTOGRAM => Kind::Histogram,
+            _ => continue,
+        };
+        header(out, f, name, fam.help(), kind);
+        for m in fam.get_metric() {
+            let pairs = m.get_label();
+            match kind {
+                Kind::Counter => line(
+                    out,
+                    name,
+                    "",
+                    pairs,
+                    None,
+                    Value::Float(m.get_counter().get_value()),
+                ),
+                Kind::Gauge => line(
+                    out,
+                    name,
+                    "",
+                    pairs,
+                    None,
+                    Value::Float(m.get_gauge().get_value()),
+                ),
+                Kind::Histogram => {
+                    let h = m.get_histogram();
+                    let mut le = String::new();
+                    for b in h.get_bucket() {
+                        le.clear();
+                        value(&mut le, Value::Float(b.upper_bound()));
+                        let v = Value::Int(b.cumulative_count());
+                        line(out, name, "_bucket", pairs, Some(("le", &le)), v);
+                    }
+                    let n = Value::Int(h.get_sample_count());
+                    line(out, name, "_bucket", pairs, Some(("le", "+Inf")), n);
+                    line(
+                        out,
+                        name,
+                        "_sum",
+                        pairs,
+                        None,
+                        Value::Float(h.get_sample_sum()),
+                    );
+                    line(out, name, "_count", pairs, None, n);
+                }
+            }
+        }
+    }
+}
+
+/// One sample line of a registry metric: `name suffix {labels, extra} value`.
+fn line(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    pairs: &[LabelPair],
+    extra: Option<(&str, &str)>,
+    v: Value,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !pairs.is_empty() || extra.is_some() {
+        out.push('{');
+        let mut first = true;
+        let all = pairs.iter().map(|l| (l.name(), l.value())).chain(extra);
+        for (k, val) in all {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(k);
+            out.push_str("=\"");
+            label_value(out, val);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    value(out, v);
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_labels() {
+        let mut s = String::new();
+        series(&mut s, "m", "/a\"b\\c\nd", None, Value::Int(1));
+        assert_eq!(s, "m{id=\"/a\\\"b\\\\c\\nd\"} 1\n");
+    }
+
+    #[test]
+    fn counter_metadata_in_openmetrics() {
+        let mut s = String::new();
+        header(&mut s, Format::OpenMetrics, "x_total", "X.", Kind::Counter);
+        assert_eq!(s, "# HELP x X.\n# TYPE x counter\n");
+        s.clear();
+        header(&mut s, Format::Text, "x_total", "X.", Kind::Counter);
+        assert_eq!(s, "# HELP x_total X.\n# TYPE x_total counter\n");
+    }
+
+    #[test]
+    fn values() {
+        let mut s = String::new();
+        for v in [
+            Value::usec(2_191_433),
+            Value::Int(7),
+            Value::Float(f64::INFINITY),
+            Value::usec(1),
+        ] {
+            value(&mut s, v);
+            s.push(' ');
+        }
+        assert_eq!(s, "2.191433 7 +Inf 0.000001 ");
+    }
+}
