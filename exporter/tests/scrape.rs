@@ -1,0 +1,175 @@
+//! The real `cgroup_exporter` scraped over HTTP while a capped cgroup burns CPU (root;
+//! host lane and VM lane).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Exporter, TestCgroup, get, is_root, lane, promtool_check_metrics, value};
+
+fn require_root() {
+    assert!(
+        is_root(),
+        "these tests create cgroups: run them as root (cargo xtask test does)"
+    );
+}
+
+#[test]
+fn throttling_matches_cpu_stat_and_removed_cgroups_vanish() {
+    require_root();
+    let exporter = Exporter::start(&[]);
+    let mut capped = TestCgroup::new(Some(0.2));
+    capped.burn();
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let text = exporter.scrape();
+    let stat = capped.cg().cpu_stat().unwrap();
+    let id = capped.id.clone();
+    let periods = value(&text, "container_cpu_cfs_throttled_periods_total", &id)
+        .unwrap_or_else(|| panic!("no throttled periods for {id} in\n{text}"));
+    let seconds = value(&text, "container_cpu_cfs_throttled_seconds_total", &id).unwrap();
+    let all = value(&text, "container_cpu_cfs_periods_total", &id).unwrap();
+    eprintln!(
+        "scraped {periods} throttled of {all} periods, {seconds} s; cpu.stat right after: {} of {}, {} us",
+        stat.nr_throttled, stat.nr_periods, stat.throttled_usec
+    );
+    assert!(
+        periods >= 5.0,
+        "a 0.2 CPU busy loop is throttled: {periods}"
+    );
+    // cpu.stat was read after the scrape: it may have grown by a period or two.
+    let grown = stat.nr_throttled as f64 - periods;
+    assert!(
+        (0.0..=5.0).contains(&grown),
+        "{periods} vs {}",
+        stat.nr_throttled
+    );
+    let grown_s = stat.throttled_usec as f64 / 1e6 - seconds;
+    assert!(
+        (-1e-6..=0.5).contains(&grown_s),
+        "{seconds} s vs {} us",
+        stat.throttled_usec
+    );
+    assert!(seconds > 0.1, "throttled seconds reported: {seconds}");
+    assert_eq!(
+        value(&text, "container_spec_cpu_quota", &id),
+        Some(20_000.0)
+    );
+    assert_eq!(
+        value(&text, "container_spec_cpu_period", &id),
+        Some(100_000.0)
+    );
+    assert_eq!(value(&text, "container_processes", &id), Some(1.0));
+    let usage = value(&text, "container_cpu_usage_seconds_total", &id).unwrap();
+    assert!(usage > 0.1 && usage < 2.0, "usage {usage}");
+    assert!(value(&text, "container_memory_usage_bytes", &id).is_some());
+
+    if exporter.probe_on() {
+        let events = value(&text, "cgroup_cpu_throttle_events_total", &id)
+            .unwrap_or_else(|| panic!("probe on, but no throttle events for {id}:\n{text}"));
+        assert!(events > 0.0);
+        assert!(text.contains(&format!(
+            "cgroup_cpu_throttle_duration_seconds_bucket{{id=\"{id}\",le=\"+Inf\"}}"
+        )));
+    } else {
+        assert!(exporter.stderr().contains("eBPF throttle probe off ("));
+    }
+
+    match promtool_check_metrics(&text) {
+        Some(report) => eprintln!("promtool check metrics: ok {report}"),
+        None => eprintln!(
+            "promtool check metrics skipped in lane {}: no promtool in its busybox userland",
+            lane()
+        ),
+    }
+
+    // A new cgroup is on the very next scrape; a removed one is gone from it.
+    let fresh = TestCgroup::new(None);
+    capped.remove();
+    let text = exporter.scrape();
+    assert!(
+        text.contains(&format!("{{id=\"{}\"}}", fresh.id)),
+        "new cgroup missing"
+    );
+    assert!(
+        !text.contains(&format!("id=\"{id}\"")),
+        "{id} still exported after removal"
+    );
+    drop(fresh);
+    let st = exporter.terminate();
+    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+}
+
+#[test]
+fn openmetrics_health_and_errors() {
+    require_root();
+    let exporter = Exporter::start(&["--no-ebpf", "--max-depth", "1"]);
+    assert!(
+        exporter
+            .stderr()
+            .contains("eBPF throttle probe off: --no-ebpf")
+    );
+    let (status, head, body) = get(exporter.addr, "/healthz", None);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(head.contains("content-type: text/plain"), "{head}");
+    let (status, head, body) = get(
+        exporter.addr,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"),
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"));
+    assert!(body.contains("# TYPE container_cpu_usage_seconds counter"));
+    assert!(body.contains("cgroup_exporter_ebpf_probe_up 0"));
+    let (status, _, _) = get(exporter.addr, "/nope", None);
+    assert_eq!(status, 404);
+    let st = exporter.terminate();
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn scrapes_while_cgroups_come_and_go() {
+    require_root();
+    let exporter = Exporter::start(&["--no-ebpf", "--include", "/exporter-test-*"]);
+    // Churn cgroups in a thread while scraping: never an error status or a read error.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = std::sync::Arc::clone(&stop);
+    let churn = std::thread::spawn(move || {
+        let mut n = 0;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut cg = TestCgroup::new(Some(0.5));
+            cg.remove();
+            n += 1;
+        }
+        n
+    });
+    for _ in 0..40 {
+        let text = exporter.scrape();
+        for kind in ["io", "parse", "permission"] {
+            assert!(
+                text.contains(&format!(
+                    "cgroup_exporter_read_errors_total{{kind=\"{kind}\"}} 0\n"
+                )),
+                "{text}"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = churn.join().unwrap();
+    eprintln!("40 scrapes during {n} cgroup create/remove cycles");
+    assert_eq!(exporter.terminate().code(), Some(0));
+}
+
+#[test]
+fn without_the_ebpf_object_it_says_why_and_serves() {
+    require_root();
+    let exporter = Exporter::start_env(&[], &[("PROBES_EBPF_OBJECT", "/nonexistent/probes-ebpf")]);
+    let err = exporter.stderr();
+    assert!(err.contains("eBPF throttle probe off ("), "{err}");
+    assert!(err.contains("cargo xtask build-ebpf"), "{err}");
+    let text = exporter.scrape();
+    assert!(text.contains("container_cpu_usage_seconds_total{id=\"/\"}"));
+    assert!(!text.contains("cgroup_cpu_throttle_events_total"));
+}
