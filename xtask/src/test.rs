@@ -134,6 +134,9 @@ pub fn run(args: Args) -> Result<()> {
     // The probes tests load the eBPF object from target/: build it (and install its
     // toolchain where missing) before the host lane; the VM lane copies it in.
     crate::ebpf::build().context("cargo xtask build-ebpf (needed by the probes tests)")?;
+    // The exporter tests lint a real scrape with `promtool check metrics` and
+    // deploy/prometheus.yml with `promtool check config` (Debian package prometheus).
+    util::apt_install(&["prometheus"]).context("install promtool (exporter tests)")?;
     lanes.push(cargo_test_lane(
         "host",
         util::cargo()
