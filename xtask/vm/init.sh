@@ -74,6 +74,9 @@ if [ -n "$scratch" ]; then
 fi
 
 export CGROUPKIT_LANE="vm-$lane" HOME=/root USER=root RUST_BACKTRACE=1
+# Property tests need no kernel: the host lane runs them in full; here a few cases
+# keep them from costing minutes under software emulation.
+export PROPTEST_CASES=16
 # Defines vmtest_run BINARY: runs it with the test arguments given to cargo xtask vm-test.
 . /vmtest/config
 
