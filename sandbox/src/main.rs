@@ -1,11 +1,339 @@
 //! `sandbox`: containers assembled from layered images, namespaces and cgroup limits.
-//!
-//! Not built yet (the sandbox issue); the binary says so instead of pretending.
 
-fn main() -> std::process::ExitCode {
-    #[allow(clippy::print_stderr)] // a binary reporting to its user
-    {
-        eprintln!("sandbox: not implemented yet; see the sandbox issue in the tracker");
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sandbox::run::{Paths, RunConfig, Source};
+use sandbox::spec::{Net, RunOptions, Volume, parse_bytes};
+use sandbox::{Error, state, store};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sandbox",
+    version,
+    about = "Containers from layered images, namespaces and cgroup limits"
+)]
+struct Cli {
+    /// State root (default $SANDBOX_ROOT or /run/sandbox).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// Layer store (default $SANDBOX_STORE or /var/lib/sandbox).
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Runs a command in a new container and exits with its status (128+N on signal N).
+    Run(Box<RunArgs>),
+    /// Runs a command inside a running container (its namespaces and cgroup).
+    Exec {
+        /// Container name.
+        name: String,
+        /// Extra environment, K=V.
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        /// The command.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Lists containers.
+    Ps,
+    /// SIGTERM, then SIGKILL after --time seconds.
+    Stop {
+        /// Container name.
+        name: String,
+        /// Seconds to wait before SIGKILL.
+        #[arg(long, short = 't', default_value_t = 10)]
+        time: u64,
+    },
+    /// Sends a signal (default KILL) to the container's first process.
+    Kill {
+        /// Container name.
+        name: String,
+        /// Signal name or number.
+        #[arg(long, short = 's', default_value = "KILL")]
+        signal: String,
+    },
+    /// Removes a stopped (or, with --force, running) container.
+    Rm {
+        /// Container name.
+        name: String,
+        /// Kill it first if it runs.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Removes what killed sandboxes left: processes, cgroups, mounts, state.
+    Gc,
+    /// The cgroup statistics of a running container.
+    Stats {
+        /// Container name.
+        name: String,
+    },
+    /// Image store commands.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Imports an OCI image layout (a directory or a tar).
+    Import {
+        /// The layout.
+        path: PathBuf,
+        /// NAME[:TAG] (default: the index's ref.name annotation).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Lists images.
+    Ls,
+    /// Removes an image (refused while a container uses it).
+    Rm {
+        /// NAME[:TAG].
+        name: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// An imported image, NAME[:TAG].
+    #[arg(long, conflicts_with = "rootfs", required_unless_present = "rootfs")]
+    image: Option<String>,
+    /// A directory to use as the (read-only, shared) lower layer.
+    #[arg(long)]
+    rootfs: Option<PathBuf>,
+    /// Container name.
+    #[arg(long)]
+    name: Option<String>,
+    /// CPU limit in CPUs (0.5 = half a CPU).
+    #[arg(long)]
+    cpu: Option<f64>,
+    /// Memory limit (64M, 1G).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Maximum number of tasks.
+    #[arg(long)]
+    pids: Option<i64>,
+    /// Hostname (default: the name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// none (own network namespace, lo only) or host.
+    #[arg(long, default_value = "none")]
+    net: String,
+    /// SRC:DST[:ro] bind mount.
+    #[arg(long, short = 'v')]
+    volume: Vec<String>,
+    /// tmpfs mount point.
+    #[arg(long)]
+    tmpfs: Vec<PathBuf>,
+    /// K=V environment entry.
+    #[arg(long, short = 'e')]
+    env: Vec<String>,
+    /// Working directory.
+    #[arg(long, short = 'w')]
+    workdir: Option<String>,
+    /// UID:GID of the process.
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+    /// A user namespace: container 0..65536 = host 100000..165536.
+    #[arg(long)]
+    userns: bool,
+    /// Read-only root filesystem.
+    #[arg(long)]
+    read_only: bool,
+    /// A tiny PID 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    init: bool,
+    /// Keep the container's state and writable layer after exit.
+    #[arg(long)]
+    keep: bool,
+    /// The command.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+fn parse_user(s: &str) -> Result<(u32, u32), Error> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    match (u.parse(), g.parse()) {
+        (Ok(u), Ok(g)) => Ok((u, g)),
+        _ => Err(Error::Config(format!(
+            "--user {s:?}: expected numeric UID:GID"
+        ))),
     }
-    std::process::ExitCode::from(2)
+}
+
+fn run_opts(a: &RunArgs) -> Result<RunOptions, Error> {
+    Ok(RunOptions {
+        args: a.cmd.clone(),
+        hostname: a.hostname.clone(),
+        net: match a.net.as_str() {
+            "none" => Net::None,
+            "host" => Net::Host,
+            n => return Err(Error::Config(format!("--net {n:?}: expected none or host"))),
+        },
+        volumes: a
+            .volume
+            .iter()
+            .map(|v| v.parse::<Volume>())
+            .collect::<Result<_, _>>()?,
+        tmpfs: a.tmpfs.clone(),
+        env: a.env.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.as_deref().map(parse_user).transpose()?,
+        userns: a.userns,
+        read_only: a.read_only,
+        cpus: a.cpu,
+        memory_bytes: a.memory.as_deref().map(parse_bytes).transpose()?,
+        pids: a.pids,
+    })
+}
+
+#[allow(clippy::print_stdout)] // the CLI's output
+fn main_inner(cli: Cli) -> Result<i32, Error> {
+    let paths = Paths {
+        state: state::state_root(cli.root),
+        store: store::store_root(cli.store),
+    };
+    match cli.cmd {
+        Cmd::Run(a) => {
+            let cfg = RunConfig {
+                name: a.name.clone(),
+                source: match (&a.image, &a.rootfs) {
+                    (Some(i), _) => Source::Image(i.clone()),
+                    (None, Some(r)) => Source::Rootfs(r.clone()),
+                    (None, None) => return Err(Error::Config("give --image or --rootfs".into())),
+                },
+                init: a.init,
+                keep: a.keep,
+            };
+            sandbox::run::run(&paths, &cfg, &run_opts(&a)?)
+        }
+        Cmd::Exec { name, env, cmd } => sandbox::run::exec(&paths, &name, &cmd, &env),
+        Cmd::Ps => {
+            println!(
+                "{:<24} {:<10} {:>8}  {:<40} COMMAND",
+                "NAME", "STATUS", "PID", "CGROUP"
+            );
+            for e in state::list(&paths.state)? {
+                let Some(st) = e.state else { continue };
+                let status = match (&st.status, e.supervised) {
+                    (state::Status::Exited(c), _) => format!("exited({c})"),
+                    (_, false) => "orphaned".into(),
+                    (state::Status::Running, true) => "running".into(),
+                    (state::Status::Creating, true) => "creating".into(),
+                };
+                println!(
+                    "{:<24} {:<10} {:>8}  {:<40} {}",
+                    st.name,
+                    status,
+                    st.pid.map(|p| p.to_string()).unwrap_or_default(),
+                    st.cgroup,
+                    st.command.join(" ")
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Stop { name, time } => {
+            sandbox::run::stop(&paths, &name, std::time::Duration::from_secs(time))?;
+            Ok(0)
+        }
+        Cmd::Kill { name, signal } => {
+            let s = signal.trim_start_matches("SIG");
+            let sig = match s.parse::<i32>() {
+                Ok(n) => nix::sys::signal::Signal::try_from(n).ok(),
+                Err(_) => format!("SIG{s}").parse().ok(),
+            }
+            .ok_or_else(|| Error::Config(format!("unknown signal {signal:?}")))?;
+            sandbox::run::signal(&paths, &name, sig)?;
+            Ok(0)
+        }
+        Cmd::Rm { name, force } => {
+            sandbox::run::remove(&paths, &name, force)?;
+            Ok(0)
+        }
+        Cmd::Gc => {
+            for c in state::gc(&paths.state)? {
+                println!(
+                    "removed {}",
+                    c.name.unwrap_or_else(|| c.dir.display().to_string())
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Stats { name } => {
+            let st = state::read(&paths.state.join(&name)).map_err(|_| Error::Container {
+                name: name.clone(),
+                what: "no such container".into(),
+            })?;
+            let h = cgroupkit::Hierarchy::detect()?;
+            let cg = cgroupkit::Cgroup::load(&h, &cgroupkit::CgroupPath::new(&st.cgroup)?)?;
+            let cpu = cg.cpu_stat()?;
+            println!(
+                "cgroup {}\nnr_periods {}\nnr_throttled {}\nthrottled_usec {}",
+                st.cgroup, cpu.nr_periods, cpu.nr_throttled, cpu.throttled_usec
+            );
+            if let Ok(p) = cg.pids_stat() {
+                println!("pids.current {}", p.current);
+            }
+            Ok(0)
+        }
+        Cmd::Image { cmd } => {
+            let s = store::Store::at(&paths.store);
+            match cmd {
+                ImageCmd::Import { path, name } => {
+                    for i in s.import(&path, name.as_deref())? {
+                        println!(
+                            "imported {}:{} ({} layers, {})",
+                            i.name,
+                            i.tag,
+                            i.layers.len(),
+                            i.manifest
+                        );
+                    }
+                }
+                ImageCmd::Ls => {
+                    println!("{:<30} {:<12} {:>6}  MANIFEST", "NAME", "TAG", "LAYERS");
+                    for i in s.list()? {
+                        println!(
+                            "{:<30} {:<12} {:>6}  {}",
+                            i.name.replace('+', "/"),
+                            i.tag,
+                            i.layers.len(),
+                            i.manifest
+                        );
+                    }
+                }
+                ImageCmd::Rm { name } => {
+                    let i = s.remove(&name)?;
+                    println!("removed {}:{}", i.name, i.tag);
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match main_inner(cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(e) => {
+            let mut msg = format!("sandbox: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            #[allow(clippy::print_stderr)] // a binary reporting to its user
+            {
+                eprintln!("{msg}");
+            }
+            ExitCode::from(125)
+        }
+    }
 }

@@ -1,0 +1,248 @@
+//! The state directory: one folder per container under the state root (default
+//! `/run/sandbox`), holding `state.json`, a `lock` that the supervising `sandbox run`
+//! holds (flock) for its lifetime, `config.json` (the OCI spec), the init and upper
+//! layers and the overlay mount point `rootfs/`.
+//!
+//! A container whose lock can be taken has lost its supervisor: `sandbox gc` releases
+//! what it left (processes, cgroup, overlay mount, state), found through its own
+//! state only.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use cgroupkit::{Cgroup, CgroupPath, Hierarchy, Leftovers};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, ioe};
+
+/// Default state root.
+pub const DEFAULT_STATE_ROOT: &str = "/run/sandbox";
+/// Environment variable overriding the state root.
+pub const STATE_ROOT_ENV: &str = "SANDBOX_ROOT";
+/// File names in a container's folder.
+pub const STATE_FILE: &str = "state.json";
+/// The supervisor's lock file.
+pub const LOCK_FILE: &str = "lock";
+/// The overlay mount point.
+pub const ROOTFS_DIR: &str = "rootfs";
+
+/// Where a container is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Being assembled.
+    Creating,
+    /// Its process runs.
+    Running,
+    /// Its process exited with this status (kept with `--keep`).
+    Exited(i32),
+}
+
+/// `state.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    /// Container name.
+    pub name: String,
+    /// Random id, part of the cgroup name.
+    pub id: String,
+    /// The supervising `sandbox run`.
+    pub supervisor: i32,
+    /// The container's first process (host pid), once started.
+    pub pid: Option<i32>,
+    /// The cgroup path (relative to each hierarchy root).
+    pub cgroup: String,
+    /// The image (store key) the rootfs is made from, if any.
+    pub image: Option<String>,
+    /// The command.
+    pub command: Vec<String>,
+    /// Status.
+    pub status: Status,
+    /// Kept after exit (`--keep`).
+    pub keep: bool,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+}
+
+/// The state root from `--root`, `$SANDBOX_ROOT` or the default.
+pub fn state_root(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os(STATE_ROOT_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT))
+}
+
+/// Checks a container name: `[A-Za-z0-9_.-]`, 1..=64, not starting with `.`.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Container {
+            name: name.into(),
+            what: "invalid name: use 1-64 of A-Z a-z 0-9 _ . - (not starting with .)".into(),
+        })
+    }
+}
+
+/// Takes an exclusive flock on `path` (created if missing); `block` waits for it.
+pub fn lock(path: &Path, block: bool) -> Result<Option<File>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(ioe("open", path))?;
+    let op = libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB };
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        return Err(Error::io("flock", path, e));
+    }
+    Ok(Some(f))
+}
+
+/// Reads a container's state.
+pub fn read(dir: &Path) -> Result<State> {
+    let p = dir.join(STATE_FILE);
+    let text = std::fs::read(&p).map_err(ioe("read", &p))?;
+    serde_json::from_slice(&text).map_err(|source| Error::Json { path: p, source })
+}
+
+/// Writes a container's state atomically (temp file + rename).
+pub fn write(dir: &Path, st: &State) -> Result<()> {
+    let p = dir.join(STATE_FILE);
+    let tmp = dir.join(".state.json.tmp");
+    let text = serde_json::to_vec(st).map_err(|source| Error::Json {
+        path: p.clone(),
+        source,
+    })?;
+    std::fs::write(&tmp, text).map_err(ioe("write", &tmp))?;
+    std::fs::rename(&tmp, &p).map_err(ioe("rename", &p))
+}
+
+/// Whether the container's supervisor still holds its lock.
+pub fn supervised(dir: &Path) -> Result<bool> {
+    Ok(lock(&dir.join(LOCK_FILE), false)?.is_none())
+}
+
+/// One container as listed by `ps`.
+#[derive(Debug)]
+pub struct Entry {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Its state, when readable.
+    pub state: Option<State>,
+    /// Whether its supervisor is alive.
+    pub supervised: bool,
+}
+
+/// Every container folder under `root`.
+pub fn list(root: &Path) -> Result<Vec<Entry>> {
+    let rd = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read_dir", root, e)),
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let dir = e.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        out.push(Entry {
+            state: read(&dir).ok(),
+            supervised: supervised(&dir)?,
+            dir,
+        });
+    }
+    out.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(out)
+}
+
+/// Unmounts `path` (detached) if it is a mount point; not being one is fine.
+pub fn unmount(path: &Path) -> Result<()> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::io("umount2", path, e.into())),
+    }
+}
+
+/// Releases what a container holds on the host: kills what is left in its cgroup,
+/// removes the cgroup, unmounts its rootfs. Each step runs even if an earlier one
+/// failed; the first error is returned.
+pub fn release(dir: &Path, st: &State) -> Result<()> {
+    let mut first: Option<Error> = None;
+    let mut note = |r: Result<()>| {
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    };
+    note(release_cgroup(&st.cgroup));
+    note(unmount(&dir.join(ROOTFS_DIR)));
+    first.map_or(Ok(()), Err)
+}
+
+fn release_cgroup(path: &str) -> Result<()> {
+    let h = Hierarchy::detect()?;
+    let cp = CgroupPath::new(path)?;
+    match Cgroup::load(&h, &cp) {
+        Ok(cg) => Ok(cg.delete_recursive(Leftovers::Kill)?),
+        Err(cgroupkit::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a container's folder (after [`release`]).
+pub fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove_dir_all", dir, e)),
+    }
+}
+
+/// What `gc` did to one container.
+#[derive(Debug)]
+pub struct Collected {
+    /// The container's folder.
+    pub dir: PathBuf,
+    /// Its name, if its state was readable.
+    pub name: Option<String>,
+}
+
+/// Releases and removes every container under `root` whose supervisor is gone
+/// (kept, exited containers stay: `sandbox rm` removes them).
+pub fn gc(root: &Path) -> Result<Vec<Collected>> {
+    let mut out = Vec::new();
+    for e in list(root)? {
+        if e.supervised {
+            continue;
+        }
+        let Some(_lock) = lock(&e.dir.join(LOCK_FILE), false)? else {
+            continue;
+        };
+        match &e.state {
+            Some(st) if st.keep && matches!(st.status, Status::Exited(_)) => {
+                release(&e.dir, st)?;
+                continue;
+            }
+            Some(st) => release(&e.dir, st)?,
+            None => unmount(&e.dir.join(ROOTFS_DIR))?,
+        }
+        remove_dir(&e.dir)?;
+        out.push(Collected {
+            name: e.state.map(|s| s.name),
+            dir: e.dir,
+        });
+    }
+    Ok(out)
+}
