@@ -47,3 +47,15 @@ fn main() -> anyhow::Result<()> {
         Cmd::Man(a) => docs::man(a),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks its definitions only when a command is parsed in a debug build;
+    /// this makes a clash (such as two flattened groups named `Args`) a test failure.
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -30,6 +30,9 @@ const FIXTURE_BUDGET: u64 = 32 << 20;
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug, Clone)]
+// Flattened into `cargo xtask test`, whose own struct is also named Args: the
+// implicit argument group would clash.
+#[group(skip)]
 pub struct Args {
     /// Which kernel to boot: 6.12 (Debian cloud), 6.1 (Debian generic) or all.
     #[arg(long, value_enum, default_value_t = KernelChoice::All)]
