@@ -18,3 +18,13 @@ pub mod units;
 pub fn command() -> clap::Command {
     <cli::Cli as clap::CommandFactory>::command()
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap validates a definition only when it parses in a debug build; this turns
+    /// an inconsistent CLI (clashing names, bad defaults) into a test failure.
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::command().debug_assert();
+    }
+}
