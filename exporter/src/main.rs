@@ -115,6 +115,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
             Ok(p) => {
                 eprintln!("cgroup_exporter: eBPF throttle probe on: {}", p.strategy());
                 collector.set_probe(p);
+                // Loading parsed the kernel's BTF (megabytes, now freed): hand the
+                // freed heap back so the long-running RSS stays small.
+                #[cfg(target_env = "gnu")]
+                // SAFETY: malloc_trim only releases free heap pages; no pointer is
+                // invalidated.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
             }
             Err(e) => eprintln!(
                 "cgroup_exporter: eBPF throttle probe off ({e}); serving the cgroup metrics without it"

@@ -98,7 +98,7 @@ impl FileReader {
     }
 
     /// Reads `dir/name`: open (O_NOFOLLOW: cgroupfs has no symlinks), read(2) until
-    /// EOF, close. Not `std::fs::read`: on cgroupfs that adds an fstat and an lseek
+    /// a short read, close. Not `std::fs::read`: on cgroupfs that adds an fstat and an lseek
     /// per file for a size hint that is always 0.
     fn read(&mut self, dir: &str, name: &str) -> Result<&str, Miss> {
         self.path.clear();
@@ -120,6 +120,13 @@ impl FileReader {
             }
             match f.read(&mut self.buf[len..]) {
                 Ok(0) => break,
+                // cgroupfs files are seq_files: a read(2) is filled until the buffer is
+                // full or the file ends, so a short read is the end (one read(2) a
+                // file instead of two; this is a quarter of a scrape's syscalls).
+                Ok(n) if len + n < self.buf.len() => {
+                    len += n;
+                    break;
+                }
                 Ok(n) => len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Miss::from_io(&e)),
