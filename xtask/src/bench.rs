@@ -12,6 +12,7 @@ use crate::util;
 mod nskit;
 
 mod cgroupkit;
+mod exporter;
 mod probes;
 
 /// Options of `cargo xtask bench`.
@@ -63,6 +64,20 @@ enum What {
         #[arg(long, default_value_t = 100_000)]
         rounds: u64,
     },
+    /// cgroup_exporter vs cAdvisor (Debian 11's package) vs `cat` of the same files, on
+    /// `--count` cgroups each holding a process: scrape latency, size, RSS, CPU per
+    /// scrape, wrk throughput at 4 connections, new cgroups on the next scrape.
+    Exporter {
+        /// Cgroups, each capped at 0.2 CPU and holding a `sleep`.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Timed scrapes of each server (and `cat` rounds).
+        #[arg(long, default_value_t = 100)]
+        scrapes: usize,
+        /// Seconds of wrk load on each server.
+        #[arg(long, default_value_t = 5)]
+        wrk_secs: u64,
+    },
 }
 
 /// Entry point.
@@ -75,6 +90,11 @@ pub fn run(args: Args) -> Result<()> {
         What::Cgctl { runs } => bench_cgctl(runs),
         What::Nskit { runs } => nskit::run(runs),
         What::Probes { runs, rounds } => probes::run(runs, rounds),
+        What::Exporter {
+            count,
+            scrapes,
+            wrk_secs,
+        } => exporter::run(count, scrapes, wrk_secs),
         What::Cgroupkit {
             count,
             churn_rounds,
