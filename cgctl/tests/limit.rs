@@ -308,10 +308,21 @@ fn bad_input_is_refused_with_a_clear_error_and_nothing_left() {
 
 #[test]
 fn no_permission_is_a_clear_error_and_leaves_nothing() {
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let parent = TestParent::new();
     let busy = Proc::busy_loop();
-    let out = common::cgctl()
+    // The checkout may sit under a directory only root can enter (a mktemp -d): run a
+    // copy of cgctl from a directory anyone can reach, so that the unprivileged run
+    // fails on the cgroup, not on exec.
+    let dir = tempfile::Builder::new()
+        .prefix("cgctl-nobody-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("cgctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_cgctl"), &bin).unwrap();
+    let out = std::process::Command::new(&bin)
         .args([
             "limit",
             "--cpu",
