@@ -2,7 +2,10 @@
 //!
 //! Starts a busy loop, caps it with `cgctl limit --cpu 0.2 --pid PID` (a quota of
 //! 20000 us per 100000 us period), then shows its measured CPU share second by second
-//! and the cgroup's throttling counters. Everything it made is removed at the end.
+//! and the cgroup's throttling counters, then scrapes cgroup_exporter (started on a
+//! loopback port) once and prints the throttling series it serves for the cgroup (CFS
+//! counters, and the eBPF duration histogram when the probe is on). Everything it made
+//! is stopped (by pid) and removed at the end.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,7 +84,15 @@ pub fn run(args: Args) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo creates a cgroup: run it as root");
     }
-    util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "cgctl"]))?;
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "cgctl",
+        "-p",
+        "exporter",
+    ]))?;
     let cgctl = util::release_bin("cgctl");
 
     println!("== a busy loop: sh -c 'while :; do :; done'");
@@ -124,11 +135,97 @@ pub fn run(args: Args) -> Result<()> {
         &cgroup,
     ]))?;
 
+    let parent = cgroup.split('/').next().unwrap_or(&cgroup).to_owned();
+    println!("\n== cgroup_exporter --listen 127.0.0.1:0 --cgroup-root {parent}");
+    let (exporter, addr) = start_exporter(&parent)?;
+
     println!("\n== its CPU share, measured from /proc/{pid}/stat");
     for s in 1..=args.seconds {
         println!("   second {s}: {:5.1}% of one CPU", share(1.0)? * 100.0);
     }
 
+    println!("\n== one scrape of http://{addr}/metrics: the throttling series of {cgroup}");
+    let text = scrape(&addr)?;
+    for line in throttling_lines(&text, &format!("/{cgroup}")) {
+        println!("   {line}");
+    }
+    drop(exporter);
+
     println!("\n== cgctl stat {cgroup}");
     util::run(Command::new(&cgctl).args(["stat", &cgroup]))
+}
+
+/// The exporter the demo started: SIGTERM by pid on drop (SIGKILL if it lingers).
+struct Exporter(Child);
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        for _ in 0..250 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts cgroup_exporter on a free loopback port, watching `root`; its first stdout
+/// line names the address. Its stderr (whether the eBPF probe is on) goes to ours.
+fn start_exporter(root: &str) -> Result<(Exporter, String)> {
+    let mut child = Command::new(util::release_bin("cgroup_exporter"))
+        .args(["--listen", "127.0.0.1:0", "--cgroup-root", root])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start cgroup_exporter")?;
+    let out = child.stdout.take();
+    let exporter = Exporter(child);
+    let mut line = String::new();
+    if let Some(out) = out {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+    }
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .with_context(|| format!("cgroup_exporter did not print its address: {line:?}"))?
+        .to_owned();
+    Ok((exporter, addr))
+}
+
+/// `GET /metrics` over HTTP/1.0: the body.
+fn scrape(addr: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (_, body) = raw.split_once("\r\n\r\n").context("not an HTTP response")?;
+    Ok(body.to_owned())
+}
+
+/// The cgroup's CFS throttling series and the probe's: events, and the histogram
+/// buckets where the count grows (plus +Inf, sum and count).
+fn throttling_lines<'t>(text: &'t str, id: &str) -> Vec<&'t str> {
+    let label = format!("id=\"{id}\"");
+    let mut out = Vec::new();
+    let mut prev: Option<&str> = None;
+    for l in text.lines().filter(|l| l.contains(&label)) {
+        let name = l.split('{').next().unwrap_or("");
+        if name.starts_with("container_cpu_cfs_") || name == "cgroup_cpu_throttle_events_total" {
+            out.push(l);
+        } else if name == "cgroup_cpu_throttle_duration_seconds_bucket" {
+            let v = l.rsplit(' ').next();
+            if v != prev || l.contains("+Inf") {
+                out.push(l);
+            }
+            prev = v;
+        } else if name.starts_with("cgroup_cpu_throttle_duration_seconds_") {
+            out.push(l);
+        }
+    }
+    out
 }
