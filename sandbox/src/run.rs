@@ -614,8 +614,15 @@ pub fn stop(paths: &Paths, name: &str, grace: std::time::Duration) -> Result<()>
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let h = Hierarchy::detect()?;
-    Cgroup::load(&h, &CgroupPath::new(&st.cgroup)?)?.kill()?;
-    Ok(())
+    let cg = Cgroup::load(&h, &CgroupPath::new(&st.cgroup)?)?;
+    match cg.kill() {
+        Ok(()) => Ok(()),
+        // The supervisor saw the exit and removed the cgroup meanwhile.
+        Err(_) if !paths.state.join(name).exists() || Cgroup::load(&h, cg.path()).is_err() => {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `sandbox rm`: removes a container that is not running (with `force`, kills it

@@ -1,0 +1,303 @@
+//! Host and VM lanes: real containers from a busybox image this test builds.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Env, cgroups_of, err, name, out};
+
+#[test]
+fn isolation_from_layered_image() {
+    let e = Env::new();
+    e.import();
+    let n = name("iso");
+    let o = e.run_image(
+        "busybox:test",
+        &["--name", &n, "--hostname", "box1"],
+        "hostname; echo pid=$$; ps -o pid | wc -l; ip -o link | wc -l; ip -o link; \
+         cat /proc/mounts; echo new > /etc/written; cat /etc/kept; \
+         test -e /etc/removed && echo removed-visible; ls /opq; exit 7",
+    );
+    let s = out(&o);
+    eprintln!("{s}\n{}", err(&o));
+    assert_eq!(o.status.code(), Some(7), "exit status passes through");
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines[0], "box1");
+    assert_eq!(lines[1], "pid=1");
+    // header + sh + ps (+ wc): only its own processes.
+    assert!(lines[2].trim().parse::<u32>().unwrap() <= 4, "{s}");
+    assert_eq!(lines[3].trim(), "1", "only lo: {s}");
+    assert!(lines[4].contains("lo:") && lines[4].contains("UP"), "{s}");
+    // Only the container's own mounts: its root, /proc, /dev, /sys and below.
+    for l in s.lines().filter(|l| l.split(' ').count() == 6) {
+        let at = l.split(' ').nth(1).unwrap();
+        assert!(
+            at == "/" || ["/proc", "/dev", "/sys"].iter().any(|p| at.starts_with(p)),
+            "host mount visible: {l}"
+        );
+    }
+    assert!(s.contains("kept"));
+    assert!(
+        !s.contains("removed-visible"),
+        "whiteout must hide /etc/removed"
+    );
+    assert!(s.contains("new") && !s.contains("old"), "opaque dir: {s}");
+    // The write went to the container's upper layer, not to the shared image layers.
+    let layers = e.store.join("layers");
+    for l in std::fs::read_dir(&layers).unwrap().flatten() {
+        assert!(
+            !l.path().join("etc/written").exists(),
+            "write reached a lower layer"
+        );
+    }
+    e.assert_clean();
+    assert!(
+        cgroups_of(&n).is_empty(),
+        "cgroup left: {:?}",
+        cgroups_of(&n)
+    );
+}
+
+#[test]
+fn signal_exit_status_and_init() {
+    let e = Env::new();
+    let o = e.run(&["--init"], "kill -TERM $$; sleep 5");
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", err(&o));
+    // Orphans are reaped by the tiny init: no zombie remains.
+    let o = e.run(
+        &["--init"],
+        "(sleep 0.1 &); sleep 0.5; ps -o stat | grep -c Z || true",
+    );
+    assert_eq!(out(&o).trim(), "0", "{}{}", out(&o), err(&o));
+    e.assert_clean();
+}
+
+#[test]
+fn security_from_inside() {
+    let e = Env::new();
+    let o = e.run(
+        &[],
+        "mount -t tmpfs t /tmp 2>&1 && echo MOUNTED; \
+         echo x > /tmp/m.ko; insmod /tmp/m.ko 2>&1; \
+         grep -E 'CapEff|CapBnd|NoNewPrivs|Seccomp:' /proc/self/status; \
+         echo 1 > /proc/sys/kernel/domainname 2>&1 || echo PROCSYS-RO; \
+         ls /proc/1/root/; wc -c < /proc/keys; ls /proc/1/fd | tr '\\n' ' '; echo",
+    );
+    let s = out(&o);
+    eprintln!("{s}\n{}", err(&o));
+    assert!(!s.contains("MOUNTED"), "mount must fail: {s}");
+    assert!(s.contains("Operation not permitted"), "{s}");
+    assert!(s.contains("CapEff:\t00000000a80425fb"), "{s}");
+    assert!(s.contains("CapBnd:\t00000000a80425fb"), "{s}");
+    assert!(s.contains("NoNewPrivs:\t1"), "{s}");
+    assert!(s.contains("Seccomp:\t2"), "{s}");
+    assert!(s.contains("PROCSYS-RO"), "{s}");
+    // /proc/1/root is the container's root: busybox's /bin, not the host's /work.
+    assert!(s.contains("bin") && !s.contains("work"), "{s}");
+    assert!(s.lines().any(|l| l.trim() == "0"), "/proc/keys masked: {s}");
+    assert!(
+        s.lines().any(|l| l.trim() == "0 1 2"),
+        "only stdio open: {s}"
+    );
+    e.assert_clean();
+}
+
+#[test]
+fn memory_limit_oom_kills() {
+    let e = Env::new();
+    let o = e.run(
+        &["--memory", "32M"],
+        "awk 'BEGIN { s = \"x\"; while (1) s = s s }'",
+    );
+    assert_eq!(o.status.code(), Some(137), "{}", err(&o));
+    e.assert_clean();
+}
+
+#[test]
+fn pids_limit_stops_forks() {
+    let e = Env::new();
+    let o = e.run(
+        &["--pids", "6"],
+        "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 2 & done 2>&1; wait",
+    );
+    let s = format!("{}{}", out(&o), err(&o));
+    assert!(
+        s.contains("fork") || s.contains("Resource temporarily unavailable"),
+        "{s}"
+    );
+    e.assert_clean();
+}
+
+#[test]
+fn cpu_limit_throttles() {
+    let e = Env::new();
+    let n = name("cpu");
+    let mut child = e
+        .cmd()
+        .args(["run", "--rootfs"])
+        .arg(e.rootfs())
+        .args([
+            "--name",
+            &n,
+            "--cpu",
+            "0.2",
+            "--init",
+            "--",
+            "timeout",
+            "2",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = e.cmd().args(["stats", &n]).output().unwrap();
+    let s = out(&o);
+    let _ = child.wait();
+    let thr: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    assert!(thr > 0, "not throttled: {s}{}", err(&o));
+    e.assert_clean();
+    assert!(cgroups_of(&n).is_empty());
+}
+
+fn wait_running(e: &Env, n: &str) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Ok(t) = std::fs::read_to_string(e.state.join(n).join("state.json")) {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v["status"] == "running" {
+                return v["pid"].as_i64().unwrap() as i32;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "container {n} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kill9_then_gc_leaves_nothing() {
+    let e = Env::new();
+    let n = name("gc");
+    let mut child = e
+        .cmd()
+        .args(["run", "--rootfs"])
+        .arg(e.rootfs())
+        .args(["--name", &n, "--memory", "64M", "--", "sleep", "100"])
+        .spawn()
+        .unwrap();
+    let pid = wait_running(&e, &n);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !cgroups_of(&n).is_empty(),
+        "cgroup should remain after kill -9"
+    );
+    let ps = e.cmd().arg("ps").output().unwrap();
+    assert!(out(&ps).contains("orphaned"), "{}", out(&ps));
+    let o = e.cmd().arg("gc").output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains(&n));
+    e.assert_clean();
+    assert!(cgroups_of(&n).is_empty(), "{:?}", cgroups_of(&n));
+    // The killed supervisor's child was reparented; give its new parent time to reap.
+    let start = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "container process left: {stat}"
+    );
+}
+
+#[test]
+fn exec_stop_and_image_in_use() {
+    let e = Env::new();
+    e.import();
+    let n = name("life");
+    let mut child = e
+        .cmd()
+        .args([
+            "run",
+            "--image",
+            "busybox:test",
+            "--name",
+            &n,
+            "--hostname",
+            "lifebox",
+            "--",
+            "sleep",
+            "100",
+        ])
+        .spawn()
+        .unwrap();
+    wait_running(&e, &n);
+    let o = e
+        .cmd()
+        .args(["exec", &n, "--", "sh", "-c", "hostname; ps -o pid,comm"])
+        .output()
+        .unwrap();
+    let s = out(&o);
+    assert!(o.status.success(), "{s}{}", err(&o));
+    assert!(s.starts_with("lifebox"), "{s}");
+    assert!(
+        s.contains("sleep"),
+        "exec sees the container's processes: {s}"
+    );
+    let rm = e
+        .cmd()
+        .args(["image", "rm", "busybox:test"])
+        .output()
+        .unwrap();
+    assert!(
+        !rm.status.success(),
+        "image rm must be refused while in use"
+    );
+    assert!(err(&rm).contains("in use"), "{}", err(&rm));
+    let o = e.cmd().args(["stop", "-t", "1", &n]).output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(137));
+    let rm = e
+        .cmd()
+        .args(["image", "rm", "busybox:test"])
+        .output()
+        .unwrap();
+    assert!(rm.status.success(), "{}", err(&rm));
+    e.assert_clean();
+}
+
+#[test]
+fn user_namespace_and_user() {
+    let e = Env::new();
+    let o = e.run(&["--userns"], "cat /proc/self/uid_map; id -u");
+    let s = out(&o);
+    assert!(
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .starts_with(&["0", "100000", "65536"]),
+        "{s}{}",
+        err(&o)
+    );
+    let o = e.run(
+        &["--user", "1000:1000"],
+        "id -u; grep CapEff /proc/self/status",
+    );
+    let s = out(&o);
+    assert!(s.starts_with("1000"), "{s}{}", err(&o));
+    assert!(s.contains("CapEff:\t0000000000000000"), "{s}");
+    e.assert_clean();
+}
