@@ -258,11 +258,10 @@ impl Confine {
     /// Applies every step. Async-signal-safe: raw syscalls on data prepared in the
     /// parent; no allocation, no locks.
     pub fn apply(&self) -> io::Result<()> {
-        // SAFETY (every block below): raw syscalls with integer arguments or pointers
-        // to buffers that live in this (copied) address space for the whole call.
+        // Non-dumpable until exec: other processes of the container cannot open
+        // /proc/PID/exe (the sandbox binary) of this one; exec resets it.
+        // SAFETY: prctl with integer arguments only.
         unsafe {
-            // Non-dumpable until exec: other processes of the container cannot open
-            // /proc/PID/exe (the sandbox binary) of this one; exec resets it.
             check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) as libc::c_long)?;
         }
         if let Some(h) = &self.cgroup {

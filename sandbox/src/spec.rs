@@ -428,7 +428,7 @@ mod tests {
         let l = s.linux().as_ref().unwrap();
         assert_eq!(l.namespaces().as_ref().unwrap().len(), 6);
         let cpu = l.resources().as_ref().unwrap().cpu().as_ref().unwrap();
-        assert_eq!(cpu.quota(), &Some(50_000));
+        assert_eq!(cpu.quota(), Some(50_000));
         assert_eq!(s.hostname().as_deref(), Some("c1"));
     }
 }
