@@ -137,6 +137,8 @@ pub fn run(args: Args) -> Result<()> {
     // The exporter tests lint a real scrape with `promtool check metrics` and
     // deploy/prometheus.yml with `promtool check config` (Debian package prometheus).
     util::apt_install(&["prometheus"]).context("install promtool (exporter tests)")?;
+    // The sandbox tests build their busybox rootfs and OCI image from /bin/busybox.
+    util::apt_install(&["busybox-static"]).context("install busybox-static (sandbox tests)")?;
     lanes.push(cargo_test_lane(
         "host",
         util::cargo()
