@@ -14,6 +14,7 @@ mod nskit;
 mod cgroupkit;
 mod exporter;
 mod probes;
+mod sandbox;
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -78,6 +79,14 @@ enum What {
         #[arg(long, default_value_t = 5)]
         wrk_secs: u64,
     },
+    /// A full container cycle of /bin/true (pid, mount, uts, ipc, net namespaces and a
+    /// cgroup, busybox rootfs): sandbox vs runc and crun (and youki if installed);
+    /// medians, peak RSS of each runtime's process tree, ratios.
+    Sandbox {
+        /// Cycles of each runtime (interleaved).
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
 }
 
 /// Entry point.
@@ -100,6 +109,7 @@ pub fn run(args: Args) -> Result<()> {
             churn_rounds,
             rounds,
         } => cgroupkit::run(count, churn_rounds, rounds),
+        What::Sandbox { runs } => sandbox::run(runs),
     }
 }
 
