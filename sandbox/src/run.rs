@@ -298,22 +298,7 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
             .map(|d| d.as_secs())
             .unwrap_or_default(),
     };
-    let placed = state::write(&tmp, &st).and_then(|()| {
-        nix::fcntl::renameat2(
-            nix::fcntl::AT_FDCWD,
-            &tmp,
-            nix::fcntl::AT_FDCWD,
-            &dir,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| match e {
-            nix::errno::Errno::EEXIST | nix::errno::Errno::ENOTEMPTY => Error::Container {
-                name: name.clone(),
-                what: "the name is in use: pick another or `sandbox rm` it".into(),
-            },
-            e => Error::io("renameat2", &dir, e.into()),
-        })
-    });
+    let placed = state::write(&tmp, &st).and_then(|()| rename_noreplace(&tmp, &dir, &name));
     if let Err(e) = placed {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -337,6 +322,37 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
     }
     drop(lock);
     Ok(code)
+}
+
+/// renameat2(RENAME_NOREPLACE) through the raw syscall (musl's libc lacks a wrapper).
+fn rename_noreplace(from: &Path, to: &Path, name: &str) -> Result<()> {
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Config(format!("{} holds NUL", p.display())))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: NUL-terminated paths; AT_FDCWD for both directories.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => Err(Error::Container {
+            name: name.into(),
+            what: "the name is in use: pick another or `sandbox rm` it".into(),
+        }),
+        _ => Err(Error::io("renameat2", to, e)),
+    }
 }
 
 fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32> {

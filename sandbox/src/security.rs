@@ -398,10 +398,10 @@ fn loopback_up() -> io::Result<()> {
     req.name[..2].copy_from_slice(b"lo");
     // SAFETY: req is a valid ifreq for both ioctls; fd is ours and closed after.
     let r = unsafe {
-        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &raw mut req);
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &raw mut req);
         if r == 0 {
             req.flags |= libc::IFF_UP as libc::c_short;
-            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &raw mut req);
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &raw mut req);
         }
         r
     };
