@@ -28,6 +28,7 @@ pub mod attach;
 pub mod cgroup;
 pub mod cpu;
 pub mod cpuset;
+pub mod delegation;
 mod error;
 pub mod events;
 mod fsutil;

@@ -207,3 +207,57 @@ fn the_test_left_no_scratch_cgroup() {
             .all(|m| !m.mount_point.join(&name).exists())
     );
 }
+
+#[test]
+fn delegation_is_checked_and_granted_per_kernel_rules() {
+    use cgroupkit::delegation::Owner;
+    let s = Scratch::new();
+    let cg = Cgroup::create(&s.h, &s.path("deleg"), &[Controller::Cpu]).unwrap();
+    let nobody = Owner {
+        uid: 65534,
+        gid: 65534,
+    };
+    let gap = cg
+        .delegation_gap(nobody)
+        .unwrap()
+        .expect("a fresh cgroup is root's");
+    assert_eq!(gap.owner_uid, 0);
+    // What the check says is what the kernel does: nobody cannot make a child...
+    let mkdir_as_nobody = |name: &str| {
+        use std::os::unix::process::CommandExt;
+        Command::new("mkdir")
+            .arg(cg.dirs()[0].path.join(name))
+            .uid(65534)
+            .gid(65534)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!mkdir_as_nobody("before"));
+    assert!(
+        cg.delegation_gap(Owner { uid: 0, gid: 0 })
+            .unwrap()
+            .is_none()
+    );
+    cg.delegate_to(nobody).unwrap();
+    assert_eq!(cg.delegation_gap(nobody).unwrap(), None);
+    // ... until the subtree is delegated.
+    assert!(mkdir_as_nobody("after"));
+    // Another unprivileged user is still not a delegate.
+    assert!(
+        cg.delegation_gap(Owner {
+            uid: 4242,
+            gid: 4242
+        })
+        .unwrap()
+        .is_some()
+    );
+    // The limits stay root's: the delegate cannot raise its own quota.
+    let limit_file = match cg.dirs()[0].version {
+        Version::V1 => "cpu.cfs_quota_us",
+        Version::V2 => "cpu.max",
+    };
+    let meta = std::fs::metadata(cg.dirs()[0].file(limit_file)).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+}
