@@ -2,11 +2,11 @@
 
 use crate::cpu::Cpu;
 use crate::cpuset::Cpuset;
+use crate::hierarchy::Controller;
 use crate::hugetlb::Hugetlb;
 use crate::io::Io;
 use crate::memory::Memory;
 use crate::pids::Pids;
-use crate::hierarchy::Controller;
 
 /// Limits to apply to a cgroup. Unset fields are left as they are.
 ///

@@ -18,7 +18,9 @@ fn kinds() -> Namespace {
             .split(',')
             .filter_map(|n| Namespace::all().kinds().find(|k| k.proc_name() == Some(n)))
             .fold(Namespace::empty(), |a, k| a | k),
-        Err(_) => Namespace::PID | Namespace::MOUNT | Namespace::UTS | Namespace::IPC | Namespace::NET,
+        Err(_) => {
+            Namespace::PID | Namespace::MOUNT | Namespace::UTS | Namespace::IPC | Namespace::NET
+        }
     }
 }
 

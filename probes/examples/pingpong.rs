@@ -36,10 +36,12 @@ fn main() {
         .position(|a| a == "--rounds")
         .and_then(|i| args.get(i + 1))
         .map_or(200_000, |s| s.parse().expect("--rounds N"));
-    let probe = args
-        .iter()
-        .any(|a| a == "--probe")
-        .then(|| probes::Probe::builder().without_paths().load().expect("load the probe"));
+    let probe = args.iter().any(|a| a == "--probe").then(|| {
+        probes::Probe::builder()
+            .without_paths()
+            .load()
+            .expect("load the probe")
+    });
     let mut child = Command::new(&args[0])
         .arg("--child")
         .stdin(Stdio::piped())
