@@ -122,11 +122,24 @@ pub fn run(args: Args) -> Result<()> {
     }
     lanes.push(cargo_test_lane(
         "unit",
-        util::cargo().args(["test", "--workspace", "--all-features", "--lib", "--bins"]),
+        util::cargo().args([
+            "test",
+            "--workspace",
+            "--all-features",
+            "--no-fail-fast",
+            "--lib",
+            "--bins",
+        ]),
     )?);
     let doc = cargo_test_lane(
         "doc",
-        util::cargo().args(["test", "--workspace", "--all-features", "--doc"]),
+        util::cargo().args([
+            "test",
+            "--workspace",
+            "--all-features",
+            "--no-fail-fast",
+            "--doc",
+        ]),
     )?;
     lanes.push(doc);
     // Some host tests run the examples (cgroupkit's run_limited): build them first.
@@ -146,6 +159,8 @@ pub fn run(args: Args) -> Result<()> {
                 "test",
                 "--workspace",
                 "--all-features",
+                // Every test binary runs even when one fails: the summary counts all.
+                "--no-fail-fast",
                 "--exclude",
                 "xtask",
                 "--test",

@@ -50,13 +50,16 @@ say "kernel $(uname -r), root subtree_control: $(cat /sys/fs/cgroup/cgroup.subtr
 ip link set lo up || say "cannot bring lo up"
 hostname vmtest
 
-# The NVMe scratch disk (io.max tests): drivers are modules on some kernels.
+# Modules the tests need (NVMe for the scratch disk, overlayfs for the sandbox), in
+# dependency order; built-in ones are not listed.
+if [ -f "/vmtest/modules/$lane/order" ]; then
+    for m in $(cat "/vmtest/modules/$lane/order"); do
+        insmod "/vmtest/modules/$lane/$m" || say "insmod $m failed"
+    done
+fi
+
+# The NVMe scratch disk (io.max tests).
 if [ -n "$scratch" ]; then
-    if [ -f "/vmtest/modules/$lane/order" ]; then
-        for m in $(cat "/vmtest/modules/$lane/order"); do
-            insmod "/vmtest/modules/$lane/$m" || say "insmod $m failed"
-        done
-    fi
     i=0
     while [ ! -e /sys/block/nvme0n1/dev ] && [ $i -lt 50 ]; do
         sleep 0.1

@@ -111,6 +111,13 @@ pub fn busybox() -> Result<PathBuf> {
 pub fn kernel(lane: &str) -> Result<Kernel> {
     let dir = vm_cache().join(format!("kernel-{lane}"));
     let package_file = dir.join("package");
+    let layout_file = dir.join("layout");
+    // A cache made for another module list (an older xtask) is made again.
+    if package_file.is_file()
+        && fs::read_to_string(&layout_file).ok().as_deref() != Some(CACHE_LAYOUT)
+    {
+        remove_dir_all(&dir)?;
+    }
     if package_file.is_file() {
         let package = fs::read_to_string(&package_file)
             .with_context(|| format!("read {}", package_file.display()))?;
@@ -142,8 +149,14 @@ pub fn kernel(lane: &str) -> Result<Kernel> {
     kernel(lane)
 }
 
-/// Fetch `package`, copy out its vmlinuz and the NVMe driver modules with their
-/// dependencies into `dir` (vmlinuz, modules/, modules.order, package).
+/// Modules the tests need that Debian builds as modules: the NVMe driver (the io.max
+/// scratch disk; built in on the cloud kernel) and overlayfs (sandbox root filesystems).
+const MODULE_ROOTS: &[&str] = &["nvme", "overlay"];
+/// Written into each cached kernel; bump it when MODULE_ROOTS changes.
+const CACHE_LAYOUT: &str = "modules: nvme overlay\n";
+
+/// Fetch `package`, copy out its vmlinuz and the modules of MODULE_ROOTS with their
+/// dependencies into `dir` (vmlinuz, modules/, modules.order, package, layout).
 fn assemble_kernel(package: &str, dir: &Path) -> Result<()> {
     let dl = dir.join("download");
     fs::create_dir_all(&dl).with_context(|| format!("create {}", dl.display()))?;
@@ -184,12 +197,13 @@ fn assemble_kernel(package: &str, dir: &Path) -> Result<()> {
     fs::rename(unpacked.join(&vmlinuz), dir.join("vmlinuz"))
         .with_context(|| format!("move {vmlinuz} out of {}", unpacked.display()))?;
 
-    // The generic 6.1 kernel has NVMe as modules; the cloud kernel has it built in. Walk
-    // `depends=` and `softdep=pre:` from nvme.ko, extracting a layer at a time.
+    // Walk `depends=` and `softdep=pre:` from each root module the kernel has as a
+    // module (built-in ones are absent from the package), a layer at a time.
     let mut order: Vec<String> = Vec::new();
-    if ko.contains_key("nvme") {
+    let roots: Vec<&str> = MODULE_ROOTS.iter().copied().filter(|r| ko.contains_key(*r)).collect();
+    if !roots.is_empty() {
         let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut wanted = vec!["nvme".to_owned()];
+        let mut wanted: Vec<String> = roots.iter().map(|r| (*r).to_owned()).collect();
         while !wanted.is_empty() {
             let paths: Vec<&str> = wanted.iter().map(|n| ko[n].as_str()).collect();
             extract(&tar, &unpacked, &paths)?;
@@ -218,7 +232,9 @@ fn assemble_kernel(package: &str, dir: &Path) -> Result<()> {
             wanted = next;
         }
         let mut done = BTreeSet::new();
-        topo("nvme", &deps, &mut done, &mut order);
+        for r in &roots {
+            topo(r, &deps, &mut done, &mut order);
+        }
         let modules = dir.join("modules");
         fs::create_dir_all(&modules).with_context(|| format!("create {}", modules.display()))?;
         for name in &order {
@@ -232,6 +248,7 @@ fn assemble_kernel(package: &str, dir: &Path) -> Result<()> {
     write(&dir.join("modules.order"), &order.concat())?;
     remove_dir_all(&unpacked)?;
     remove_dir_all(&dl)?;
+    write(&dir.join("layout"), CACHE_LAYOUT)?;
     write(&dir.join("package"), package)
 }
 
