@@ -140,6 +140,8 @@ pub fn kernel(lane: &str) -> Result<Kernel> {
         "6.1" => newest_6_1()?,
         other => bail!("no Debian kernel known for lane {other}"),
     };
+    // Module decompression (Debian 6.12 ships .ko.xz).
+    util::apt_install(&["xz-utils", "zstd"])?;
     eprintln!("xtask: fetching kernel {package}");
     let tmp = scratch_dir(&dir)?;
     let result = assemble_kernel(&package, &tmp.0);
@@ -153,7 +155,7 @@ pub fn kernel(lane: &str) -> Result<Kernel> {
 /// scratch disk; built in on the cloud kernel) and overlayfs (sandbox root filesystems).
 const MODULE_ROOTS: &[&str] = &["nvme", "overlay"];
 /// Written into each cached kernel; bump it when MODULE_ROOTS changes.
-const CACHE_LAYOUT: &str = "modules: nvme overlay\n";
+const CACHE_LAYOUT: &str = "modules: nvme overlay (decompressed)\n";
 
 /// Fetch `package`, copy out its vmlinuz and the modules of MODULE_ROOTS with their
 /// dependencies into `dir` (vmlinuz, modules/, modules.order, package, layout).
@@ -182,12 +184,15 @@ fn assemble_kernel(package: &str, dir: &Path) -> Result<()> {
         .with_context(|| format!("{package} holds no ./boot/vmlinuz-*"))?
         .to_owned();
     // Module name (as in modinfo `depends=`, with '-' as '_') -> path inside the package.
+    // Debian's 6.12 kernels ship modules xz-compressed (`.ko.xz`), 6.1's plain.
     let ko: BTreeMap<String, String> = listing
         .lines()
-        .filter(|l| l.ends_with(".ko"))
         .filter_map(|l| {
-            let name = Path::new(l).file_stem()?.to_str()?.replace('-', "_");
-            Some((name, l.to_owned()))
+            let file = Path::new(l).file_name()?.to_str()?;
+            let stem = [".ko", ".ko.xz", ".ko.zst"]
+                .iter()
+                .find_map(|ext| file.strip_suffix(ext))?;
+            Some((stem.replace('-', "_"), l.to_owned()))
         })
         .collect();
 
@@ -200,7 +205,11 @@ fn assemble_kernel(package: &str, dir: &Path) -> Result<()> {
     // Walk `depends=` and `softdep=pre:` from each root module the kernel has as a
     // module (built-in ones are absent from the package), a layer at a time.
     let mut order: Vec<String> = Vec::new();
-    let roots: Vec<&str> = MODULE_ROOTS.iter().copied().filter(|r| ko.contains_key(*r)).collect();
+    let roots: Vec<&str> = MODULE_ROOTS
+        .iter()
+        .copied()
+        .filter(|r| ko.contains_key(*r))
+        .collect();
     if !roots.is_empty() {
         let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut wanted: Vec<String> = roots.iter().map(|r| (*r).to_owned()).collect();
@@ -210,7 +219,7 @@ fn assemble_kernel(package: &str, dir: &Path) -> Result<()> {
             let mut next = Vec::new();
             for name in wanted.drain(..) {
                 let path = unpacked.join(&ko[&name]);
-                let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+                let bytes = read_module(&path)?;
                 let mine: Vec<String> = module_deps(&bytes)
                     .into_iter()
                     .filter_map(|d| {
@@ -240,8 +249,9 @@ fn assemble_kernel(package: &str, dir: &Path) -> Result<()> {
         for name in &order {
             let from = unpacked.join(&ko[name]);
             let to = modules.join(format!("{name}.ko"));
-            fs::rename(&from, &to)
-                .with_context(|| format!("move {} to {}", from.display(), to.display()))?;
+            // busybox insmod passes the file as is: store modules uncompressed.
+            let bytes = read_module(&from)?;
+            fs::write(&to, bytes).with_context(|| format!("write {}", to.display()))?;
         }
     }
     let order: Vec<String> = order.iter().map(|n| format!("{n}.ko\n")).collect();
@@ -365,6 +375,29 @@ fn unpack_packages(pkgs: &[&str], dest: &Path) -> Result<()> {
 }
 
 /// Extract some members of a tar archive into `dest`.
+/// A kernel module's ELF bytes, decompressing `.ko.xz` / `.ko.zst` with xz / zstd.
+fn read_module(path: &Path) -> Result<Vec<u8>> {
+    let tool = match path.extension().and_then(|e| e.to_str()) {
+        Some("xz") => Some("xz"),
+        Some("zst") => Some("zstd"),
+        _ => None,
+    };
+    match tool {
+        None => fs::read(path).with_context(|| format!("read {}", path.display())),
+        Some(tool) => {
+            let out = Command::new(tool)
+                .arg("-dc")
+                .arg(path)
+                .output()
+                .with_context(|| format!("start {tool} to decompress {}", path.display()))?;
+            if !out.status.success() {
+                bail!("{tool} -dc {} failed: {}", path.display(), out.status);
+            }
+            Ok(out.stdout)
+        }
+    }
+}
+
 fn extract(tar: &Path, dest: &Path, members: &[&str]) -> Result<()> {
     util::run(
         Command::new("tar")
