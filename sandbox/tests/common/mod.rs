@@ -1,6 +1,11 @@
 //! Shared helpers: a busybox rootfs and a two-layer OCI image layout made here,
 //! a private state root and store per test, and checks that nothing is left.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::new_without_default)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::new_without_default
+)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
