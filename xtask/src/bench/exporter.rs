@@ -326,6 +326,9 @@ fn rss_kb(pid: u32) -> Result<(u64, u64)> {
 
 /// Starts a server, waits until a scrape shows the benchmark's last cgroup, then
 /// measures it; killed by pid at the end.
+// One call per server under test; the arguments are the benchmark's plain settings
+// and a struct for them would only move the list.
+#[allow(clippy::too_many_arguments)]
 fn bench_server(
     label: &str,
     cmd: &mut Command,
