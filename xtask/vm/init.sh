@@ -19,7 +19,13 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# Scratch space on its own tmpfs, named by TMPDIR. /tmp itself stays as the initramfs
+# made it: the checkout (binaries at their host paths, fixtures in crate dirs) may be
+# under /tmp, and a tmpfs mounted there would hide it.
+chmod 1777 /tmp
+mkdir -p /vmtmp
+mount -t tmpfs -o mode=1777 tmpfs /vmtmp
+export TMPDIR=/vmtmp
 mount -t tmpfs -o mode=755 tmpfs /run
 # Keep kernel messages (e.g. the OOM kills that memory tests provoke) out of the test
 # output on the console; emergencies such as a panic still show.
