@@ -155,12 +155,27 @@ fn cgroup_mounts() -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-struct Sleeper(Child);
-impl Drop for Sleeper {
+/// Processes a benchmark started; each SIGKILLed by its own pid and reaped on drop.
+pub(crate) struct Procs(pub(crate) Vec<Child>);
+impl Drop for Procs {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
     }
+}
+
+/// `sleep 3600`, a quiet process to put into cgroups.
+pub(crate) fn sleeper() -> Result<Child> {
+    Command::new("sleep")
+        .arg("3600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start sleep")
 }
 
 /// Removes the benchmark's parent cgroup (and every cgroup under it) from every
@@ -236,8 +251,8 @@ fn bench_cgctl(runs: usize) -> Result<()> {
     dirs.retain(|d| *d != top);
     dirs.insert(0, top.clone());
     let parent = Parent { dirs };
-    let sleeper = Sleeper(Command::new("sleep").arg("3600").spawn()?);
-    let pid = sleeper.0.id().to_string();
+    let sleeper = Procs(vec![sleeper()?]);
+    let pid = sleeper.0[0].id().to_string();
     // The process starts in the benchmark parent, so every tool moves it between the
     // parent and the child, and each sequence ends where it began.
     std::fs::write(top.join("cgroup.procs"), &pid)?;

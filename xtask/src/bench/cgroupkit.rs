@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -273,20 +273,6 @@ fn churn(bin: &Path, name: &str, count: usize, rounds: usize, libcgroup: bool) -
     Ok(())
 }
 
-/// Sleeping processes, SIGKILLed by pid and reaped on drop.
-struct Sleepers(Vec<Child>);
-impl Drop for Sleepers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            // Child::kill sends SIGKILL to this child's pid only.
-            let _ = c.kill();
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The mount points serving the cpu, cpuacct, memory and pids controllers
 /// (deduplicated: one on v2, up to four on v1).
 fn stat_mounts() -> Result<Vec<PathBuf>> {
@@ -317,14 +303,9 @@ fn stat_mounts() -> Result<Vec<PathBuf>> {
 /// (b) typed stats of `count` populated cgroups vs raw reads of the same files.
 fn stats(bin: &Path, name: &str, count: usize, rounds: usize) -> Result<()> {
     let mounts = stat_mounts()?;
-    let mut sleepers = Sleepers(Vec::with_capacity(count));
+    let mut sleepers = super::Procs(Vec::with_capacity(count));
     for i in 0..count {
-        let child = Command::new("sleep")
-            .arg("3600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("cannot start sleep")?;
+        let child = super::sleeper()?;
         let pid = child.id().to_string();
         sleepers.0.push(child);
         for m in &mounts {

@@ -7,26 +7,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use super::{Parent, cgroup_mounts, median};
 use crate::util;
-
-/// Processes SIGKILLed by pid and reaped on drop.
-struct Procs(Vec<Child>);
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
-    }
-}
 
 /// One row of the table.
 #[derive(Default)]
@@ -69,14 +56,9 @@ pub fn run(count: usize, scrapes: usize, wrk_secs: u64) -> Result<()> {
     let v2_only = mounts.len() == 1;
     let (cpu_mount, cpu_v2) = super::cpu_mount()?;
     eprintln!("xtask: creating {count} cgroups, each capped at 0.2 CPU and holding a sleep");
-    let mut sleepers = Procs(Vec::with_capacity(count));
+    let mut sleepers = super::Procs(Vec::with_capacity(count));
     for i in 0..count {
-        let child = Command::new("sleep")
-            .arg("3600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("cannot start sleep")?;
+        let child = super::sleeper()?;
         let pid = child.id().to_string();
         sleepers.0.push(child);
         for m in &mounts {
@@ -348,7 +330,7 @@ fn bench_server(
         .with_context(|| format!("cannot start {cmd:?}"))?;
     let pid = child.id();
     let stdout = child.stdout.take();
-    let server = Procs(vec![child]);
+    let server = super::Procs(vec![child]);
     let addr: SocketAddr = match port {
         Some(p) => SocketAddr::from(([127, 0, 0, 1], p)),
         None => {
