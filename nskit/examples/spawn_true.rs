@@ -4,7 +4,10 @@
 //!
 //! `spawn_true` spawns once (timed from outside, like unshare(1));
 //! `spawn_true --runs N` spawns N times and prints the in-process median and p90
-//! latency of spawn + wait in microseconds.
+//! latency of spawn + wait in microseconds;
+//! `spawn_true --serve` spawns once per line read on stdin and answers each with the
+//! in-process spawn + wait time in nanoseconds (so a benchmark can interleave the
+//! library's own latency with other tools' runs).
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark tool reports
 
 use std::time::{Duration, Instant};
@@ -35,6 +38,9 @@ fn once() -> nskit::Result<()> {
 
 fn main() -> nskit::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve") {
+        return serve();
+    }
     let runs = match args.get(1).map(String::as_str) {
         Some("--runs") => args
             .get(2)
@@ -57,5 +63,22 @@ fn main() -> nskit::Result<()> {
         med.as_micros(),
         p90.as_micros()
     );
+    Ok(())
+}
+
+fn serve() -> nskit::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+        let s = Instant::now();
+        once()?;
+        let ns = s.elapsed().as_nanos();
+        if writeln!(out, "{ns}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
     Ok(())
 }

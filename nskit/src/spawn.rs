@@ -21,6 +21,15 @@
 //! calls `_exit(127)`; an EOF on that pipe means the exec succeeded. A second pipe holds
 //! the child until the parent has written `uid_map`/`gid_map` (and `setgroups`) and
 //! placed it in its cgroup.
+//!
+//! When the parent has nothing to do between clone and exec (no user namespace, no
+//! cgroup fd, no namespaces to join, no `pre_exec` closures) and the child enters no
+//! time namespace (setns to one needs an unshared mm), the child is made the
+//! way posix_spawn(3) makes it: clone(2) with `CLONE_VM | CLONE_VFORK` on a stack of
+//! its own. The parent's page tables are not copied and the parent sleeps until the
+//! child has exec'd (or failed), so the cost no longer grows with the parent's memory.
+//! The child still runs only the async-signal-safe steps above; it shares the
+//! parent's memory, so those steps write nothing but their own stack and fds.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -887,13 +896,26 @@ impl Spawn {
             clone_flags &= !(libc::CLONE_NEWCGROUP as u64);
         }
         let cgroup_fd = self.cgroup.as_ref().map(|f| f.as_raw_fd());
-        let (pid, pidfd, placed) = clone_child(
-            clone_flags,
-            cgroup_fd,
-            self.force_clone2,
-            &prepared,
-            &mut self.pre_exec,
-        )?;
+        // The vfork-style clone suspends us until the child execs, so it is only for
+        // children that need nothing from us before then (see the module docs).
+        let vfork = !need_sync
+            && cgroup_fd.is_none()
+            && self.pre_exec.is_empty()
+            && prepared.joins.is_empty()
+            // Entering a time namespace needs an mm of our own (EUSERS otherwise).
+            && !self.namespaces.contains(Namespace::TIME)
+            && !self.force_clone2;
+        let (pid, pidfd, placed) = if vfork {
+            vfork_child(clone_flags, &prepared)?
+        } else {
+            clone_child(
+                clone_flags,
+                cgroup_fd,
+                self.force_clone2,
+                &prepared,
+                &mut self.pre_exec,
+            )?
+        };
         // The child's copies keep the child ends open; ours go now, so EOF works.
         drop(err_w);
         drop(child_ends);
@@ -1213,6 +1235,67 @@ fn clone_child(
     // SAFETY: CLONE_PIDFD made the kernel store a new pidfd owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok((ret as i32, pidfd, placed))
+}
+
+/// The stack of a vfork-style child: `child_main` needs a few KiB; the rest is margin.
+const VFORK_STACK: usize = 256 * 1024;
+
+/// clone(2) with `CLONE_VM | CLONE_VFORK` (as posix_spawn does): returns once the
+/// child has exec'd or exited. Returns (pid, pidfd, false).
+fn vfork_child(flags: u64, p: &Prepared) -> Result<(i32, OwnedFd, bool)> {
+    extern "C" fn start(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&Prepared` passed to clone below; the parent is
+        // suspended (CLONE_VFORK) until this child execs or exits, so it stays alive.
+        let p = unsafe { &*arg.cast::<Prepared>() };
+        child_main(p, &mut [])
+    }
+    let Ok(ns_flags) = libc::c_int::try_from(flags) else {
+        return Err(Error::InvalidArgument(format!(
+            "clone flags {flags:#x} do not fit clone(2)"
+        )));
+    };
+    // SAFETY: an anonymous private mapping; checked for MAP_FAILED below.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            VFORK_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(error::sys("mmap", "the child's stack", sys::errno()));
+    }
+    let mut pidfd: libc::c_int = -1;
+    let ret = {
+        let _mask = SigBlock::new();
+        // SAFETY: `stack` is a fresh mapping of VFORK_STACK bytes (stacks grow down,
+        // so the top is passed); `start` only runs `child_main`, which never returns
+        // and touches nothing of ours but reads of `p`; CLONE_VFORK keeps this frame
+        // (and `p`, `stack`) alive until the child no longer uses them. CLONE_PIDFD
+        // stores the pidfd through the parent_tid argument. All signals are blocked
+        // across the call, so no handler of ours runs on the child's stack.
+        unsafe {
+            libc::clone(
+                start,
+                stack.cast::<u8>().add(VFORK_STACK).cast(),
+                ns_flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                std::ptr::from_ref(p).cast_mut().cast(),
+                &raw mut pidfd,
+            )
+        }
+    };
+    let err = sys::errno();
+    // SAFETY: the mapping made above; the child has exec'd or exited (CLONE_VFORK).
+    unsafe { libc::munmap(stack, VFORK_STACK) };
+    if ret < 0 {
+        return Err(clone_error("clone", flags, false, err));
+    }
+    // SAFETY: CLONE_PIDFD made the kernel store a new pidfd owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok((ret, pidfd, false))
 }
 
 fn clone_error(syscall: &'static str, flags: u64, cgroup: bool, errno: i32) -> Error {
