@@ -132,6 +132,79 @@ fn helper() {
             fact("unsupported", &e);
             fact("is_unsupported", e.is_unsupported());
         }
+        "ids_only" => {
+            // SAFETY: getuid/getgid have no preconditions.
+            let (u, g) = unsafe { (libc::getuid(), libc::getgid()) };
+            fact("uid", u);
+            fact("gid", g);
+            for f in ["uid_map", "gid_map"] {
+                let m = std::fs::read_to_string(format!("/proc/self/{f}")).unwrap();
+                fact(f, m.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+        }
+        "subid_outer" => {
+            // Root in a mount namespace of its own: grant `nobody` a subordinate id
+            // range by bind-mounting our files over /etc/subuid and /etc/subgid (the
+            // host's files are untouched), then run the unprivileged stage as nobody.
+            let dir = std::env::var("NSKIT_DIR").unwrap();
+            let none: Option<&str> = None;
+            nix::mount::mount(
+                none,
+                "/",
+                none,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                none,
+            )
+            .unwrap();
+            for f in ["subuid", "subgid"] {
+                let target = format!("/etc/{f}");
+                assert!(
+                    std::path::Path::new(&target).exists(),
+                    "{target} is missing: install the `passwd` package (shadow)"
+                );
+                nix::mount::mount(
+                    Some(format!("{dir}/{f}").as_str()),
+                    target.as_str(),
+                    none,
+                    nix::mount::MsFlags::MS_BIND,
+                    none,
+                )
+                .unwrap();
+            }
+            let (st, out, err) = helper_child("subid_inner")
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap();
+            assert!(
+                st.success(),
+                "unprivileged stage failed: {st}\n{}\n{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+            for (k, v) in common::facts(&String::from_utf8_lossy(&out)) {
+                fact(&k, v);
+            }
+        }
+        "subid_inner" => {
+            // Unprivileged (nobody): mapping more than our own id needs newuidmap.
+            // SAFETY: geteuid has no preconditions.
+            fact("outer_euid", unsafe { libc::geteuid() });
+            let r = helper_child("ids_only")
+                .namespaces(Namespace::USER)
+                .uid_map(IdMap::new(0, 200_000, 65536))
+                .gid_map(IdMap::new(0, 200_000, 65536))
+                .output();
+            match r {
+                Ok((st, out, err)) => {
+                    assert!(st.success(), "{st}: {}", String::from_utf8_lossy(&err));
+                    for (k, v) in common::facts(&String::from_utf8_lossy(&out)) {
+                        fact(&format!("inner_{k}"), v);
+                    }
+                }
+                Err(e) => fact("error", e),
+            }
+        }
         _ => panic!("unknown helper mode {mode}"),
     }
     common::hold();
@@ -287,6 +360,41 @@ fn user_namespace_maps_root_inside_to_unprivileged_outside() {
         f["enter_host"].contains("permission denied"),
         "{}",
         f["enter_host"]
+    );
+}
+
+#[test]
+#[cfg_attr(
+    target_env = "musl",
+    ignore = "the VM lane's initramfs has no newuidmap (Debian package uidmap) or /etc/subuid"
+)]
+fn unprivileged_user_namespace_maps_a_range_through_newuidmap() {
+    common::assert_root();
+    assert!(
+        std::path::Path::new("/usr/bin/newuidmap").exists(),
+        "newuidmap is missing: install the Debian package uidmap (cargo xtask test does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["subuid", "subgid"] {
+        std::fs::write(dir.path().join(f), "nobody:200000:65536\n").unwrap();
+    }
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let f = run(helper_child("subid_outer")
+        .namespaces(Namespace::MOUNT)
+        .env("NSKIT_DIR", dir.path()));
+    assert_eq!(f["outer_euid"], "65534", "{f:?}");
+    assert!(!f.contains_key("error"), "spawn as nobody failed: {f:?}");
+    // A range, which the kernel lets only a privileged writer map: newuidmap and
+    // newgidmap (setuid root) wrote it after checking /etc/subuid and /etc/subgid.
+    assert_eq!(f["inner_uid_map"], "0 200000 65536", "{f:?}");
+    assert_eq!(f["inner_gid_map"], "0 200000 65536", "{f:?}");
+    assert_eq!(
+        (f["inner_uid"].as_str(), f["inner_gid"].as_str()),
+        ("0", "0")
     );
 }
 

@@ -152,6 +152,8 @@ pub fn run(args: Args) -> Result<()> {
     util::apt_install(&["prometheus"]).context("install promtool (exporter tests)")?;
     // The sandbox tests build their busybox rootfs and OCI image from /bin/busybox.
     util::apt_install(&["busybox-static"]).context("install busybox-static (sandbox tests)")?;
+    // nskit's unprivileged user-namespace test maps an id range through newuidmap.
+    util::apt_install(&["uidmap"]).context("install newuidmap/newgidmap (nskit tests)")?;
     lanes.push(cargo_test_lane(
         "host",
         util::cargo()
