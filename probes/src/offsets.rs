@@ -7,9 +7,11 @@ use crate::btf::{Btf, BtfError};
 
 /// Offsets handed to the program in its `OFFSETS` global (see `probes_common::off`).
 ///
-/// Byte offsets, except the `task_struct.throttled` flag, which is read as the
-/// little-endian u64 at `throttled_word`, shifted right by `throttled_shift` and
-/// masked with `throttled_mask` (this covers a bool and a bitfield alike).
+/// Byte offsets, except the `task_struct.throttled` flag, which is read as the byte
+/// at `throttled_byte`, shifted right by `throttled_shift` and masked with
+/// `throttled_mask` (this covers a bool and a bitfield alike). The program reads that
+/// byte directly through the tracepoint's BTF pointer, so it lies inside the member,
+/// as the verifier requires.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offsets {
     /// `cfs_rq.tg`.
@@ -24,9 +26,9 @@ pub struct Offsets {
     pub task_sched_task_group: u64,
     /// `task_struct.pid`.
     pub task_pid: u64,
-    /// Byte offset of the u64 holding `task_struct.throttled`.
-    pub throttled_word: u64,
-    /// Shift of the flag inside that u64.
+    /// Byte offset of the byte holding `task_struct.throttled`.
+    pub throttled_byte: u64,
+    /// Shift of the flag inside that byte.
     pub throttled_shift: u64,
     /// Mask of the flag after the shift.
     pub throttled_mask: u64,
@@ -109,16 +111,15 @@ impl Offsets {
                     ),
                     e => e,
                 })?;
+                // A bool (or wider integer: its low byte, little-endian) or a
+                // bitfield within one byte.
                 let bits = t
                     .bitfield_size
                     .map(u64::from)
                     .unwrap_or(t.byte_size.saturating_mul(8))
                     .clamp(1, 8);
-                let size = btf.struct_size("task_struct")?;
-                let byte = t.bit_offset / 8;
-                let word = byte.min(size.saturating_sub(8));
-                o.throttled_word = word;
-                o.throttled_shift = t.bit_offset - word * 8;
+                o.throttled_byte = t.bit_offset / 8;
+                o.throttled_shift = t.bit_offset % 8;
                 o.throttled_mask = (1u64 << bits) - 1;
                 // The bandwidth timer as the end of a throttle: optional, anything
                 // missing falls back to the switch-in.
@@ -139,9 +140,11 @@ impl Offsets {
                     o.period_timer_fn = addrs[0];
                     o.slack_timer_fn = addrs[1];
                 }
-                if o.throttled_shift + bits > 64 {
+                if o.throttled_shift + bits > 8 {
                     return Err(BtfError::Malformed(
-                        "task_struct.throttled does not fit the u64 read".into(),
+                        "task_struct.throttled is a bitfield across a byte boundary; \
+                         the probe reads one byte"
+                            .into(),
                     ));
                 }
             }
@@ -158,7 +161,7 @@ impl Offsets {
         v[off::KN_ID] = self.kn_id;
         v[off::TASK_SCHED_TASK_GROUP] = self.task_sched_task_group;
         v[off::TASK_PID] = self.task_pid;
-        v[off::TASK_THROTTLED_WORD] = self.throttled_word;
+        v[off::TASK_THROTTLED_BYTE] = self.throttled_byte;
         v[off::TASK_THROTTLED_SHIFT] = self.throttled_shift;
         v[off::TASK_THROTTLED_MASK] = self.throttled_mask;
         v[off::THROTTLE_RETURNS_BOOL] = u64::from(self.throttle_returns_bool);

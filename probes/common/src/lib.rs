@@ -112,9 +112,10 @@ pub mod off {
     pub const TASK_SCHED_TASK_GROUP: usize = 4;
     /// `task_struct.pid`.
     pub const TASK_PID: usize = 5;
-    /// Byte offset of the 8 bytes that hold `task_struct.throttled`.
-    pub const TASK_THROTTLED_WORD: usize = 6;
-    /// Right shift applied to that little-endian u64 to bring the flag to bit 0.
+    /// Byte offset of the byte that holds `task_struct.throttled` (read directly, so
+    /// it must lie inside the member for the verifier).
+    pub const TASK_THROTTLED_BYTE: usize = 6;
+    /// Right shift applied to that byte to bring the flag to bit 0.
     pub const TASK_THROTTLED_SHIFT: usize = 7;
     /// Mask applied after the shift (1 for a bool or 1-bit bitfield).
     pub const TASK_THROTTLED_MASK: usize = 8;

@@ -26,7 +26,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, fentry, fexit, map},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, FEntryContext, FExitContext},
 };
 use probes_common::{ThrottleStats, counter, hist_bucket, off};
@@ -43,6 +43,18 @@ static THROTTLE_STATS: HashMap<u64, ThrottleStats> = HashMap::with_max_entries(1
 /// Throttles in flight: cfs_rq pointer or pid -> [start ns, cgroup id, task_group].
 #[map]
 static THROTTLE_STARTS: HashMap<u64, [u64; 3]> = HashMap::with_max_entries(32768, 0);
+
+/// Slots of [`IN_FLIGHT`]: a power of two.
+const IN_FLIGHT_SLOTS: u32 = 4096;
+
+/// How many throttles are in flight per slot of their key (`slot(key)`): a filter in
+/// front of THROTTLE_STARTS. sched_switch ends a throttle at the switch-in of every
+/// task, so without it each context switch pays a hash lookup that almost always
+/// misses; with it, a switch whose slot is zero pays one load (array lookups are
+/// inlined by the verifier). Updated with atomic adds; a slot is nonzero exactly while
+/// a key that hashes to it is in THROTTLE_STARTS.
+#[map]
+static IN_FLIGHT: Array<u64> = Array::with_max_entries(IN_FLIGHT_SLOTS, 0);
 
 /// task_group pointer -> last expiry of its bandwidth timer (sched_switch strategy).
 /// LRU: old groups fall out instead of filling it.
@@ -67,6 +79,32 @@ fn bump(which: u32) {
         // SAFETY: a per-CPU array slot of this CPU; tracing programs of this object do
         // not nest on one CPU, so nothing else writes it concurrently.
         unsafe { *p += 1 };
+    }
+}
+
+/// The IN_FLIGHT slot of a key: a pid, or a cfs_rq pointer (aligned, hence the folds).
+#[inline(always)]
+fn slot(key: u64) -> u32 {
+    ((key ^ (key >> 12) ^ (key >> 24)) as u32) & (IN_FLIGHT_SLOTS - 1)
+}
+
+/// Adds `delta` (two's complement for a decrement) to the IN_FLIGHT slot of `key`.
+#[inline(always)]
+fn in_flight_add(key: u64, delta: u64) {
+    if let Some(p) = IN_FLIGHT.get_ptr_mut(slot(key)) {
+        // SAFETY: a value of IN_FLIGHT, u64-aligned; concurrent updates from other
+        // CPUs go through the atomic add.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
+    }
+}
+
+/// Whether a throttle may be in flight under `key` (false: certainly not).
+#[inline(always)]
+fn maybe_in_flight(key: u64) -> bool {
+    match IN_FLIGHT.get_ptr(slot(key)) {
+        // SAFETY: a value of IN_FLIGHT, u64-aligned, read once.
+        Some(p) => (unsafe { core::ptr::read_volatile(p) }) != 0,
+        None => true,
     }
 }
 
@@ -105,9 +143,22 @@ fn tg_cgroup_id(tg: u64) -> u64 {
 fn start(key: u64, cgid: u64, tg: u64) {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if THROTTLE_STARTS.insert(key, [now, cgid, tg], 0).is_err() {
+    // A start whose end was never seen (rare: pid reuse) is replaced in place, so the
+    // IN_FLIGHT count stays exact.
+    if let Some(p) = THROTTLE_STARTS.get_ptr_mut(key) {
+        // SAFETY: a value pointer of THROTTLE_STARTS, valid for this program run; the
+        // key's start and end are serialised by the kernel (see `finish`).
+        unsafe { *p = [now, cgid, tg] };
+        bump(counter::STARTS);
+        return;
+    }
+    if THROTTLE_STARTS
+        .insert(key, [now, cgid, tg], BPF_NOEXIST.into())
+        .is_err()
+    {
         bump(counter::DROPPED);
     } else {
+        in_flight_add(key, 1);
         bump(counter::STARTS);
     }
 }
@@ -117,6 +168,9 @@ fn start(key: u64, cgid: u64, tg: u64) {
 /// one of its ancestors after the start, when there is one.
 #[inline(always)]
 fn finish(key: u64, timer_end: bool) -> bool {
+    if !maybe_in_flight(key) {
+        return false;
+    }
     let Some(p) = THROTTLE_STARTS.get_ptr(key) else {
         return false;
     };
@@ -124,7 +178,9 @@ fn finish(key: u64, timer_end: bool) -> bool {
     // concurrent delete of the same key cannot happen (one key is one cfs_rq or task,
     // whose throttle and end are serialised by the kernel).
     let [t0, cgid, tg] = unsafe { *p };
-    let _ = THROTTLE_STARTS.remove(key);
+    if THROTTLE_STARTS.remove(key).is_ok() {
+        in_flight_add(key, u64::MAX);
+    }
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let mut end = unsafe { bpf_ktime_get_ns() };
     if timer_end {
@@ -210,18 +266,39 @@ pub fn unthrottle_cfs_rq_entry(ctx: FEntryContext) -> u32 {
 
 /// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
 /// unsigned int prev_state)`.
+///
+/// It runs on every context switch, so the common path is three loads: `prev`'s
+/// throttled flag and `next`'s pid, read directly through the BTF pointers the
+/// tracepoint passes (the offsets come from .rodata, frozen, so the verifier knows
+/// them as constants and checks them against task_struct's BTF; a direct read is one
+/// instruction where bpf_probe_read_kernel is a helper call), and the IN_FLIGHT slot of
+/// that pid.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     bump(counter::HITS);
-    let prev: u64 = ctx.arg(1);
-    let next: u64 = ctx.arg(2);
-    let word = read_u64(prev, offset(off::TASK_THROTTLED_WORD));
-    if (word >> (offset(off::TASK_THROTTLED_SHIFT) & 63)) & offset(off::TASK_THROTTLED_MASK) != 0 {
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    // SAFETY: `prev` is the tracepoint's task_struct pointer and the offset that of
+    // its `throttled` member (the verifier checks both); a faulting read yields 0.
+    let flag = unsafe {
+        core::ptr::read_volatile(prev.wrapping_add(offset(off::TASK_THROTTLED_BYTE) as usize))
+    };
+    if (u64::from(flag) >> (offset(off::TASK_THROTTLED_SHIFT) & 7))
+        & offset(off::TASK_THROTTLED_MASK)
+        != 0
+    {
+        let prev = prev as u64;
         let pid = read_u32(prev, offset(off::TASK_PID));
         let tg = read_u64(prev, offset(off::TASK_SCHED_TASK_GROUP));
         start(u64::from(pid), tg_cgroup_id(tg), tg);
     }
-    let pid = read_u32(next, offset(off::TASK_PID));
+    // SAFETY: as above, for `next` and task_struct.pid.
+    let pid = unsafe {
+        core::ptr::read_volatile(
+            next.wrapping_add(offset(off::TASK_PID) as usize)
+                .cast::<u32>(),
+        )
+    };
     // Idle (pid 0) is never throttled.
     if pid != 0 {
         finish(u64::from(pid), offset(off::PERIOD_TIMER_FN) != 0);
@@ -240,8 +317,18 @@ pub fn hrtimer_expire(ctx: BtfTracePointContext) -> u32 {
     if period_fn == 0 {
         return 0;
     }
-    let timer: u64 = ctx.arg(0);
-    let func = read_u64(timer, offset(off::HRTIMER_FUNCTION));
+    let timer: *const u8 = ctx.arg(0);
+    // SAFETY: `timer` is the tracepoint's hrtimer pointer and the offset that of its
+    // `function` member (checked by the verifier, as in sched_switch); it runs on
+    // every timer expiry, so a direct read instead of a helper call.
+    let func = unsafe {
+        core::ptr::read_volatile(
+            timer
+                .wrapping_add(offset(off::HRTIMER_FUNCTION) as usize)
+                .cast::<u64>(),
+        )
+    };
+    let timer = timer as u64;
     let tg = if func == period_fn {
         timer.wrapping_sub(offset(off::TG_PERIOD_TIMER))
     } else if func != 0 && func == offset(off::SLACK_TIMER_FN) {
