@@ -36,7 +36,9 @@ mod offsets;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{BtfTracePoint, FEntry, FExit};
@@ -132,6 +134,14 @@ pub enum Error {
     /// cgroup hierarchy detection failed (paths cannot be resolved).
     #[error(transparent)]
     Cgroup(#[from] cgroupkit::Error),
+    /// Reading a program's run statistics, or enabling them, failed.
+    #[error("eBPF program statistics ({what}): {reason}")]
+    Stats {
+        /// What was attempted (`BPF_ENABLE_STATS`, or the program's name).
+        what: String,
+        /// The kernel's answer.
+        reason: String,
+    },
 }
 
 /// Result of this crate.
@@ -446,6 +456,32 @@ impl fmt::Debug for Probe {
     }
 }
 
+/// The kernel's accounting of one attached program (`bpf_prog_info.run_cnt` and
+/// `run_time_ns`). Both only advance while run-time statistics are enabled, by
+/// [`enable_run_stats`] or the `kernel.bpf_stats_enabled` sysctl; timing each run
+/// costs two clock reads, so measure the probe's overhead with them off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// The program's name in the object (`sched_switch`, `hrtimer_expire`, ...).
+    pub name: &'static str,
+    /// Runs counted.
+    pub run_count: u64,
+    /// Time spent in the program over those runs (the program body, without the
+    /// tracepoint's own dispatch).
+    pub run_time: Duration,
+}
+
+/// Enables the kernel's per-program run statistics (run count and run time) for as
+/// long as the returned descriptor stays open (`BPF_ENABLE_STATS`, kernel 5.8+; needs
+/// CAP_SYS_ADMIN). Unlike the `kernel.bpf_stats_enabled` sysctl, nothing is left
+/// changed when the process exits.
+pub fn enable_run_stats() -> Result<OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| Error::Stats {
+        what: "BPF_ENABLE_STATS".into(),
+        reason: error_chain(&e),
+    })
+}
+
 /// Throttling of one cgroup since the probe attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupThrottle {
@@ -539,6 +575,35 @@ impl Probe {
     /// Program runs so far (summed over CPUs): the number of probe hits.
     pub fn hits(&self) -> Result<u64> {
         self.counter(probes_common::counter::HITS)
+    }
+
+    /// The kernel's run count and run time of each attached program; they advance only
+    /// while run statistics are enabled (see [`enable_run_stats`]).
+    pub fn program_stats(&self) -> Result<Vec<ProgramStats>> {
+        let names: &[&'static str] = match self.strategy {
+            Strategy::Fentry => &[PROG_THROTTLE, PROG_UNTHROTTLE],
+            Strategy::SchedSwitch => &[PROG_SWITCH, PROG_TIMER],
+        };
+        let mut out = Vec::new();
+        for &name in names {
+            let Some(prog) = self.ebpf.program(name) else {
+                continue;
+            };
+            // Not loaded: the optional timer program when its attach failed.
+            if prog.fd().is_err() {
+                continue;
+            }
+            let info = prog.info().map_err(|e| Error::Stats {
+                what: name.into(),
+                reason: error_chain(&e),
+            })?;
+            out.push(ProgramStats {
+                name,
+                run_count: info.run_count(),
+                run_time: info.run_time(),
+            });
+        }
+        Ok(out)
     }
 
     /// Reads every cgroup's counters and resolves ids to paths (ids not found in the
