@@ -186,31 +186,15 @@ fn ns_kind(t: LinuxNamespaceType) -> Namespace {
     }
 }
 
-/// The nskit mounts for the spec's mounts, masked and read-only paths.
+/// The nskit mounts the child makes: the spec's mounts but those made on the host
+/// (/dev, [`crate::rootfs::mount_dev`]), then masked and read-only paths.
 fn mounts(spec: &Spec, rootfs: &Path) -> Vec<MountSpec> {
     let mut out = Vec::new();
     for m in spec.mounts().iter().flatten() {
-        let opts: Vec<&str> = m.options().iter().flatten().map(String::as_str).collect();
-        let mut flags = MsFlags::empty();
-        let mut data = Vec::new();
-        let mut bind = m.typ().as_deref() == Some("bind");
-        let mut rec = false;
-        for o in &opts {
-            match *o {
-                "ro" => flags |= MsFlags::MS_RDONLY,
-                "nosuid" => flags |= MsFlags::MS_NOSUID,
-                "noexec" => flags |= MsFlags::MS_NOEXEC,
-                "nodev" => flags |= MsFlags::MS_NODEV,
-                "strictatime" => flags |= MsFlags::MS_STRICTATIME,
-                "bind" => bind = true,
-                "rbind" => {
-                    bind = true;
-                    rec = true;
-                }
-                "rw" => {}
-                other => data.push(other),
-            }
+        if crate::rootfs::is_host_side(m) {
+            continue;
         }
+        let (flags, d, bind, rec) = crate::rootfs::mount_options(m);
         let dst = m.destination();
         let src = m.source().clone().unwrap_or_default();
         let spec = if bind {
@@ -222,7 +206,6 @@ fn mounts(spec: &Spec, rootfs: &Path) -> Vec<MountSpec> {
             b.flags(flags)
         } else {
             let typ = m.typ().clone().unwrap_or_default();
-            let d = data.join(",");
             MountSpec::new(
                 &typ,
                 &src,
@@ -389,7 +372,10 @@ fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32
         }
         Source::Rootfs(d) => vec![d.canonicalize().map_err(ioe("open rootfs", d))?],
     };
-    let init = dir.join("init");
+    let layers = dir.join(state::LAYERS_DIR);
+    std::fs::create_dir(&layers).map_err(ioe("mkdir", &layers))?;
+    crate::rootfs::mount_layers(&layers)?;
+    let init = layers.join("init");
     std::fs::create_dir(&init).map_err(ioe("mkdir", &init))?;
     crate::rootfs::write_init_layer(&init, spec, owner)?;
     lowers.insert(0, init);
@@ -402,7 +388,7 @@ fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32
     if readonly {
         crate::rootfs::mount_overlay(&lowers, None, &rootfs)?;
     } else {
-        let (upper, work) = (dir.join("upper"), dir.join("work"));
+        let (upper, work) = (layers.join("upper"), layers.join("work"));
         for d in [&upper, &work] {
             std::fs::create_dir(d).map_err(ioe("mkdir", d))?;
         }
@@ -411,6 +397,7 @@ fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32
         }
         crate::rootfs::mount_overlay(&lowers, Some((&upper, &work)), &rootfs)?;
     }
+    crate::rootfs::mount_dev(&rootfs, spec, owner)?;
     spec.save(dir.join("config.json"))
         .map_err(|e| Error::Config(format!("writing config.json: {e}")))?;
 

@@ -66,6 +66,9 @@ pub const READONLY_PATHS: [&str; 5] = [
 /// Device nodes bound from the host into the container's /dev.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
+/// The container's /dev: a tmpfs of its own.
+pub const DEV: &str = "/dev";
+
 /// The host range that container ids 0..65536 map to under `--userns`.
 pub const USERNS_HOST_BASE: u32 = 100_000;
 /// How many ids are mapped under `--userns`.
@@ -235,6 +238,22 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
 
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        // runc's /dev plus noexec and nodev: without a devices cgroup, nodev is what
+        // keeps a node the container makes (it has CAP_MKNOD) from opening a host
+        // device; the device files are bind mounts, which keep their own flags.
+        mount(
+            DEV,
+            "tmpfs",
+            "tmpfs",
+            &[
+                "nosuid",
+                "noexec",
+                "nodev",
+                "strictatime",
+                "mode=755",
+                "size=65536k",
+            ],
+        )?,
         mount(
             "/dev/pts",
             "devpts",

@@ -1,7 +1,13 @@
 //! The state directory: one folder per container under the state root (default
 //! `/run/sandbox`), holding `state.json`, a `lock` that the supervising `sandbox run`
-//! holds (flock) for its lifetime, `config.json` (the OCI spec), the init and upper
-//! layers and the overlay mount point `rootfs/`.
+//! holds (flock) for its lifetime, `config.json` (the OCI spec), and `layers/`: a
+//! tmpfs of the container's own holding the init layer, the upper layer and its work
+//! directory, and the overlay mount point `layers/rootfs/` (with the container's
+//! `/dev` tmpfs mounted on it). The layers live on a tmpfs because they are made and
+//! removed on every run: on a disk filesystem each directory costs a block (and a
+//! discard when freed), which measured 15-20 ms per run on ext4 here; a tmpfs is
+//! released whole by one unmount, and its pages are charged to the container's
+//! memory cgroup as it writes.
 //!
 //! A container whose lock can be taken has lost its supervisor: `sandbox gc` releases
 //! what it left (processes, cgroup, overlay mount, state), found through its own
@@ -25,8 +31,10 @@ pub const STATE_ROOT_ENV: &str = "SANDBOX_ROOT";
 pub const STATE_FILE: &str = "state.json";
 /// The supervisor's lock file.
 pub const LOCK_FILE: &str = "lock";
-/// The overlay mount point.
-pub const ROOTFS_DIR: &str = "rootfs";
+/// The per-container tmpfs holding the init, upper and work directories.
+pub const LAYERS_DIR: &str = "layers";
+/// The overlay mount point, inside [`LAYERS_DIR`].
+pub const ROOTFS_DIR: &str = "layers/rootfs";
 
 /// Where a container is in its life.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,17 +176,23 @@ pub fn list(root: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Unmounts `path` (detached) if it is a mount point; not being one is fine.
+/// Unmounts `path` (detached, with every mount below it) if it is a mount point; not
+/// being one is fine. A symlink is not followed.
 pub fn unmount(path: &Path) -> Result<()> {
-    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+    match nix::mount::umount2(
+        path,
+        nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+    ) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(e) => Err(Error::io("umount2", path, e.into())),
     }
 }
 
 /// Releases what a container holds on the host: kills what is left in its cgroup,
-/// removes the cgroup, unmounts its rootfs. Each step runs even if an earlier one
-/// failed; the first error is returned.
+/// removes the cgroup, unmounts its rootfs (and /dev on it). A kept container keeps
+/// its layers (the upper layer holds its writes) until [`remove_dir`]; any other
+/// loses them here, the whole mount tree in one unmount. Each step runs even if an
+/// earlier one failed; the first error is returned.
 pub fn release(dir: &Path, st: &State) -> Result<()> {
     let mut first: Option<Error> = None;
     let mut note = |r: Result<()>| {
@@ -187,7 +201,11 @@ pub fn release(dir: &Path, st: &State) -> Result<()> {
         }
     };
     note(release_cgroup(&st.cgroup));
-    note(unmount(&dir.join(ROOTFS_DIR)));
+    if st.keep {
+        note(unmount(&dir.join(ROOTFS_DIR)));
+    } else {
+        note(unmount(&dir.join(LAYERS_DIR)));
+    }
     first.map_or(Ok(()), Err)
 }
 
@@ -201,8 +219,9 @@ fn release_cgroup(path: &str) -> Result<()> {
     }
 }
 
-/// Removes a container's folder (after [`release`]).
+/// Removes a container's folder (after [`release`]), its layers tmpfs first.
 pub fn remove_dir(dir: &Path) -> Result<()> {
+    unmount(&dir.join(LAYERS_DIR))?;
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -236,7 +255,7 @@ pub fn gc(root: &Path) -> Result<Vec<Collected>> {
                 continue;
             }
             Some(st) => release(&e.dir, st)?,
-            None => unmount(&e.dir.join(ROOTFS_DIR))?,
+            None => unmount(&e.dir.join(LAYERS_DIR))?,
         }
         remove_dir(&e.dir)?;
         out.push(Collected {

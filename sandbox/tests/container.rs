@@ -82,7 +82,11 @@ fn security_from_inside() {
          echo x > /tmp/m.ko; insmod /tmp/m.ko 2>&1; \
          grep -E 'CapEff|CapBnd|NoNewPrivs|Seccomp:' /proc/self/status; \
          echo 1 > /proc/sys/kernel/domainname 2>&1 || echo PROCSYS-RO; \
-         ls /proc/1/root/; wc -c < /proc/keys; echo FDS; (ls /proc/1/fd); echo END",
+         ls /proc/1/root/; wc -c < /proc/keys; echo FDS; (ls /proc/1/fd); echo END; \
+         mknod /tmp/null c 1 3 && (echo x > /tmp/null) 2>/dev/null && echo NODE-OPENED; \
+         mknod /dev/null2 c 1 3 && (echo x > /dev/null2) 2>/dev/null && echo DEVNODE-OPENED; \
+         echo x > /dev/null && echo DEVNULL-OK; \
+         echo MOUNTINFO; cat /proc/self/mountinfo; echo MEND",
     );
     let s = out(&o);
     eprintln!("{s}\n{}", err(&o));
@@ -94,7 +98,10 @@ fn security_from_inside() {
     assert!(s.contains("Seccomp:\t2"), "{s}");
     assert!(s.contains("PROCSYS-RO"), "{s}");
     // /proc/1/root is the container's root: busybox's /bin, not the host's /work.
-    assert!(s.contains("bin") && !s.contains("work"), "{s}");
+    assert!(
+        s.lines().any(|l| l.trim() == "bin") && !s.lines().any(|l| l.trim() == "work"),
+        "{s}"
+    );
     assert!(s.lines().any(|l| l.trim() == "0"), "/proc/keys masked: {s}");
     // Listed from a subshell with neither pipe nor redirection: for `ls | tr` or
     // `ls > f` the shell (PID 1 here) itself holds an extra fd (the pipe end, or
@@ -107,7 +114,72 @@ fn security_from_inside() {
         .map(str::trim)
         .collect();
     assert_eq!(fds, ["0", "1", "2"], "only stdio open: {s}");
+    // /dev as runc and Docker mount it (a tmpfs, nosuid; devpts nosuid,noexec; shm
+    // nosuid,nodev,noexec), and noexec too. With no devices cgroup, nodev on /dev and
+    // on the root is what keeps a node made with CAP_MKNOD from opening a device; the
+    // bound device files still work.
+    let info: Vec<&str> = s
+        .lines()
+        .skip_while(|l| l.trim() != "MOUNTINFO")
+        .skip(1)
+        .take_while(|l| l.trim() != "MEND")
+        .collect();
+    let dev = mount_at(&info, "/dev");
+    assert_eq!(dev.fstype, "tmpfs", "{dev:?}");
+    for o in ["nosuid", "noexec", "nodev"] {
+        assert!(dev.opts.contains(&o), "/dev lacks {o}: {dev:?}");
+    }
+    assert!(
+        !dev.opts.iter().any(|o| o.ends_with("atime")),
+        "/dev strictatime: {dev:?}"
+    );
+    for o in ["mode=755", "size=65536k"] {
+        assert!(dev.super_opts.contains(&o), "/dev lacks {o}: {dev:?}");
+    }
+    let pts = mount_at(&info, "/dev/pts");
+    assert_eq!(pts.fstype, "devpts", "{pts:?}");
+    for o in ["nosuid", "noexec"] {
+        assert!(pts.opts.contains(&o), "/dev/pts lacks {o}: {pts:?}");
+    }
+    let shm = mount_at(&info, "/dev/shm");
+    for o in ["nosuid", "nodev", "noexec"] {
+        assert!(shm.opts.contains(&o), "/dev/shm lacks {o}: {shm:?}");
+    }
+    assert!(
+        mount_at(&info, "/").opts.contains(&"nodev"),
+        "root without nodev: {s}"
+    );
+    assert!(!s.contains("NODE-OPENED"), "a node made in / opened: {s}");
+    assert!(
+        !s.contains("DEVNODE-OPENED"),
+        "a node made in /dev opened: {s}"
+    );
+    assert!(s.contains("DEVNULL-OK"), "{s}");
     e.assert_clean();
+}
+
+/// One line of /proc/self/mountinfo: per-mount options, type, superblock options.
+#[derive(Debug)]
+struct MountLine<'a> {
+    opts: Vec<&'a str>,
+    fstype: &'a str,
+    super_opts: Vec<&'a str>,
+}
+
+/// The topmost mount at `at` in mountinfo lines.
+fn mount_at<'a>(info: &[&'a str], at: &str) -> MountLine<'a> {
+    let l = info
+        .iter()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(at))
+        .unwrap_or_else(|| panic!("no mount at {at}: {info:#?}"));
+    let (head, tail) = l.split_once(" - ").unwrap();
+    let mut t = tail.split(' ');
+    MountLine {
+        opts: head.split(' ').nth(5).unwrap().split(',').collect(),
+        fstype: t.next().unwrap(),
+        super_opts: t.nth(1).unwrap_or("").split(',').collect(),
+    }
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 pub const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "hostname", "ps", "ip", "mount", "id", "grep", "head", "awk",
     "sleep", "true", "false", "test", "kill", "insmod", "wc", "touch", "timeout", "stat", "tr",
+    "mknod",
 ];
 
 pub fn require_root_and_busybox() {
