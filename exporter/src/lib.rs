@@ -163,8 +163,9 @@ pub struct Config {
     pub max_depth: Option<usize>,
     /// Export only cgroups whose id matches one of these (all when empty).
     pub include: Vec<Pattern>,
-    /// Never export cgroups whose id matches one of these (their children are still
-    /// walked; exclude `/x*` to drop a whole subtree).
+    /// Never export cgroups whose id matches one of these. A pattern ending in `*`
+    /// (`/system.slice*`) also matches every descendant, so the walk skips that whole
+    /// subtree without listing it; other patterns drop only the cgroups they match.
     pub exclude: Vec<Pattern>,
 }
 
@@ -172,6 +173,14 @@ impl Config {
     fn wants(&self, id: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|p| p.matches(id)))
             && !self.exclude.iter().any(|p| p.matches(id))
+    }
+
+    /// Whether nothing below `id` can be exported: an exclude pattern that ends in
+    /// `*` matches it, and so matches `id/...` as well.
+    fn prunes(&self, id: &str) -> bool {
+        self.exclude
+            .iter()
+            .any(|p| p.0.ends_with('*') && p.matches(id))
     }
 }
 
@@ -471,7 +480,8 @@ impl Collector {
                     }
                 };
                 first = false;
-                if depth < max_depth {
+                if depth < max_depth && !self.config.prunes(if rel.is_empty() { "/" } else { &rel })
+                {
                     for e in rd.flatten() {
                         // d_type from getdents: no stat per entry.
                         if !e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -966,6 +976,35 @@ mod tests {
         assert!(out.contains("{id=\"/only-mem\"}"));
         assert!(!out.contains("{id=\"/app"));
         assert!(!out.contains("{id=\"/\"}"));
+    }
+
+    #[test]
+    fn exclude_ending_in_star_prunes_the_walk() {
+        let (_t, h) = fake_host();
+        let walked = |exclude: &str| {
+            let cfg = Config {
+                exclude: vec![exclude.parse().unwrap()],
+                ..Config::default()
+            };
+            let mut c = Collector::new(h.clone(), cfg).unwrap();
+            c.walk().into_keys().collect::<Vec<_>>()
+        };
+        // `/app*` matches /app and all below it: the subtree is not even listed.
+        let pruned = walked("/app*");
+        assert!(pruned.contains(&"/app".to_owned()), "{pruned:?}");
+        assert!(!pruned.iter().any(|k| k.starts_with("/app/")), "{pruned:?}");
+        // `/app` drops only /app itself: its children are still walked and exported.
+        let kept = walked("/app");
+        assert!(kept.iter().any(|k| k.starts_with("/app/")), "{kept:?}");
+        let cfg = Config {
+            exclude: vec!["/app".parse().unwrap()],
+            ..Config::default()
+        };
+        let out = Collector::new(h.clone(), cfg)
+            .unwrap()
+            .collect(Format::Text);
+        assert!(out.contains("{id=\"/app/\\\"odd\\\\name\"}"), "{out}");
+        assert!(!out.contains("{id=\"/app\"}"));
     }
 
     #[test]

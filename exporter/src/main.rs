@@ -58,7 +58,8 @@ struct Cli {
     /// Export only cgroups whose id (path) matches; `*` matches across `/`. Repeatable.
     #[arg(long, value_name = "GLOB")]
     include: Vec<Pattern>,
-    /// Skip cgroups whose id matches (their children still count). Repeatable.
+    /// Skip cgroups whose id matches; a GLOB ending in `*` (`/system.slice*`) skips the
+    /// whole subtree without walking it. Repeatable.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<Pattern>,
     /// Do not load the eBPF throttle probe.
