@@ -4,8 +4,9 @@
 //! 20000 us per 100000 us period), then shows its measured CPU share second by second
 //! and the cgroup's throttling counters, then scrapes cgroup_exporter (started on a
 //! loopback port) once and prints the throttling series it serves for the cgroup (CFS
-//! counters, and the eBPF duration histogram when the probe is on). Everything it made
-//! is stopped (by pid) and removed at the end.
+//! counters, and the eBPF duration histogram when the probe is on). Then the same cap
+//! on a container from a local image ([`container`]). Everything it made is stopped
+//! (by pid) and removed at the end.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::util;
+
+mod container;
 
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args, Debug)]
@@ -92,7 +95,15 @@ pub fn run(args: Args) -> Result<()> {
         "cgctl",
         "-p",
         "exporter",
+        "-p",
+        "sandbox",
     ]))?;
+    capped_process(&args)?;
+    container::run(&util::release_bin("sandbox"), &args.cpu, args.seconds)
+}
+
+/// A busy loop capped with `cgctl limit`, watched, scraped from the exporter.
+fn capped_process(args: &Args) -> Result<()> {
     let cgctl = util::release_bin("cgctl");
 
     println!("== a busy loop: sh -c 'while :; do :; done'");
