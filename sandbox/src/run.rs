@@ -618,13 +618,18 @@ pub fn stop(paths: &Paths, name: &str, grace: std::time::Duration) -> Result<()>
     }
     let h = Hierarchy::detect()?;
     let cg = Cgroup::load(&h, &CgroupPath::new(&st.cgroup)?)?;
-    match cg.kill() {
-        Ok(()) => Ok(()),
-        // The supervisor saw the exit and removed the cgroup meanwhile.
-        Err(_) if !paths.state.join(name).exists() || Cgroup::load(&h, cg.path()).is_err() => {
-            Ok(())
+    let Err(e) = cg.kill() else { return Ok(()) };
+    // The supervisor sees its child die and removes the cgroup meanwhile, so the kill
+    // can fail reading a file just removed: give the supervisor a moment to finish.
+    let start = std::time::Instant::now();
+    loop {
+        if !paths.state.join(name).exists() || Cgroup::load(&h, cg.path()).is_err() {
+            return Ok(());
         }
-        Err(e) => Err(e.into()),
+        if start.elapsed() > std::time::Duration::from_secs(2) {
+            return Err(e.into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -645,9 +650,11 @@ pub fn remove(paths: &Paths, name: &str, force: bool) -> Result<()> {
             });
         }
         let h = Hierarchy::detect()?;
-        if let Ok(cg) = Cgroup::load(&h, &CgroupPath::new(&st.cgroup)?) {
-            cg.kill()?;
-        }
+        // A kill failing because the supervisor removed the cgroup meanwhile is fine.
+        let killed = match Cgroup::load(&h, &CgroupPath::new(&st.cgroup)?) {
+            Ok(cg) => cg.kill(),
+            Err(_) => Ok(()),
+        };
         // The supervisor sees its child exit and removes the folder itself.
         let start = std::time::Instant::now();
         while dir.exists() && start.elapsed() < std::time::Duration::from_secs(5) {
@@ -656,6 +663,7 @@ pub fn remove(paths: &Paths, name: &str, force: bool) -> Result<()> {
         if !dir.exists() {
             return Ok(());
         }
+        killed?;
     }
     let _lock = state::lock(&dir.join(state::LOCK_FILE), false)?;
     state::release(&dir, &st)?;
