@@ -68,10 +68,13 @@ fn random_hex(bytes: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Whether `/` is the initramfs (pivot_root is impossible there).
-fn root_is_initramfs() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
+/// The mount table the cgroup hierarchies and the initramfs check are read from (one
+/// read: the kernel formats every mount for each).
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// Whether `/` is the initramfs (pivot_root is impossible there), from mountinfo text.
+fn root_is_initramfs(mountinfo: &str) -> bool {
+    mountinfo
         .lines()
         .filter_map(|l| l.split_once(" - "))
         .any(|(a, b)| a.split(' ').nth(4) == Some("/") && b.starts_with("rootfs "))
@@ -90,12 +93,17 @@ struct Guard<'a> {
 impl Guard<'_> {
     fn teardown(&mut self, remove: bool) -> Result<()> {
         let mut first = None;
-        if let Some(cg) = self.cgroup.take()
-            && let Err(e) = cg.delete_recursive(Leftovers::Kill)
-        {
-            first.get_or_insert(Error::from(e));
-        }
-        if let Err(e) = state::release(&self.dir, &self.state) {
+        // The cgroup is removed through the handle made at start (no new lookup),
+        // or found by name if the start failed before that.
+        let released = match self.cgroup.take() {
+            Some(cg) => {
+                let deleted = cg.delete_recursive(Leftovers::Kill).map_err(Error::from);
+                let unmounted = state::release_mounts(&self.dir, &self.state);
+                deleted.and(unmounted)
+            }
+            None => state::release(&self.dir, &self.state),
+        };
+        if let Err(e) = released {
             first.get_or_insert(e);
         }
         if remove {
@@ -401,7 +409,9 @@ fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32
     spec.save(dir.join("config.json"))
         .map_err(|e| Error::Config(format!("writing config.json: {e}")))?;
 
-    let h = Hierarchy::detect()?;
+    let mountinfo =
+        std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
+    let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
     let controllers: Vec<Controller> = [Controller::Cpu, Controller::Memory, Controller::Pids]
         .into_iter()
         .filter(|c| h.mount_for(*c).is_some())
@@ -458,7 +468,7 @@ fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32
         sp.gid_map(IdMap::new(m.container_id(), m.host_id(), m.size()));
     }
     sp.root(&rootfs);
-    if root_is_initramfs() {
+    if root_is_initramfs(&mountinfo) {
         confine.move_root = Some(
             CString::new(rootfs.as_os_str().as_encoded_bytes())
                 .map_err(|_| Error::Config("rootfs path holds NUL".into()))?,

@@ -201,12 +201,17 @@ pub fn release(dir: &Path, st: &State) -> Result<()> {
         }
     };
     note(release_cgroup(&st.cgroup));
-    if st.keep {
-        note(unmount(&dir.join(ROOTFS_DIR)));
-    } else {
-        note(unmount(&dir.join(LAYERS_DIR)));
-    }
+    note(release_mounts(dir, st));
     first.map_or(Ok(()), Err)
+}
+
+/// The mount half of [`release`].
+pub fn release_mounts(dir: &Path, st: &State) -> Result<()> {
+    if st.keep {
+        unmount(&dir.join(ROOTFS_DIR))
+    } else {
+        unmount(&dir.join(LAYERS_DIR))
+    }
 }
 
 fn release_cgroup(path: &str) -> Result<()> {
