@@ -47,12 +47,14 @@ static THROTTLE_STARTS: HashMap<u64, [u64; 3]> = HashMap::with_max_entries(32768
 /// Slots of [`IN_FLIGHT`]: a power of two.
 const IN_FLIGHT_SLOTS: u32 = 4096;
 
-/// How many throttles are in flight per slot of their key (`slot(key)`): a filter in
-/// front of THROTTLE_STARTS. sched_switch ends a throttle at the switch-in of every
-/// task, so without it each context switch pays a hash lookup that almost always
-/// misses; with it, a switch whose slot is zero pays one load (array lookups are
-/// inlined by the verifier). Updated with atomic adds; a slot is nonzero exactly while
-/// a key that hashes to it is in THROTTLE_STARTS.
+/// sched_switch strategy: how many throttles are in flight per slot of their pid
+/// (`slot(pid)`), a filter in front of THROTTLE_STARTS. sched_switch ends a throttle
+/// at the switch-in of every task, so without it each context switch pays a hash
+/// lookup that almost always misses; with it, a switch whose slot is zero pays one load
+/// (array lookups are inlined by the verifier). Updated with atomic adds; a slot is
+/// nonzero exactly while a pid that hashes to it is in THROTTLE_STARTS. (The fentry
+/// strategy's keys are cfs_rq pointers, which the verifier does not let us hash, and
+/// it ends throttles only in unthrottle_cfs_rq, so it does without.)
 #[map]
 static IN_FLIGHT: Array<u64> = Array::with_max_entries(IN_FLIGHT_SLOTS, 0);
 
@@ -82,26 +84,26 @@ fn bump(which: u32) {
     }
 }
 
-/// The IN_FLIGHT slot of a key: a pid, or a cfs_rq pointer (aligned, hence the folds).
+/// The IN_FLIGHT slot of a pid.
 #[inline(always)]
-fn slot(key: u64) -> u32 {
-    ((key ^ (key >> 12) ^ (key >> 24)) as u32) & (IN_FLIGHT_SLOTS - 1)
+fn slot(pid: u32) -> u32 {
+    (pid ^ (pid >> 12)) & (IN_FLIGHT_SLOTS - 1)
 }
 
-/// Adds `delta` (two's complement for a decrement) to the IN_FLIGHT slot of `key`.
+/// Adds `delta` (two's complement for a decrement) to the IN_FLIGHT slot of `pid`.
 #[inline(always)]
-fn in_flight_add(key: u64, delta: u64) {
-    if let Some(p) = IN_FLIGHT.get_ptr_mut(slot(key)) {
+fn in_flight_add(pid: u32, delta: u64) {
+    if let Some(p) = IN_FLIGHT.get_ptr_mut(slot(pid)) {
         // SAFETY: a value of IN_FLIGHT, u64-aligned; concurrent updates from other
         // CPUs go through the atomic add.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
     }
 }
 
-/// Whether a throttle may be in flight under `key` (false: certainly not).
+/// Whether a throttle may be in flight under `pid` (false: certainly not).
 #[inline(always)]
-fn maybe_in_flight(key: u64) -> bool {
-    match IN_FLIGHT.get_ptr(slot(key)) {
+fn maybe_in_flight(pid: u32) -> bool {
+    match IN_FLIGHT.get_ptr(slot(pid)) {
         // SAFETY: a value of IN_FLIGHT, u64-aligned, read once.
         Some(p) => (unsafe { core::ptr::read_volatile(p) }) != 0,
         None => true,
@@ -139,8 +141,10 @@ fn tg_cgroup_id(tg: u64) -> u64 {
     read_u64(kn, offset(off::KN_ID))
 }
 
+/// Records a throttle starting under `key`; true when it made a new entry (false: it
+/// replaced a start whose end was never seen, or the map was full).
 #[inline(always)]
-fn start(key: u64, cgid: u64, tg: u64) {
+fn start(key: u64, cgid: u64, tg: u64) -> bool {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // A start whose end was never seen (rare: pid reuse) is replaced in place, so the
@@ -150,27 +154,26 @@ fn start(key: u64, cgid: u64, tg: u64) {
         // key's start and end are serialised by the kernel (see `finish`).
         unsafe { *p = [now, cgid, tg] };
         bump(counter::STARTS);
-        return;
+        return false;
     }
     if THROTTLE_STARTS
         .insert(key, [now, cgid, tg], BPF_NOEXIST.into())
         .is_err()
     {
         bump(counter::DROPPED);
+        false
     } else {
-        in_flight_add(key, 1);
         bump(counter::STARTS);
+        true
     }
 }
 
-/// Ends the throttle in flight under `key`, if any, and accounts it to its cgroup.
+/// Ends the throttle in flight under `key`, if any, accounts it to its cgroup and
+/// removes its entry; false when there was none.
 /// With `timer_end`, the end is the last bandwidth-timer expiry of the task's group or
 /// one of its ancestors after the start, when there is one.
 #[inline(always)]
 fn finish(key: u64, timer_end: bool) -> bool {
-    if !maybe_in_flight(key) {
-        return false;
-    }
     let Some(p) = THROTTLE_STARTS.get_ptr(key) else {
         return false;
     };
@@ -178,8 +181,9 @@ fn finish(key: u64, timer_end: bool) -> bool {
     // concurrent delete of the same key cannot happen (one key is one cfs_rq or task,
     // whose throttle and end are serialised by the kernel).
     let [t0, cgid, tg] = unsafe { *p };
-    if THROTTLE_STARTS.remove(key).is_ok() {
-        in_flight_add(key, u64::MAX);
+    if THROTTLE_STARTS.remove(key).is_err() {
+        // Cannot happen (see above); were it to, the remover accounts for it.
+        return false;
     }
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let mut end = unsafe { bpf_ktime_get_ns() };
@@ -249,7 +253,7 @@ pub fn throttle_cfs_rq_exit(ctx: FExitContext) -> u32 {
         }
     }
     let tg = read_u64(cfs_rq, offset(off::CFS_RQ_TG));
-    start(cfs_rq, tg_cgroup_id(tg), tg);
+    let _ = start(cfs_rq, tg_cgroup_id(tg), tg);
     0
 }
 
@@ -290,7 +294,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
         let prev = prev as u64;
         let pid = read_u32(prev, offset(off::TASK_PID));
         let tg = read_u64(prev, offset(off::TASK_SCHED_TASK_GROUP));
-        start(u64::from(pid), tg_cgroup_id(tg), tg);
+        if start(u64::from(pid), tg_cgroup_id(tg), tg) {
+            in_flight_add(pid, 1);
+        }
     }
     // SAFETY: as above, for `next` and task_struct.pid.
     let pid = unsafe {
@@ -300,8 +306,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
         )
     };
     // Idle (pid 0) is never throttled.
-    if pid != 0 {
-        finish(u64::from(pid), offset(off::PERIOD_TIMER_FN) != 0);
+    if pid != 0 && maybe_in_flight(pid) && finish(u64::from(pid), offset(off::PERIOD_TIMER_FN) != 0)
+    {
+        in_flight_add(pid, u64::MAX);
     }
     0
 }
