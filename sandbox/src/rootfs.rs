@@ -133,14 +133,10 @@ pub fn write_init_layer(layer: &Path, spec: &Spec, owner: Option<(u32, u32)>) ->
             continue;
         }
         let p = inside(layer, m.destination())?;
-        let file_bind = m.typ().as_deref() == Some("bind")
-            && m.source()
-                .as_deref()
-                .is_some_and(|s| s.exists() && !s.is_dir());
         if p.exists() {
             continue;
         }
-        if file_bind {
+        if is_file_bind(m) {
             write(&p, b"")?;
         } else {
             mkdirs(&p)?;
@@ -154,6 +150,14 @@ pub fn write_init_layer(layer: &Path, spec: &Spec, owner: Option<(u32, u32)>) ->
         chown_tree(layer, uid, gid)?;
     }
     Ok(())
+}
+
+/// A bind mount of a file (its mount point is a file).
+fn is_file_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        && m.source()
+            .as_deref()
+            .is_some_and(|s| s.exists() && !s.is_dir())
 }
 
 fn spec_has_dev_tmpfs(spec: &Spec) -> bool {
@@ -192,7 +196,7 @@ pub fn mount_dev(rootfs: &Path, spec: &Spec, owner: Option<(u32, u32)>) -> Resul
             continue;
         }
         let p = inside(rootfs, m.destination())?;
-        if is_device_bind(m) {
+        if is_file_bind(m) {
             write(&p, b"")?;
         } else {
             mkdirs(&p)?;
