@@ -15,6 +15,12 @@ use anyhow::{Context, Result, bail};
 use super::{Parent, cgroup_mounts, median};
 use crate::util;
 
+/// How long each server is watched with nobody scraping (its background CPU).
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// Prometheus' usual scrape interval, for the cost of one interval: background CPU
+/// over the interval plus one scrape.
+const SCRAPE_INTERVAL_SECS: f64 = 15.0;
+
 /// One row of the table.
 #[derive(Default)]
 struct Row {
@@ -24,6 +30,8 @@ struct Row {
     bytes: Option<usize>,
     rss_kb: Option<(u64, u64)>,
     cpu_per_scrape: Option<Duration>,
+    /// CPU the server burns between scrapes (background housekeeping), per second.
+    idle_cpu: Option<Duration>,
     wrk_rps: Option<f64>,
     next_scrape: Option<bool>,
     note: String,
@@ -50,8 +58,9 @@ pub fn run(count: usize, scrapes: usize, wrk_secs: u64) -> Result<()> {
     for m in &mounts {
         let d = m.join(&name);
         std::fs::create_dir(&d).with_context(|| format!("mkdir {}", d.display()))?;
-        parent.dirs.push(d);
+        parent.dirs.push(d.clone());
         enable_v2_controllers(m, &m.join(&name))?;
+        inherit_cpuset(&d)?;
     }
     let v2_only = mounts.len() == 1;
     let (cpu_mount, cpu_v2) = super::cpu_mount()?;
@@ -64,6 +73,7 @@ pub fn run(count: usize, scrapes: usize, wrk_secs: u64) -> Result<()> {
         for m in &mounts {
             let d = m.join(&name).join(format!("c{i}"));
             std::fs::create_dir(&d).with_context(|| format!("mkdir {}", d.display()))?;
+            inherit_cpuset(&d)?;
             if *m == cpu_mount {
                 if cpu_v2 {
                     std::fs::write(d.join("cpu.max"), "20000 100000")?;
@@ -106,12 +116,17 @@ pub fn run(count: usize, scrapes: usize, wrk_secs: u64) -> Result<()> {
         match cadvisor() {
             Ok(bin) => {
                 let port = free_port()?;
+                // Its glog files go to the cache, not /tmp (newest run kept there).
+                let logs = util::cache_dir().join("cadvisor-logs");
+                let _ = std::fs::remove_dir_all(&logs);
+                std::fs::create_dir_all(&logs)?;
                 let mut cmd = Command::new(&bin);
                 cmd.args([
                     "--listen_ip=127.0.0.1",
                     &format!("--port={port}"),
                     "--docker=unix:///nonexistent/docker.sock",
                     "--logtostderr=false",
+                    &format!("--log_dir={}", logs.display()),
                 ]);
                 match bench_server(
                     "cAdvisor 0.38 (Debian 11)",
@@ -152,6 +167,26 @@ pub fn run(count: usize, scrapes: usize, wrk_secs: u64) -> Result<()> {
         println!("cleanup: no {name} left on any hierarchy; servers stopped");
     } else {
         eprintln!("xtask: could not remove {left:?}");
+    }
+    Ok(())
+}
+
+/// A new v1 cpuset cgroup starts with empty cpuset.cpus and cpuset.mems: no process
+/// can join it and cAdvisor drops every such cgroup from its output ("cpuset.cpus
+/// found to be empty"). Runtimes copy the parent's sets, and so does the benchmark.
+fn inherit_cpuset(dir: &Path) -> Result<()> {
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let file = dir.join(f);
+        let Ok(cur) = std::fs::read_to_string(&file) else {
+            return Ok(()); // not a v1 cpuset hierarchy
+        };
+        if !cur.trim().is_empty() {
+            continue;
+        }
+        let parent = dir.parent().context("cgroup dir has no parent")?.join(f);
+        let set = std::fs::read_to_string(&parent)
+            .with_context(|| format!("read {}", parent.display()))?;
+        std::fs::write(&file, set.trim()).with_context(|| format!("write {}", file.display()))?;
     }
     Ok(())
 }
@@ -371,6 +406,12 @@ fn bench_server(
         std::thread::sleep(Duration::from_millis(500));
     }
     let ready = start.elapsed();
+    // Its CPU with nobody scraping: cAdvisor polls every cgroup in the background.
+    let idle0 = cpu_time(pid)?;
+    std::thread::sleep(IDLE_WINDOW);
+    let idle_cpu = cpu_time(pid)?
+        .saturating_sub(idle0)
+        .div_f64(IDLE_WINDOW.as_secs_f64());
     // Warm-up, then N timed scrapes with the server's CPU time around them.
     let mut size = scrape(addr)?.len();
     let cpu0 = cpu_time(pid)?;
@@ -409,6 +450,7 @@ fn bench_server(
         bytes: Some(size),
         rss_kb: Some((rss.0, rss_after.1.max(rss.1))),
         cpu_per_scrape: Some(cpu),
+        idle_cpu: Some(idle_cpu),
         wrk_rps,
         next_scrape: Some(next),
         note: format!(
@@ -570,8 +612,17 @@ fn print_table(rows: &[Row], count: usize, files: usize, scrapes: usize, layout:
          {scrapes} scrapes each, one server at a time; raw floor reads the same {files} files"
     );
     println!(
-        "{:<34} {:>10} {:>10} {:>10} {:>16} {:>11} {:>10} {:>6}",
-        "", "median", "p99", "size", "RSS / peak", "CPU/scrape", "wrk -c4", "next"
+        "{:<34} {:>10} {:>10} {:>10} {:>16} {:>11} {:>10} {:>11} {:>10} {:>6}",
+        "",
+        "median",
+        "p99",
+        "size",
+        "RSS / peak",
+        "CPU/scrape",
+        "idle CPU",
+        "CPU/15s",
+        "wrk -c4",
+        "next"
     );
     for r in rows {
         if r.median.is_none() {
@@ -579,7 +630,7 @@ fn print_table(rows: &[Row], count: usize, files: usize, scrapes: usize, layout:
             continue;
         }
         println!(
-            "{:<34} {:>10} {:>10} {:>10} {:>16} {:>11} {:>10} {:>6}  {}",
+            "{:<34} {:>10} {:>10} {:>10} {:>16} {:>11} {:>10} {:>11} {:>10} {:>6}  {}",
             r.name,
             ms(r.median),
             ms(r.p99),
@@ -590,6 +641,9 @@ fn print_table(rows: &[Row], count: usize, files: usize, scrapes: usize, layout:
                 b as f64 / 1024.0
             )),
             ms(r.cpu_per_scrape),
+            r.idle_cpu
+                .map_or("-".into(), |c| format!("{:.1}%", c.as_secs_f64() * 100.0)),
+            ms(interval_cost(r)),
             r.wrk_rps.map_or("-".into(), |x| format!("{x:.0}/s")),
             r.next_scrape.map_or("-", |b| if b { "yes" } else { "NO" }),
             r.note
@@ -606,12 +660,24 @@ fn print_table(rows: &[Row], count: usize, files: usize, scrapes: usize, layout:
     );
     if let Some(c) = rows.get(3).and_then(|r| r.median) {
         println!(
-            "cAdvisor vs exporter scrape median: {:.1}x (target >= 10x); throughput {}",
+            "cAdvisor vs exporter scrape median: {:.1}x (target >= 10x); throughput {}; \
+             CPU per {SCRAPE_INTERVAL_SECS} s scrape interval: {}",
             c.as_secs_f64() / e.as_secs_f64(),
             match (exp.wrk_rps, rows[3].wrk_rps) {
                 (Some(a), Some(b)) => format!("{:.1}x", a / b),
                 _ => "-".into(),
+            },
+            match (interval_cost(&rows[3]), interval_cost(exp)) {
+                (Some(a), Some(b)) if !b.is_zero() =>
+                    format!("{:.1}x", a.as_secs_f64() / b.as_secs_f64()),
+                _ => "-".into(),
             }
         );
     }
+}
+
+/// A server's CPU over one scrape interval: background CPU for the interval plus one
+/// scrape.
+fn interval_cost(r: &Row) -> Option<Duration> {
+    Some(r.idle_cpu?.mul_f64(SCRAPE_INTERVAL_SECS) + r.cpu_per_scrape?)
 }
