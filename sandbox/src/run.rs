@@ -270,7 +270,7 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
     // gc never sees a container folder that nobody holds and that has no state.
     let tmp = paths.state.join(format!(".{name}.{id}"));
     std::fs::create_dir(&tmp).map_err(ioe("mkdir", &tmp))?;
-    let lock = state::lock(&tmp.join(state::LOCK_FILE), true)?;
+    let lock = state::lock(&tmp, true)?;
     let st = State {
         name: name.clone(),
         id: id.clone(),
@@ -406,7 +406,7 @@ fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32
         crate::rootfs::mount_overlay(&lowers, Some((&upper, &work)), &rootfs)?;
     }
     crate::rootfs::mount_dev(&rootfs, spec, owner)?;
-    spec.save(dir.join("config.json"))
+    spec.save(dir.join(state::CONFIG_FILE))
         .map_err(|e| Error::Config(format!("writing config.json: {e}")))?;
 
     let mountinfo =
@@ -536,8 +536,9 @@ pub fn exec(paths: &Paths, name: &str, args: &[String], env: &[String]) -> Resul
             what: "not running".into(),
         });
     };
-    let spec = Spec::load(dir.join("config.json"))
-        .map_err(|e| Error::Config(format!("{}: {e}", dir.join("config.json").display())))?;
+    let config = dir.join(state::CONFIG_FILE);
+    let spec =
+        Spec::load(&config).map_err(|e| Error::Config(format!("{}: {e}", config.display())))?;
     let Some(prog) = args.first() else {
         return Err(Error::Config("no command: sandbox exec NAME -- CMD".into()));
     };
@@ -675,7 +676,7 @@ pub fn remove(paths: &Paths, name: &str, force: bool) -> Result<()> {
         }
         killed?;
     }
-    let _lock = state::lock(&dir.join(state::LOCK_FILE), false)?;
+    let _lock = state::lock(&dir, false)?;
     state::release(&dir, &st)?;
     if let Some(r) = &st.image {
         let store = Store::at(&paths.store);

@@ -1,13 +1,13 @@
 //! The state directory: one folder per container under the state root (default
-//! `/run/sandbox`), holding `state.json`, a `lock` that the supervising `sandbox run`
-//! holds (flock) for its lifetime, `config.json` (the OCI spec), and `layers/`: a
-//! tmpfs of the container's own holding the init layer, the upper layer and its work
-//! directory, and the overlay mount point `layers/rootfs/` (with the container's
-//! `/dev` tmpfs mounted on it). The layers live on a tmpfs because they are made and
-//! removed on every run: on a disk filesystem each directory costs a block (and a
-//! discard when freed), which measured 15-20 ms per run on ext4 here; a tmpfs is
-//! released whole by one unmount, and its pages are charged to the container's
-//! memory cgroup as it writes.
+//! `/run/sandbox`), locked (flock on the folder itself) by the supervising `sandbox
+//! run` for its lifetime, holding `state.json` and `layers/`: a tmpfs of the
+//! container's own holding `config.json` (the OCI spec), the init layer, the upper
+//! layer and its work directory, and the overlay mount point `layers/rootfs/` (with
+//! the container's `/dev` tmpfs mounted on it). What is made and removed on every run
+//! lives on that tmpfs: on a disk filesystem each new inode and directory costs (ext4
+//! scans recently deleted inodes on create, and discards each freed block), which
+//! measured 15-20 ms per run on ext4 here; a tmpfs is released whole by one unmount,
+//! and its pages are charged to the container's memory cgroup as it writes.
 //!
 //! A container whose lock can be taken has lost its supervisor: `sandbox gc` releases
 //! what it left (processes, cgroup, overlay mount, state), found through its own
@@ -29,8 +29,9 @@ pub const DEFAULT_STATE_ROOT: &str = "/run/sandbox";
 pub const STATE_ROOT_ENV: &str = "SANDBOX_ROOT";
 /// File names in a container's folder.
 pub const STATE_FILE: &str = "state.json";
-/// The supervisor's lock file.
-pub const LOCK_FILE: &str = "lock";
+/// The OCI spec, inside [`LAYERS_DIR`] (`sandbox exec` reads it while the container
+/// runs).
+pub const CONFIG_FILE: &str = "layers/config.json";
 /// The per-container tmpfs holding the init, upper and work directories.
 pub const LAYERS_DIR: &str = "layers";
 /// The overlay mount point, inside [`LAYERS_DIR`].
@@ -97,13 +98,12 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
-/// Takes an exclusive flock on `path` (created if missing); `block` waits for it.
+/// Takes an exclusive flock on the container folder `path` itself (no lock file to
+/// create and remove); `block` waits for it.
 pub fn lock(path: &Path, block: bool) -> Result<Option<File>> {
     let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY | libc::O_NOFOLLOW)
         .open(path)
         .map_err(ioe("open", path))?;
     let op = libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB };
@@ -139,7 +139,7 @@ pub fn write(dir: &Path, st: &State) -> Result<()> {
 
 /// Whether the container's supervisor still holds its lock.
 pub fn supervised(dir: &Path) -> Result<bool> {
-    Ok(lock(&dir.join(LOCK_FILE), false)?.is_none())
+    Ok(lock(dir, false)?.is_none())
 }
 
 /// One container as listed by `ps`.
@@ -251,7 +251,7 @@ pub fn gc(root: &Path) -> Result<Vec<Collected>> {
         if e.supervised {
             continue;
         }
-        let Some(_lock) = lock(&e.dir.join(LOCK_FILE), false)? else {
+        let Some(_lock) = lock(&e.dir, false)? else {
             continue;
         };
         match &e.state {
