@@ -62,6 +62,10 @@ struct Cli {
     /// whole subtree without walking it. Repeatable.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<Pattern>,
+    /// Threads reading cgroup files during a scrape [default: the CPUs this process
+    /// may use, at most 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     /// Do not load the eBPF throttle probe.
     #[arg(long)]
     no_ebpf: bool,
@@ -102,6 +106,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
         max_depth: cli.max_depth,
         include: cli.include,
         exclude: cli.exclude,
+        threads: cli.threads.map(usize::from),
     };
     let h = Hierarchy::from_mountinfo(&cli.mountinfo)?;
     let mut collector = Collector::new(h, config)?;
