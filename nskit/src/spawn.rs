@@ -29,7 +29,10 @@
 //! its own. The parent's page tables are not copied and the parent sleeps until the
 //! child has exec'd (or failed), so the cost no longer grows with the parent's memory.
 //! The child still runs only the async-signal-safe steps above; it shares the
-//! parent's memory, so those steps write nothing but their own stack and fds.
+//! parent's memory, so those steps write nothing but their own stack and fds, and a
+//! failure record, which it leaves in shared memory instead of the pipe (as
+//! posix_spawn does): the parent then neither makes the pipe nor waits for the
+//! exec to close it.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -272,7 +275,13 @@ struct Prepared {
     pivot_root: bool,
     mounts: Vec<ChildMount>,
     stdio: [Option<RawFd>; 3],
+    /// The error pipe's write end; -1 for a vfork-style child, which reports in
+    /// `report` instead (it shares our memory, and we resume only once it has
+    /// exec'd or exited).
     err_w: RawFd,
+    /// A vfork-style child's failure: (step, index, errno), valid once `failed`.
+    report: [std::sync::atomic::AtomicU32; 3],
+    failed: std::sync::atomic::AtomicBool,
     sync_r: Option<RawFd>,
     sync_w: Option<RawFd>,
 }
@@ -785,6 +794,8 @@ impl Spawn {
             mounts,
             stdio,
             err_w,
+            report: Default::default(),
+            failed: std::sync::atomic::AtomicBool::new(false),
             sync_r: sync.map(|s| s.0),
             sync_w: sync.map(|s| s.1),
         })
@@ -848,8 +859,21 @@ impl Spawn {
     /// killed and reaped); a failed step in the child ([`Error::Child`], naming it).
     pub fn spawn(&mut self) -> Result<Child> {
         self.validate()?;
-        let (err_r, err_w) = sys::pipe().map_err(|e| error::sys("pipe2", "error pipe", e))?;
         let need_sync = self.namespaces.contains(Namespace::USER) || self.cgroup.is_some();
+        // The vfork-style clone suspends us until the child execs, so it is only for
+        // children that need nothing from us before then (see the module docs).
+        let vfork = !need_sync
+            && self.pre_exec.is_empty()
+            && self.joins.is_empty()
+            // Entering a time namespace needs an mm of our own (EUSERS otherwise).
+            && !self.namespaces.contains(Namespace::TIME)
+            && !self.force_clone2;
+        // A vfork-style child reports a failure in shared memory, not over a pipe.
+        let err_pipe = if vfork {
+            None
+        } else {
+            Some(sys::pipe().map_err(|e| error::sys("pipe2", "error pipe", e))?)
+        };
         let sync = if need_sync {
             Some(sys::pipe().map_err(|e| error::sys("pipe2", "sync pipe", e))?)
         } else {
@@ -886,7 +910,7 @@ impl Spawn {
             }
         }
         let prepared = self.prepare(
-            err_w.as_raw_fd(),
+            err_pipe.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
             sync.as_ref().map(|(r, w)| (r.as_raw_fd(), w.as_raw_fd())),
             stdio_raw,
         )?;
@@ -896,15 +920,6 @@ impl Spawn {
             clone_flags &= !(libc::CLONE_NEWCGROUP as u64);
         }
         let cgroup_fd = self.cgroup.as_ref().map(|f| f.as_raw_fd());
-        // The vfork-style clone suspends us until the child execs, so it is only for
-        // children that need nothing from us before then (see the module docs).
-        let vfork = !need_sync
-            && cgroup_fd.is_none()
-            && self.pre_exec.is_empty()
-            && prepared.joins.is_empty()
-            // Entering a time namespace needs an mm of our own (EUSERS otherwise).
-            && !self.namespaces.contains(Namespace::TIME)
-            && !self.force_clone2;
         let (pid, pidfd, placed) = if vfork {
             vfork_child(clone_flags, &prepared)?
         } else {
@@ -917,7 +932,10 @@ impl Spawn {
             )?
         };
         // The child's copies keep the child ends open; ours go now, so EOF works.
-        drop(err_w);
+        let err_r = err_pipe.map(|(r, w)| {
+            drop(w);
+            r
+        });
         drop(child_ends);
         let sync_w = sync.map(|(r, w)| {
             drop(r);
@@ -941,6 +959,19 @@ impl Spawn {
             let _ = child.wait();
             return Err(error::sys("write", "sync pipe", e));
         }
+        let Some(err_r) = err_r else {
+            // vfork-style: the child has exec'd (no report) or failed and exited.
+            use std::sync::atomic::Ordering;
+            if !prepared.failed.load(Ordering::Acquire) {
+                return Ok(child);
+            }
+            let _ = child.wait();
+            let [step, index, errno] = &prepared.report;
+            return Err(Error::Child {
+                step: self.describe(step.load(Ordering::Relaxed), index.load(Ordering::Relaxed)),
+                source: io::Error::from_raw_os_error(errno.load(Ordering::Relaxed) as i32),
+            });
+        };
         let mut rec = [0u8; 12];
         let n =
             sys::read_full(&err_r, &mut rec).map_err(|e| error::sys("read", "error pipe", e))?;
@@ -1324,6 +1355,17 @@ fn clone_error(syscall: &'static str, flags: u64, cgroup: bool, errno: i32) -> E
 
 /// Writes the (step, index, errno) record and exits 127. Never returns.
 fn fail(p: &Prepared, step: Step, index: usize, errno: i32) -> ! {
+    if p.err_w < 0 {
+        // vfork-style child: our memory is the parent's, which reads it once we exit.
+        use std::sync::atomic::Ordering;
+        let [s, i, e] = &p.report;
+        s.store(step as u32, Ordering::Relaxed);
+        i.store(index as u32, Ordering::Relaxed);
+        e.store(errno as u32, Ordering::Relaxed);
+        p.failed.store(true, Ordering::Release);
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(127) }
+    }
     let mut rec = [0u8; 12];
     let (a, b, c) = (
         (step as u32).to_ne_bytes(),

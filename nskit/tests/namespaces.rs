@@ -573,14 +573,19 @@ fn error_bad_flag_combinations() {
 
 #[test]
 fn error_child_step_is_named() {
-    let e = Spawn::new("/nonexistent/nskit-no-such-program")
-        .spawn()
-        .unwrap_err();
-    assert!(
-        matches!(&e, Error::Child { step, .. } if step.starts_with("exec")),
-        "{e:?}"
-    );
-    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    // The vfork-style child reports through shared memory, the fork-style one (forced
+    // here through the clone(2) path) over the error pipe: both name the step.
+    for fork_style in [false, true] {
+        let e = Spawn::new("/nonexistent/nskit-no-such-program")
+            .force_clone2(fork_style)
+            .spawn()
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Child { step, .. } if step.starts_with("exec")),
+            "{e:?}"
+        );
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    }
     let e = Spawn::new("true")
         .namespaces(Namespace::MOUNT)
         .mount(MountSpec::new(
