@@ -67,8 +67,8 @@ impl Drop for Cleanup {
     }
 }
 
-/// user+system CPU seconds of `pid`.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+/// user+system CPU seconds of `pid` (`/proc/PID/stat`); the container step uses it too.
+fn cpu_seconds(pid: impl std::fmt::Display) -> Result<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = text
         .rsplit_once(')')

@@ -78,20 +78,6 @@ impl Drop for Made {
     }
 }
 
-/// user+system CPU seconds of `pid` (`/proc/PID/stat`).
-fn cpu_seconds(pid: i64) -> Result<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc/PID/stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
-}
-
 /// Runs the step: `seconds` of a busy loop in a container capped at `cpu` CPUs.
 pub fn run(sandbox: &Path, cpu: &str, seconds: u64) -> Result<()> {
     util::apt_install(&["busybox-static"])?;
@@ -136,10 +122,10 @@ pub fn run(sandbox: &Path, cpu: &str, seconds: u64) -> Result<()> {
 
     println!("\n== its CPU share, measured from /proc/{pid}/stat");
     for s in 1..=seconds {
-        let c0 = cpu_seconds(pid)?;
+        let c0 = super::cpu_seconds(pid)?;
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_secs(1));
-        let share = (cpu_seconds(pid)? - c0) / t0.elapsed().as_secs_f64();
+        let share = (super::cpu_seconds(pid)? - c0) / t0.elapsed().as_secs_f64();
         println!("   second {s}: {:5.1}% of one CPU", share * 100.0);
     }
 
