@@ -245,9 +245,24 @@ impl ProbeBuilder {
         if !privileged() {
             return Err(Error::NotPrivileged);
         }
-        let kbtf = match &self.btf {
-            Some(p) => btf::Btf::from_file(p)?,
-            None => btf::Btf::from_sys()?,
+        let order: &[Strategy] = match self.strategy {
+            Some(Strategy::Fentry) => &[Strategy::Fentry],
+            Some(Strategy::SchedSwitch) => &[Strategy::SchedSwitch],
+            None => &[Strategy::Fentry, Strategy::SchedSwitch],
+        };
+        // The offsets of every strategy first, then our parse of the kernel's BTF is
+        // dropped before aya parses it again: the two are never in memory together
+        // (each is tens of MB on a distribution kernel; this is the peak RSS of a
+        // process that loads the probe).
+        let resolved: Vec<(Strategy, std::result::Result<Offsets, String>)> = {
+            let kbtf = match &self.btf {
+                Some(p) => btf::Btf::from_file(p)?,
+                None => btf::Btf::from_sys()?,
+            };
+            order
+                .iter()
+                .map(|&s| (s, Offsets::resolve(&kbtf, s).map_err(|e| e.to_string())))
+                .collect()
         };
         let aya_btf = match &self.btf {
             Some(p) => aya::Btf::parse_file(p, aya::Endianness::default()),
@@ -255,14 +270,9 @@ impl ProbeBuilder {
         }
         .map_err(Error::KernelBtf)?;
 
-        let order: &[Strategy] = match self.strategy {
-            Some(Strategy::Fentry) => &[Strategy::Fentry],
-            Some(Strategy::SchedSwitch) => &[Strategy::SchedSwitch],
-            None => &[Strategy::Fentry, Strategy::SchedSwitch],
-        };
         let mut failures: Vec<(Strategy, String)> = Vec::new();
-        for &s in order {
-            match attach(&path, &kbtf, &aya_btf, s) {
+        for (s, offsets) in resolved {
+            match offsets.and_then(|o| attach(&path, o, &aya_btf, s)) {
                 Ok((ebpf, offsets, notes)) => {
                     let index = if self.cgroup_index {
                         Some(CgroupIndex::new(cgroupkit::Hierarchy::detect()?))
@@ -319,11 +329,10 @@ fn privileged() -> bool {
 /// programs. Errors are human-readable reasons, for the fallback report.
 fn attach(
     path: &Path,
-    kbtf: &btf::Btf,
+    offsets: Offsets,
     aya_btf: &aya::Btf,
     strategy: Strategy,
 ) -> std::result::Result<(Ebpf, Offsets, Vec<String>), String> {
-    let offsets = Offsets::resolve(kbtf, strategy).map_err(|e| e.to_string())?;
     let mut notes = Vec::new();
     let values = offsets.values();
     let mut ebpf = EbpfLoader::new()
