@@ -1,20 +1,28 @@
 //! Context-switch-heavy workload for `cargo xtask bench probes`: two processes pass one
-//! byte back and forth over pipes. Prints one line:
-//! `rounds=N ns=T hits=H switches=S [runs=R run_ns=P]`.
+//! byte back and forth over pipes, so every round trip is two context switches.
 //!
-//! `pingpong [--rounds N] [--probe] [--stats]`:
-//! - `--probe` attaches the throttle probe (strategy the kernel accepts) for the run;
-//!   `hits` is the number of program runs it counted meanwhile (system-wide).
+//! `pingpong [--rounds N] [--cpu C] [--probe] [--stats] [--pairs K]`:
+//! - `--cpu C` pins both processes to CPU `C`: each round trip is then exactly two
+//!   direct switches between them. Unpinned, the scheduler moves the pair between one
+//!   CPU and two, where each wake-up is an IPI to a halted vCPU; on a small VM a round
+//!   trip then swings between ~8 and ~100 µs from one run to the next.
+//! - `--probe` attaches the throttle probe (strategy the kernel accepts) for the run.
+//!   Prints `rounds=N ns=T hits=H switches=S`: `hits` is the number of program runs the
+//!   probe counted meanwhile (system-wide), `switches` the two processes' own context
+//!   switches (getrusage).
 //! - `--stats` (with `--probe`) also enables the kernel's run statistics for the run
-//!   (BPF_ENABLE_STATS) and prints the main program's run count and run time from
-//!   the kernel (`runs`, `run_ns`): the program body alone, without the tracepoint's
-//!   dispatch. Timing each run costs two clock reads, so `ns` is not comparable then.
-//!
-//! `switches` counts the two processes' own context switches (getrusage).
+//!   (BPF_ENABLE_STATS, released at exit) and adds the main program's run count and run
+//!   time from the kernel (`runs=R run_ns=P`): the program body alone, without the
+//!   tracepoint's dispatch. Timing each run costs two clock reads, so `ns` is not
+//!   comparable then.
+//! - `--pairs K`: K blocks in this one process, each measuring N round trips without
+//!   and with the probe (loaded for its half of the block, in alternating order), one
+//!   line per block: `without_ns=A with_ns=B hits=H`. Comparing within a block cancels
+//!   what differs between processes and drifts over time (placement, other load).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)] // a bench tool
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 fn switches(who: i32) -> u64 {
@@ -25,12 +33,83 @@ fn switches(who: i32) -> u64 {
     (ru.ru_nvcsw + ru.ru_nivcsw) as u64
 }
 
+/// Pins the calling process (and the children it spawns afterwards) to `cpu`.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t; CPU_SET ignores CPUs beyond its size.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; the size and pointer are those of `set`.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn load_probe() -> probes::Probe {
+    probes::Probe::builder()
+        .without_paths()
+        .load()
+        .expect("load the probe")
+}
+
 /// (run count, run time ns) of the main program: sched_switch, or unthrottle_cfs_rq's.
 fn prog_stats(p: &probes::Probe) -> (u64, u64) {
     p.program_stats()
         .unwrap()
         .first()
         .map_or((0, 0), |s| (s.run_count, s.run_time.as_nanos() as u64))
+}
+
+/// The child process that echoes each byte back.
+struct Echo {
+    child: Child,
+    to: Option<ChildStdin>,
+    from: ChildStdout,
+}
+
+impl Echo {
+    fn spawn(exe: &str) -> Echo {
+        let mut child = Command::new(exe)
+            .arg("--child")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the child");
+        let to = child.stdin.take();
+        let from = child.stdout.take().unwrap();
+        Echo { child, to, from }
+    }
+
+    /// `n` round trips; their wall time in ns.
+    fn round_trips(&mut self, n: u64) -> u128 {
+        let to = self.to.as_mut().unwrap();
+        let mut b = [7u8; 1];
+        let t = Instant::now();
+        for _ in 0..n {
+            to.write_all(&b).unwrap();
+            self.from.read_exact(&mut b).unwrap();
+        }
+        t.elapsed().as_nanos()
+    }
+
+    /// `n` round trips with `probe`'s hit counter read around them: (ns, hits).
+    fn measure(&mut self, n: u64, probe: Option<&probes::Probe>) -> (u128, u64) {
+        let h0 = probe.map_or(0, |p| p.hits().unwrap());
+        let ns = self.round_trips(n);
+        let h1 = probe.map_or(0, |p| p.hits().unwrap());
+        (ns, h1 - h0)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        drop(self.to.take());
+        let _ = self.child.wait();
+    }
 }
 
 fn main() {
@@ -50,51 +129,50 @@ fn main() {
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1))
     };
+    let flag = |f: &str| args.iter().any(|a| a == f);
     let rounds: u64 = value("--rounds").map_or(200_000, |s| s.parse().expect("--rounds N"));
-    let stats = args
-        .iter()
-        .any(|a| a == "--stats")
-        .then(|| probes::enable_run_stats().expect("enable BPF run statistics"));
-    let probe = args.iter().any(|a| a == "--probe").then(|| {
-        probes::Probe::builder()
-            .without_paths()
-            .load()
-            .expect("load the probe")
-    });
-    let mut child = Command::new(&args[0])
-        .arg("--child")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let mut to = child.stdin.take().unwrap();
-    let mut from = child.stdout.take().unwrap();
-    let mut b = [7u8; 1];
-    // Warm up, then measure.
-    for _ in 0..1000 {
-        to.write_all(&b).unwrap();
-        from.read_exact(&mut b).unwrap();
+    if let Some(cpu) = value("--cpu") {
+        pin(cpu.parse().expect("--cpu N"));
     }
-    let h0 = probe.as_ref().map_or(0, |p| p.hits().unwrap());
+
+    if let Some(pairs) = value("--pairs") {
+        let pairs: u64 = pairs.parse().expect("--pairs K");
+        let mut echo = Echo::spawn(&args[0]);
+        for k in 0..pairs {
+            let without = |echo: &mut Echo| {
+                echo.round_trips(1000);
+                echo.measure(rounds, None).0
+            };
+            let with = |echo: &mut Echo| {
+                let probe = load_probe();
+                echo.round_trips(1000);
+                echo.measure(rounds, Some(&probe))
+            };
+            let (a, (b, hits)) = if k % 2 == 0 {
+                let a = without(&mut echo);
+                (a, with(&mut echo))
+            } else {
+                let b = with(&mut echo);
+                (without(&mut echo), b)
+            };
+            println!("without_ns={a} with_ns={b} hits={hits}");
+        }
+        return;
+    }
+
+    let stats =
+        flag("--stats").then(|| probes::enable_run_stats().expect("enable BPF run statistics"));
+    let probe = flag("--probe").then(load_probe);
+    let mut echo = Echo::spawn(&args[0]);
+    echo.round_trips(1000);
     let r0 = probe.as_ref().map_or((0, 0), prog_stats);
     let s0 = switches(libc::RUSAGE_SELF);
-    let t = Instant::now();
-    for _ in 0..rounds {
-        to.write_all(&b).unwrap();
-        from.read_exact(&mut b).unwrap();
-    }
-    let ns = t.elapsed().as_nanos();
-    let h1 = probe.as_ref().map_or(0, |p| p.hits().unwrap());
+    let (ns, hits) = echo.measure(rounds, probe.as_ref());
     let r1 = probe.as_ref().map_or((0, 0), prog_stats);
     let own = switches(libc::RUSAGE_SELF) - s0;
-    drop(to);
-    child.wait().unwrap();
+    drop(echo);
     // The child's switches mirror the parent's (one per round each way).
-    print!(
-        "rounds={rounds} ns={ns} hits={} switches={}",
-        h1 - h0,
-        own * 2
-    );
+    print!("rounds={rounds} ns={ns} hits={hits} switches={}", own * 2);
     if stats.is_some() {
         print!(" runs={} run_ns={}", r1.0 - r0.0, r1.1 - r0.1);
     }

@@ -58,11 +58,12 @@ enum What {
     /// Cost of the throttle probe: pipe ping-pong between two processes (context
     /// switches) without and with the probe attached; slowdown and ns per probe hit.
     Probes {
-        /// Runs of each variant (interleaved, so drift hits both alike).
-        #[arg(long, default_value_t = 11)]
+        /// Blocks, each a run without and a run with the probe, back to back in one
+        /// process (paired, so drift and other load hit both halves alike).
+        #[arg(long, default_value_t = 60)]
         runs: usize,
-        /// Round trips per run.
-        #[arg(long, default_value_t = 100_000)]
+        /// Round trips per run (two context switches each).
+        #[arg(long, default_value_t = 20_000)]
         rounds: u64,
     },
     /// cgroup_exporter vs cAdvisor (Debian 11's package) vs `cat` of the same files, on

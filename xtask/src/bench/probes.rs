@@ -1,8 +1,14 @@
 //! `cargo xtask bench probes`: the throttle probe's cost on a context-switch-heavy
 //! workload (probes/examples/pingpong.rs: one byte back and forth over pipes between
-//! two processes), without and with the probe attached, interleaved. Then a few runs
-//! with the kernel's own run statistics (BPF_ENABLE_STATS, held only by those runs:
-//! no sysctl is changed) for the program's cost per run, measured inside the kernel.
+//! two processes, both pinned to the last CPU so each round trip is two switches).
+//!
+//! Paired blocks: one pingpong process measures `rounds` round trips without the probe
+//! and `rounds` with it (loaded for that half only, order alternating), `runs` times.
+//! The slowdown is the median of the blocks' own slowdowns: on a small shared machine
+//! two separate runs differ by more than the probe costs, two halves of a block much
+//! less. Then a few runs with the kernel's own run statistics (BPF_ENABLE_STATS, held
+//! by the pingpong process only, so no sysctl is changed) give the program's cost per
+//! run as the kernel measures it.
 
 use std::process::Command;
 
@@ -13,45 +19,35 @@ use crate::util;
 /// Runs with run statistics enabled: their spread is small.
 const STATS_RUNS: usize = 3;
 
-struct Run {
-    ns: f64,
+/// One block: ns without and with the probe, and the probe's hits meanwhile.
+struct Block {
+    without_ns: f64,
+    with_ns: f64,
     hits: f64,
-    switches: f64,
-    /// Kernel-counted runs and run time of the main program (`--stats` only).
-    prog: Option<(f64, f64)>,
 }
 
-fn one(bin: &std::path::Path, rounds: u64, probe: bool, stats: bool) -> Result<Run> {
+fn field(line: &str, k: &str) -> Result<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(k))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {k} in pingpong output {line:?}"))
+}
+
+fn pingpong(bin: &std::path::Path, cpu: usize, rounds: u64) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.args(["--rounds", &rounds.to_string()]);
-    if probe {
-        cmd.arg("--probe");
-    }
-    if stats {
-        cmd.arg("--stats");
-    }
-    let out = util::output(&mut cmd)?;
-    let field = |k: &str| -> Result<f64> {
-        out.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("no {k} in pingpong output {out:?}"))
-    };
-    Ok(Run {
-        ns: field("ns=")?,
-        hits: field("hits=")?,
-        switches: field("switches=")?,
-        prog: if stats {
-            Some((field("runs=")?, field("run_ns=")?))
-        } else {
-            None
-        },
-    })
+    cmd.args(["--rounds", &rounds.to_string(), "--cpu", &cpu.to_string()]);
+    cmd
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The 25th and 75th percentiles.
+fn quartiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 4], v[v.len() * 3 / 4])
 }
 
 fn loadavg() -> String {
@@ -80,43 +76,63 @@ pub fn run(runs: usize, rounds: u64) -> Result<()> {
         "pingpong",
     ]))?;
     let bin = util::release_bin("examples/pingpong");
-    let (mut without, mut with) = (Vec::new(), Vec::new());
-    one(&bin, rounds / 10 + 1, false, false)?; // warm-up
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = cpus - 1;
+
     let load_before = loadavg();
-    for _ in 0..runs {
-        without.push(one(&bin, rounds, false, false)?);
-        with.push(one(&bin, rounds, true, false)?);
-    }
+    let out = util::output(pingpong(&bin, cpu, rounds).args(["--pairs", &runs.to_string()]))?;
     let load_after = loadavg();
+    let blocks = out
+        .lines()
+        .map(|l| {
+            Ok(Block {
+                without_ns: field(l, "without_ns=")?,
+                with_ns: field(l, "with_ns=")?,
+                hits: field(l, "hits=")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if blocks.is_empty() {
+        bail!("pingpong printed no blocks: {out:?}");
+    }
     let mut kernel = Vec::new();
     for _ in 0..STATS_RUNS {
-        let r = one(&bin, rounds, true, true)?;
-        if let Some((n, ns)) = r.prog.filter(|p| p.0 > 0.0) {
+        let line = util::output(pingpong(&bin, cpu, rounds).args(["--probe", "--stats"]))?;
+        let (n, ns) = (field(&line, "runs=")?, field(&line, "run_ns=")?);
+        if n > 0.0 {
             kernel.push(ns / n);
         }
     }
-    let per_round = |v: &[Run]| median(v.iter().map(|r| r.ns / rounds as f64).collect());
-    let t0 = per_round(&without);
-    let t1 = per_round(&with);
-    let hits = median(with.iter().map(|r| r.hits / rounds as f64).collect());
-    let sw = median(with.iter().map(|r| r.switches / rounds as f64).collect());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let rt = rounds as f64;
+    let t0 = median(blocks.iter().map(|b| b.without_ns / rt).collect());
+    let t1 = median(blocks.iter().map(|b| b.with_ns / rt).collect());
+    let slowdowns: Vec<f64> = blocks
+        .iter()
+        .map(|b| (b.with_ns - b.without_ns) / b.without_ns * 100.0)
+        .collect();
+    let slowdown = median(slowdowns.clone());
+    let (q1, q3) = quartiles(slowdowns);
+    let per_hit = median(
+        blocks
+            .iter()
+            .map(|b| (b.with_ns - b.without_ns) / b.hits.max(1.0))
+            .collect(),
+    );
+    let hits = median(blocks.iter().map(|b| b.hits / rt).collect());
     println!(
-        "bench probes: pipe ping-pong, {rounds} round trips x {runs} runs each (interleaved), {cpus} CPUs, \
-         load average {load_before} before, {load_after} after"
+        "bench probes: pipe ping-pong pinned to CPU {cpu} of {cpus}, {} blocks of {rounds} round \
+         trips without + {rounds} with the probe (paired, order alternating); load average \
+         {load_before} before, {load_after} after",
+        blocks.len()
     );
     println!("{:<34} {:>14} {:>14}", "", "ns/round trip", "probe hits/rt");
-    println!("{:<34} {:>14.0} {:>14}", "without probe", t0, "-");
+    println!("{:<34} {:>14.0} {:>14}", "without probe (median)", t0, "-");
+    println!("{:<34} {:>14.0} {:>14.2}", "with probe (median)", t1, hits);
     println!(
-        "{:<34} {:>14.0} {:>14.2}",
-        "with probe (attached)", t1, hits
-    );
-    println!(
-        "slowdown {:+.2}% (target < 2%); {:.0} ns per probe hit (target < 150 ns); \
-         ping-pong context switches per round trip: {:.2} (hits are system-wide)",
-        (t1 - t0) / t0 * 100.0,
-        (t1 - t0) / hits.max(1e-9),
-        sw
+        "slowdown {slowdown:+.2}% (target < 2%; median of the blocks, quartiles {q1:+.1}% \
+         .. {q3:+.1}%); {per_hit:.0} ns per probe hit (target < 150 ns; median of the \
+         blocks, hits are system-wide)"
     );
     if kernel.is_empty() {
         println!("kernel run statistics: none counted (BPF_ENABLE_STATS unsupported?)");
