@@ -192,13 +192,19 @@ impl Member {
 /// A struct/union member as stored: (name, type id, bit offset, bitfield size).
 type RawMember<'a> = (&'a str, u32, u64, Option<u32>);
 
-/// Parsed BTF: the type table and the string section.
+/// Parsed BTF: the raw bytes, where its sections lie, and where each type starts.
+///
+/// Types are decoded on demand from the raw bytes: a distribution kernel's BTF has
+/// ~150k types, and a decoded table of them would triple the memory of the 5-6 MB
+/// file (this is the peak RSS of a process loading the probe).
 #[derive(Debug)]
 pub struct Btf {
-    types_data: Vec<u8>,
-    strings: Vec<u8>,
-    /// Index 0 is `void` (a placeholder), type ids start at 1.
-    types: Vec<TypeEntry>,
+    data: Vec<u8>,
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+    /// Offset of each type in the type section; index 0 is `void` (a placeholder),
+    /// type ids start at 1.
+    offsets: Vec<u32>,
 }
 
 fn u16_at(d: &[u8], off: usize) -> Option<u16> {
@@ -213,6 +219,26 @@ fn u32_at(d: &[u8], off: usize) -> Option<u32> {
     ))
 }
 
+/// The type whose header starts at `off` of the type section: `None` when truncated,
+/// `Some(Err(kind))` for an unknown kind.
+fn decode(types: &[u8], off: usize) -> Option<std::result::Result<TypeEntry, u32>> {
+    let name_off = u32_at(types, off)?;
+    let info = u32_at(types, off.checked_add(4)?)?;
+    let size_or_type = u32_at(types, off.checked_add(8)?)?;
+    let raw_kind = (info >> 24) & 0x1f;
+    let Some(kind) = Kind::from_raw(raw_kind) else {
+        return Some(Err(raw_kind));
+    };
+    Some(Ok(TypeEntry {
+        name_off,
+        kind,
+        vlen: (info & 0xffff) as usize,
+        kind_flag: info >> 31 == 1,
+        size_or_type,
+        extra: off + 12,
+    }))
+}
+
 impl Btf {
     /// Reads and parses the running kernel's BTF ([`VMLINUX_BTF`]).
     pub fn from_sys() -> Result<Btf> {
@@ -225,90 +251,97 @@ impl Btf {
             path: path.to_owned(),
             source,
         })?;
-        Btf::parse(&data)
+        Btf::parse_owned(data)
     }
 
     /// Parses raw little-endian BTF. Malformed input is an error, never a panic.
     pub fn parse(data: &[u8]) -> Result<Btf> {
-        let magic = u16_at(data, 0).ok_or_else(|| malformed("shorter than the header"))?;
+        Btf::parse_owned(data.to_vec())
+    }
+
+    /// [`Btf::parse`], keeping `data` instead of a copy.
+    pub fn parse_owned(data: Vec<u8>) -> Result<Btf> {
+        let magic = u16_at(&data, 0).ok_or_else(|| malformed("shorter than the header"))?;
         if magic != MAGIC {
             return Err(malformed(format!(
                 "bad magic {magic:#x} (expected {MAGIC:#x}, little endian)"
             )));
         }
-        let field = |off| u32_at(data, off).ok_or_else(|| malformed("truncated header"));
+        let field = |off| u32_at(&data, off).ok_or_else(|| malformed("truncated header"));
         let hdr_len = field(4)? as usize;
         if hdr_len < HEADER_MIN {
             return Err(malformed(format!("header length {hdr_len} < {HEADER_MIN}")));
         }
-        let section = |off: u32, len: u32, what: &str| -> Result<Vec<u8>> {
+        let section = |off: u32, len: u32, what: &str| -> Result<std::ops::Range<usize>> {
             let start = hdr_len
                 .checked_add(off as usize)
                 .ok_or_else(|| malformed(format!("{what} section offset overflows")))?;
             let end = start
                 .checked_add(len as usize)
                 .ok_or_else(|| malformed(format!("{what} section length overflows")))?;
-            data.get(start..end)
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| malformed(format!("{what} section {start}..{end} beyond the data")))
+            if end > data.len() {
+                return Err(malformed(format!(
+                    "{what} section {start}..{end} beyond the data"
+                )));
+            }
+            Ok(start..end)
         };
-        let types_data = section(field(8)?, field(12)?, "type")?;
+        let types = section(field(8)?, field(12)?, "type")?;
         let strings = section(field(16)?, field(20)?, "string")?;
+        let types_data = &data[types.clone()];
 
-        let mut types = vec![TypeEntry {
-            name_off: 0,
-            kind: Kind::Int,
-            vlen: 0,
-            kind_flag: false,
-            size_or_type: 0,
-            extra: 0,
-        }];
+        let mut offsets: Vec<u32> = vec![0];
         let mut off = 0usize;
         while off < types_data.len() {
-            let trunc = || malformed(format!("type {} truncated at byte {off}", types.len()));
-            let name_off = u32_at(&types_data, off).ok_or_else(trunc)?;
-            let info = u32_at(&types_data, off + 4).ok_or_else(trunc)?;
-            let size_or_type = u32_at(&types_data, off + 8).ok_or_else(trunc)?;
-            let raw_kind = (info >> 24) & 0x1f;
-            let kind = Kind::from_raw(raw_kind).ok_or_else(|| {
-                malformed(format!("type {} has unknown kind {raw_kind}", types.len()))
-            })?;
-            let vlen = (info & 0xffff) as usize;
-            let extra = off + 12;
-            let next = extra
-                .checked_add(kind.extra_len(vlen))
+            let trunc = || malformed(format!("type {} truncated at byte {off}", offsets.len()));
+            let at = u32::try_from(off).map_err(|_| malformed("type section over 4 GiB"))?;
+            let t = decode(types_data, off)
+                .ok_or_else(trunc)?
+                .map_err(|raw_kind| {
+                    malformed(format!(
+                        "type {} has unknown kind {raw_kind}",
+                        offsets.len()
+                    ))
+                })?;
+            let next = t
+                .extra
+                .checked_add(t.kind.extra_len(t.vlen))
                 .filter(|&n| n <= types_data.len())
                 .ok_or_else(trunc)?;
-            types.push(TypeEntry {
-                name_off,
-                kind,
-                vlen,
-                kind_flag: info >> 31 == 1,
-                size_or_type,
-                extra,
-            });
+            offsets.push(at);
             off = next;
         }
         Ok(Btf {
-            types_data,
-            strings,
+            data,
             types,
+            strings,
+            offsets,
         })
+    }
+
+    /// The type section.
+    fn tdata(&self) -> &[u8] {
+        self.data.get(self.types.clone()).unwrap_or_default()
+    }
+
+    /// The string section.
+    fn sdata(&self) -> &[u8] {
+        self.data.get(self.strings.clone()).unwrap_or_default()
     }
 
     /// Number of types, `void` included.
     pub fn len(&self) -> usize {
-        self.types.len()
+        self.offsets.len()
     }
 
     /// True when there is no type besides `void`.
     pub fn is_empty(&self) -> bool {
-        self.types.len() <= 1
+        self.offsets.len() <= 1
     }
 
     fn str_at(&self, off: u32) -> Result<&str> {
         let tail = self
-            .strings
+            .sdata()
             .get(off as usize..)
             .ok_or_else(|| malformed(format!("string offset {off} beyond the string section")))?;
         let end = tail
@@ -319,13 +352,18 @@ impl Btf {
             .map_err(|_| malformed(format!("string at {off} is not UTF-8")))
     }
 
-    fn entry(&self, id: u32) -> Result<&TypeEntry> {
+    fn entry(&self, id: u32) -> Result<TypeEntry> {
         if id == 0 {
             return Err(malformed("type id 0 (void) used where a type is needed"));
         }
-        self.types
+        let off = self
+            .offsets
             .get(id as usize)
-            .ok_or_else(|| malformed(format!("type id {id} out of range")))
+            .ok_or_else(|| malformed(format!("type id {id} out of range")))?;
+        // Checked by parse: the header is there and its kind is known.
+        decode(self.tdata(), *off as usize)
+            .and_then(std::result::Result::ok)
+            .ok_or_else(|| malformed(format!("type id {id} undecodable")))
     }
 
     /// Name of a type (empty for anonymous ones).
@@ -370,9 +408,9 @@ impl Btf {
             let t = self.entry(self.resolve(id)?)?;
             match t.kind {
                 Kind::Array => {
-                    let elem = u32_at(&self.types_data, t.extra)
+                    let elem = u32_at(self.tdata(), t.extra)
                         .ok_or_else(|| malformed("array truncated"))?;
-                    let n = u32_at(&self.types_data, t.extra + 8)
+                    let n = u32_at(self.tdata(), t.extra + 8)
                         .ok_or_else(|| malformed("array truncated"))?;
                     mult = mult.saturating_mul(u64::from(n));
                     id = elem;
@@ -394,12 +432,69 @@ impl Btf {
 
     /// Type ids with this name and kind.
     fn find(&self, name: &str, kinds: &[Kind]) -> Result<Option<u32>> {
-        for (id, t) in self.types.iter().enumerate().skip(1) {
+        for id in 1..self.offsets.len() {
+            let id = u32::try_from(id).map_err(|_| malformed("too many types"))?;
+            let t = self.entry(id)?;
             if kinds.contains(&t.kind) && self.str_at(t.name_off)? == name {
-                return Ok(u32::try_from(id).ok());
+                return Ok(Some(id));
             }
         }
         Ok(None)
+    }
+
+    /// The id of the first type named `name` of kind `kind`, if any.
+    pub fn type_id(&self, name: &str, kind: Kind) -> Result<Option<u32>> {
+        self.find(name, &[kind])
+    }
+
+    /// A small BTF blob in which each `(name, kind)` of `wanted` found here has the
+    /// same type id as here, and every other id up to the largest of them is a bare
+    /// `void *`; names missing here are left out.
+    ///
+    /// For loaders that use the kernel's BTF only to look attach targets up by name
+    /// (aya's `FEntry`, `FExit` and `BtfTracePoint::load` take the id and nothing
+    /// else): aya's parse of the whole kernel BTF takes ~30 MB here, of this stub a
+    /// few MB.
+    pub fn attach_stub(&self, wanted: &[(&str, Kind)]) -> Result<Vec<u8>> {
+        let mut found: Vec<(u32, u32)> = Vec::new(); // (id, name offset in the stub)
+        let mut strings = vec![0u8];
+        for (name, kind) in wanted {
+            if let Some(id) = self.find(name, &[*kind])? {
+                let off = u32::try_from(strings.len()).map_err(|_| malformed("names too long"))?;
+                strings.extend_from_slice(name.as_bytes());
+                strings.push(0);
+                found.push((id, off));
+            }
+        }
+        let max = found.iter().map(|f| f.0).max().unwrap_or(0);
+        let mut types = Vec::with_capacity(max as usize * 12);
+        for id in 1..=max {
+            let (name_off, info) = match found.iter().find(|f| f.0 == id) {
+                // The original kind and vlen (a func's linkage), pointing at void.
+                Some(&(_, name_off)) => {
+                    let off = self.offsets[id as usize] as usize;
+                    let info = u32_at(self.tdata(), off + 4)
+                        .ok_or_else(|| malformed(format!("type {id} truncated")))?;
+                    (name_off, info & !(1 << 31))
+                }
+                None => (0, 2 << 24), // BTF_KIND_PTR to void
+            };
+            types.extend_from_slice(&name_off.to_le_bytes());
+            types.extend_from_slice(&info.to_le_bytes());
+            types.extend_from_slice(&0u32.to_le_bytes());
+        }
+        let len = |v: &Vec<u8>| u32::try_from(v.len()).map_err(|_| malformed("stub over 4 GiB"));
+        let (tl, sl) = (len(&types)?, len(&strings)?);
+        let mut out = Vec::with_capacity(HEADER_MIN + types.len() + strings.len());
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.push(1); // version
+        out.push(0); // flags
+        for v in [HEADER_MIN as u32, 0, tl, tl, sl] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&types);
+        out.extend_from_slice(&strings);
+        Ok(out)
     }
 
     /// The id of the struct (or union) `name`; a struct wins over a union.
@@ -426,9 +521,9 @@ impl Btf {
         for i in 0..t.vlen {
             let at = t.extra + 12 * i;
             let trunc = || malformed(format!("member {i} of type {id} truncated"));
-            let name_off = u32_at(&self.types_data, at).ok_or_else(trunc)?;
-            let ty = u32_at(&self.types_data, at + 4).ok_or_else(trunc)?;
-            let raw = u32_at(&self.types_data, at + 8).ok_or_else(trunc)?;
+            let name_off = u32_at(self.tdata(), at).ok_or_else(trunc)?;
+            let ty = u32_at(self.tdata(), at + 4).ok_or_else(trunc)?;
+            let raw = u32_at(self.tdata(), at + 8).ok_or_else(trunc)?;
             let (bit_offset, mut bits) = if t.kind_flag {
                 (raw & 0x00ff_ffff, Some(raw >> 24).filter(|&b| b != 0))
             } else {
@@ -438,7 +533,7 @@ impl Btf {
             if bits.is_none() && ty != 0 {
                 let r = self.entry(self.resolve(ty)?)?;
                 if r.kind == Kind::Int {
-                    let enc = u32_at(&self.types_data, r.extra).ok_or_else(trunc)?;
+                    let enc = u32_at(self.tdata(), r.extra).ok_or_else(trunc)?;
                     let nr_bits = enc & 0xff;
                     if u64::from(nr_bits) < u64::from(r.size_or_type) * 8 {
                         bits = Some(nr_bits);
@@ -702,6 +797,50 @@ mod tests {
             btf.func_return_type("x"),
             Err(BtfError::NoFunc(_))
         ));
+    }
+
+    #[test]
+    fn attach_stub_keeps_the_ids_aya_looks_up() {
+        let mut b = Builder::new();
+        let int = b.int("int", 4, 32);
+        let _p = b.ptr(int);
+        let f = b.func("throttle_cfs_rq", int);
+        let _s = b.strukt("cfs_rq", 8, &[("tg", int, 0, 0)]);
+        let t = b.typedef("btf_trace_sched_switch", int);
+        let _after = b.int("long", 8, 64);
+        let btf = Btf::parse(&b.build()).unwrap();
+        let stub = btf
+            .attach_stub(&[
+                ("throttle_cfs_rq", Kind::Func),
+                ("btf_trace_sched_switch", Kind::Typedef),
+                ("no_such_function", Kind::Func),
+            ])
+            .unwrap();
+        // aya finds each target at the kernel's id...
+        let aya = aya::Btf::parse(&stub, aya::Endianness::default()).unwrap();
+        use aya_obj::btf::BtfKind;
+        assert_eq!(
+            aya.id_by_type_name_kind("throttle_cfs_rq", BtfKind::Func)
+                .unwrap(),
+            f
+        );
+        assert_eq!(
+            aya.id_by_type_name_kind("btf_trace_sched_switch", BtfKind::Typedef)
+                .unwrap(),
+            t
+        );
+        assert!(
+            aya.id_by_type_name_kind("no_such_function", BtfKind::Func)
+                .is_err()
+        );
+        // ...and the stub is valid BTF for our reader too, ending at the last target.
+        let back = Btf::parse(&stub).unwrap();
+        assert_eq!(back.len() as u32, t + 1);
+        assert_eq!(
+            back.type_id("throttle_cfs_rq", Kind::Func).unwrap(),
+            Some(f)
+        );
+        assert_eq!(back.kind(2).unwrap(), Kind::Ptr);
     }
 
     #[test]
