@@ -59,8 +59,9 @@ enum What {
     /// switches) without and with the probe attached; slowdown and ns per probe hit.
     Probes {
         /// Blocks, each a run without and a run with the probe, back to back in one
-        /// process (paired, so drift and other load hit both halves alike).
-        #[arg(long, default_value_t = 60)]
+        /// process (paired, so drift and other load hit both halves alike; a block
+        /// varies by about ±5% here, so it takes many for a median within ~1%).
+        #[arg(long, default_value_t = 100)]
         runs: usize,
         /// Round trips per run (two context switches each).
         #[arg(long, default_value_t = 20_000)]
