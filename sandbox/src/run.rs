@@ -524,19 +524,14 @@ fn unsafe_zeroed_sigset() -> libc::sigset_t {
 /// `sandbox exec NAME -- CMD`: runs CMD in the container's namespaces and cgroup,
 /// with its privileges dropped as the container's; returns its exit status.
 pub fn exec(paths: &Paths, name: &str, args: &[String], env: &[String]) -> Result<i32> {
-    state::check_name(name)?;
-    let dir = paths.state.join(name);
-    let st = state::read(&dir).map_err(|_| Error::Container {
-        name: name.into(),
-        what: "no such container (see `sandbox ps`)".into(),
-    })?;
-    let (Some(pid), Status::Running) = (st.pid, &st.status) else {
+    let st = running(paths, name)?;
+    let Some(pid) = st.pid else {
         return Err(Error::Container {
             name: name.into(),
             what: "not running".into(),
         });
     };
-    let config = dir.join(state::CONFIG_FILE);
+    let config = paths.state.join(name).join(state::CONFIG_FILE);
     let spec =
         Spec::load(&config).map_err(|e| Error::Config(format!("{}: {e}", config.display())))?;
     let Some(prog) = args.first() else {

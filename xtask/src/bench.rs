@@ -213,6 +213,20 @@ fn remove_tree(d: &Path) {
     }
 }
 
+/// Says whether a benchmark's parent cgroup `name` is gone from every cgroup mount.
+fn report_cleanup(name: &str, mounts: &[PathBuf], also: &str) {
+    let left: Vec<PathBuf> = mounts
+        .iter()
+        .map(|m| m.join(name))
+        .filter(|d| d.exists())
+        .collect();
+    if left.is_empty() {
+        println!("cleanup: no {name} left on any hierarchy{also}");
+    } else {
+        eprintln!("xtask: could not remove {left:?}");
+    }
+}
+
 fn time(cmd: &mut Command) -> Result<Duration> {
     let t = Instant::now();
     let st = cmd

@@ -41,16 +41,7 @@ pub fn run(count: usize, churn_rounds: usize, rounds: usize) -> Result<()> {
     let res = churn(&bin, &name, count, churn_rounds, libcgroup)
         .and_then(|()| stats(&bin, &name, count, rounds));
     drop(parent);
-    let left: Vec<PathBuf> = cgroup_mounts()?
-        .into_iter()
-        .map(|m| m.join(&name))
-        .filter(|d| d.exists())
-        .collect();
-    if left.is_empty() {
-        println!("cleanup: no {name} left on any hierarchy");
-    } else {
-        eprintln!("xtask: could not remove {left:?}");
-    }
+    super::report_cleanup(&name, &cgroup_mounts()?, "");
     res
 }
 

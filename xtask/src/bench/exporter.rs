@@ -158,16 +158,7 @@ pub fn run(count: usize, scrapes: usize, wrk_secs: u64) -> Result<()> {
     drop(parent);
     res?;
     print_table(&rows, count, files.len(), scrapes, layout);
-    let left: Vec<PathBuf> = mounts
-        .iter()
-        .map(|m| m.join(&name))
-        .filter(|d| d.exists())
-        .collect();
-    if left.is_empty() {
-        println!("cleanup: no {name} left on any hierarchy; servers stopped");
-    } else {
-        eprintln!("xtask: could not remove {left:?}");
-    }
+    super::report_cleanup(&name, &mounts, "; servers stopped");
     Ok(())
 }
 
