@@ -83,6 +83,18 @@ impl Exporter {
             .and_then(|r| r.split('/').next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         e.addr = addr.parse().unwrap();
+        // The binary writes its start-up lines to stderr before the address to stdout,
+        // but the two pipes are read by different threads: wait for the last of them
+        // ("... host, watching ...") so that stderr() holds them all.
+        let start = Instant::now();
+        while !e.stderr().contains(" host, watching ") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no start-up lines on stderr:\n{}",
+                e.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         e
     }
 
