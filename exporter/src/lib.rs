@@ -547,7 +547,7 @@ impl Collector {
         let mut parts = wanted.chunks(wanted.len().div_ceil(threads));
         let first = parts.next().unwrap_or_default();
         let (reader, workers) = (&mut self.reader, &mut self.workers);
-        let mut out = std::thread::scope(|sc| {
+        let out = std::thread::scope(|sc| {
             let handles: Vec<_> = parts
                 .zip(workers.iter_mut())
                 .map(|(part, w)| {
@@ -569,7 +569,6 @@ impl Collector {
                 *total += n;
             }
         }
-        out.shrink_to_fit();
         out
     }
     /// The probe's counters of the exported cgroups, as (sample index, stats).

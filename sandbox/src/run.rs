@@ -524,13 +524,7 @@ fn unsafe_zeroed_sigset() -> libc::sigset_t {
 /// `sandbox exec NAME -- CMD`: runs CMD in the container's namespaces and cgroup,
 /// with its privileges dropped as the container's; returns its exit status.
 pub fn exec(paths: &Paths, name: &str, args: &[String], env: &[String]) -> Result<i32> {
-    let st = running(paths, name)?;
-    let Some(pid) = st.pid else {
-        return Err(Error::Container {
-            name: name.into(),
-            what: "not running".into(),
-        });
-    };
+    let (st, pid) = running(paths, name)?;
     let config = paths.state.join(name).join(state::CONFIG_FILE);
     let spec =
         Spec::load(&config).map_err(|e| Error::Config(format!("{}: {e}", config.display())))?;
@@ -588,32 +582,31 @@ pub fn exec(paths: &Paths, name: &str, args: &[String], env: &[String]) -> Resul
 
 /// Sends `sig` to the container's first process.
 pub fn signal(paths: &Paths, name: &str, sig: Signal) -> Result<()> {
-    let st = running(paths, name)?;
-    let pid = st.pid.unwrap_or_default();
+    let (_, pid) = running(paths, name)?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
         .map_err(|e| Error::io("kill", paths.state.join(name), e.into()))
 }
 
-fn running(paths: &Paths, name: &str) -> Result<State> {
+/// The state of a running container and the pid of its first process.
+fn running(paths: &Paths, name: &str) -> Result<(State, i32)> {
     state::check_name(name)?;
     let dir = paths.state.join(name);
     let st = state::read(&dir).map_err(|_| Error::Container {
         name: name.into(),
         what: "no such container (see `sandbox ps`)".into(),
     })?;
-    if st.status != Status::Running || st.pid.is_none() {
-        return Err(Error::Container {
+    match (st.pid, &st.status) {
+        (Some(pid), Status::Running) => Ok((st, pid)),
+        _ => Err(Error::Container {
             name: name.into(),
             what: "not running".into(),
-        });
+        }),
     }
-    Ok(st)
 }
 
 /// `sandbox stop`: SIGTERM, then after `grace` SIGKILL to every process of its cgroup.
 pub fn stop(paths: &Paths, name: &str, grace: std::time::Duration) -> Result<()> {
-    let st = running(paths, name)?;
-    let pid = st.pid.unwrap_or_default();
+    let (st, pid) = running(paths, name)?;
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
     let start = std::time::Instant::now();
     while start.elapsed() < grace {
