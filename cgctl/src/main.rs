@@ -6,6 +6,12 @@
 //! does the work.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool reports to its user
 
+#[cfg(target_env = "musl")]
+mod arena;
+/// See `arena`: start-up is most of what cgctl costs.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: arena::Arena = arena::Arena;
 mod cmd;
 mod events;
 mod run;

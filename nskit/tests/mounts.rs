@@ -292,7 +292,7 @@ fn pivot_root_leaves_no_path_to_the_old_root() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("rootfs");
     std::fs::create_dir_all(root.join("proc")).unwrap();
-    // The test binary is static (crt-static on the host, musl in the VM lane).
+    // The test binary is static (the workspace builds static musl binaries).
     std::fs::copy(std::env::current_exe().unwrap(), root.join("helper")).unwrap();
     let outside = t.path().join("outside-marker");
     std::fs::write(&outside, "x").unwrap();

@@ -365,7 +365,7 @@ fn user_namespace_maps_root_inside_to_unprivileged_outside() {
 
 #[test]
 #[cfg_attr(
-    target_env = "musl",
+    vm_lane,
     ignore = "the VM lane's initramfs has no newuidmap (Debian package uidmap) or /etc/subuid"
 )]
 fn unprivileged_user_namespace_maps_a_range_through_newuidmap() {

@@ -360,12 +360,12 @@ fn exec_stop_and_image_in_use() {
 }
 
 #[test]
-// The VM lane builds for musl and boots from an initramfs: there `/` is rootfs, which
+// The VM lane (built with `--cfg vm_lane`) boots from an initramfs: there `/` is rootfs, which
 // cannot be pivoted away from, and the move-and-chroot fallback meets mounts that a
 // new user namespace sees as locked (EINVAL). Real hosts do not run from an
 // initramfs; the host lane runs this test.
 #[cfg_attr(
-    target_env = "musl",
+    vm_lane,
     ignore = "VM lane: initramfs root, mounts locked for a user namespace; runs on the host lane"
 )]
 fn user_namespace_and_user() {

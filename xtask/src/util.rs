@@ -77,7 +77,7 @@ pub fn apt_install(pkgs: &[&str]) -> Result<()> {
 }
 
 /// The host target triple that .cargo/config.toml builds for.
-pub const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
+pub const HOST_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Path of a release binary of the workspace (built for [`HOST_TARGET`]).
 pub fn release_bin(name: &str) -> PathBuf {
