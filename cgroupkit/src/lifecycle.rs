@@ -6,6 +6,7 @@
 //! | kill | `cgroup.kill` (5.14+), else freeze + SIGKILL each process + thaw | freeze + SIGKILL + thaw (freezer hierarchy), else SIGKILL until empty |
 //! | delete -r | children first; processes drained or killed; frozen children thawed | the same |
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -164,6 +165,12 @@ impl Cgroup {
     pub fn children(&self) -> Result<Vec<CgroupPath>> {
         let mut out: Vec<CgroupPath> = Vec::new();
         for d in self.dirs() {
+            // A cgroup directory's link count is 2 + its subdirectories (kernfs keeps
+            // it so): at 2 there is nothing to list. (Other counts, e.g. 1 where a
+            // filesystem does not count subdirectories, mean: list.)
+            if std::fs::symlink_metadata(&d.path).is_ok_and(|m| m.nlink() == 2) {
+                continue;
+            }
             for name in child_dirs(&d.path)? {
                 let p = self.path().join(&name)?;
                 if !out.contains(&p) {
