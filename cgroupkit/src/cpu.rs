@@ -29,6 +29,43 @@ pub const CPUACCT_USAGE: &str = "cpuacct.usage";
 pub const CPUACCT_USAGE_USER: &str = "cpuacct.usage_user";
 /// v1 cpuacct: system CPU time, nanoseconds (kernel 4.7+).
 pub const CPUACCT_USAGE_SYS: &str = "cpuacct.usage_sys";
+/// v1 cpuacct: user and system CPU time per CPU, nanoseconds (kernel 4.7+); one file
+/// for what cpuacct.usage_user and cpuacct.usage_sys hold.
+pub const CPUACCT_USAGE_ALL: &str = "cpuacct.usage_all";
+
+/// The totals of a cpuacct.usage_all file (`cpu user system` and a line per CPU):
+/// user and system nanoseconds summed over the CPUs, which is what
+/// cpuacct.usage_user and cpuacct.usage_sys show. (Their sum is not cpuacct.usage:
+/// the kernel keeps usage from the scheduler's runtime and user/system from tick-based
+/// CPU time accounting.)
+pub fn parse_cpuacct_usage_all(text: &str, path: &Path) -> Result<(u64, u64)> {
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.split_whitespace().eq(["cpu", "user", "system"]) => {}
+        other => {
+            return Err(fsutil::parse_error(path, 1, other.map_or("", |(_, l)| l)));
+        }
+    }
+    let (mut user, mut system) = (0u64, 0u64);
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(u), Some(s)) = (
+            f.get(1).and_then(|v| v.parse::<u64>().ok()),
+            f.get(2).and_then(|v| v.parse::<u64>().ok()),
+        ) else {
+            return Err(fsutil::parse_error(path, i + 1, line));
+        };
+        if f.len() != 3 || f[0].parse::<u32>().is_err() {
+            return Err(fsutil::parse_error(path, i + 1, line));
+        }
+        user = user.saturating_add(u);
+        system = system.saturating_add(s);
+    }
+    Ok((user, system))
+}
 
 /// The shortest period the kernel accepts (1 ms).
 pub const MIN_PERIOD_USEC: u64 = 1_000;
@@ -536,11 +573,19 @@ pub(crate) fn stat(dir: &CgroupDir, cpuacct_dir: Option<&Path>) -> Result<CpuSta
             let mut s = CpuStat::parse_v1(&text, &path)?;
             if let Some(acct) = cpuacct_dir {
                 let usage = fsutil::read_u64(&acct.join(CPUACCT_USAGE))?;
-                s.set_v1_usage(
-                    usage,
-                    fsutil::read_u64(&acct.join(CPUACCT_USAGE_USER)).ok(),
-                    fsutil::read_u64(&acct.join(CPUACCT_USAGE_SYS)).ok(),
-                );
+                // One read for user and system where the kernel has usage_all.
+                let all = acct.join(CPUACCT_USAGE_ALL);
+                let (user, system) = match fsutil::read_to_string(&all) {
+                    Ok(t) => {
+                        let (u, s) = parse_cpuacct_usage_all(&t, &all)?;
+                        (Some(u), Some(s))
+                    }
+                    Err(_) => (
+                        fsutil::read_u64(&acct.join(CPUACCT_USAGE_USER)).ok(),
+                        fsutil::read_u64(&acct.join(CPUACCT_USAGE_SYS)).ok(),
+                    ),
+                };
+                s.set_v1_usage(usage, user, system);
             }
             Ok(s)
         }
@@ -665,6 +710,29 @@ mod tests {
             CpuQuota::parse_v1("20000\n", "100000\n", p).unwrap().cpus(),
             Some(0.2)
         );
+    }
+
+    #[test]
+    fn parses_cpuacct_usage_all() {
+        // From this host's root cpuacct cgroup (2 CPUs).
+        let p = Path::new("cpuacct.usage_all");
+        let (user, system) =
+            parse_cpuacct_usage_all(include_str!("../tests/fixtures/cpuacct.usage_all.v1"), p)
+                .unwrap();
+        assert_eq!(user, 10410277999792 + 10221102799947);
+        assert_eq!(system, 2699647218475 + 3679381475490);
+        assert_eq!(
+            parse_cpuacct_usage_all("cpu user system\n", p).unwrap(),
+            (0, 0)
+        );
+        for bad in [
+            "",
+            "cpu user\n0 1\n",
+            "cpu user system\n0 1\n",
+            "cpu user system\nx 1 2\n",
+        ] {
+            assert!(parse_cpuacct_usage_all(bad, p).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

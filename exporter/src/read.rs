@@ -9,7 +9,8 @@ use std::path::Path;
 
 use cgroupkit::cpu::{
     CFS_PERIOD_US, CFS_QUOTA_US, CPU_MAX, CPU_SHARES, CPU_STAT, CPU_WEIGHT, CPUACCT_USAGE,
-    CPUACCT_USAGE_SYS, CPUACCT_USAGE_USER, weight_to_shares,
+    CPUACCT_USAGE_ALL, CPUACCT_USAGE_SYS, CPUACCT_USAGE_USER, parse_cpuacct_usage_all,
+    weight_to_shares,
 };
 use cgroupkit::memory::{
     LIMIT_IN_BYTES, MEMORY_CURRENT, MEMORY_EVENTS, MEMORY_MAX, MEMORY_STAT, OOM_CONTROL,
@@ -231,15 +232,28 @@ impl FileReader {
         }
     }
 
-    /// v1 cpuacct: usage, user and system time (ns).
+    /// v1 cpuacct: usage, user and system time (ns). User and system come from one
+    /// file, cpuacct.usage_all, where the kernel has it (4.7+).
     pub fn cpuacct(&mut self, dir: &str, s: &mut Sample) {
         s.usage_usec = self.get(dir, CPUACCT_USAGE, parse_u64).map(|n| n / 1000);
-        s.user_usec = self
-            .get(dir, CPUACCT_USAGE_USER, parse_u64)
-            .map(|n| n / 1000);
-        s.system_usec = self
-            .get(dir, CPUACCT_USAGE_SYS, parse_u64)
-            .map(|n| n / 1000);
+        match self.read(dir, CPUACCT_USAGE_ALL) {
+            Ok(t) => match parse_cpuacct_usage_all(t, Path::new(CPUACCT_USAGE_ALL)) {
+                Ok((user, system)) => {
+                    s.user_usec = Some(user / 1000);
+                    s.system_usec = Some(system / 1000);
+                }
+                Err(_) => self.errors[ErrorKind::Parse.index()] += 1,
+            },
+            Err(Miss::Gone) => {
+                s.user_usec = self
+                    .get(dir, CPUACCT_USAGE_USER, parse_u64)
+                    .map(|n| n / 1000);
+                s.system_usec = self
+                    .get(dir, CPUACCT_USAGE_SYS, parse_u64)
+                    .map(|n| n / 1000);
+            }
+            Err(m) => self.count(m),
+        }
     }
 
     /// Usage, working set, rss, cache, limit and OOM kills, as cAdvisor defines them.
