@@ -15,10 +15,13 @@
 //!   time from the kernel (`runs=R run_ns=P`): the program body alone, without the
 //!   tracepoint's dispatch. Timing each run costs two clock reads, so `ns` is not
 //!   comparable then.
-//! - `--pairs K`: K blocks in this one process, each measuring N round trips without
-//!   and with the probe (loaded for its half of the block, in alternating order), one
-//!   line per block: `without_ns=A with_ns=B hits=H`. Comparing within a block cancels
-//!   what differs between processes and drifts over time (placement, other load).
+//! - `--pairs K`: K blocks in this one process, each measuring N round trips three
+//!   ways: without any program, with an empty program on sched_switch (the object's
+//!   `sched_switch_empty`: the tracepoint's dispatch alone, the floor under any probe
+//!   there), and with the probe (each loaded for its part of the block; the order of
+//!   the three rotates through all six orders), one line per block:
+//!   `without_ns=A empty_ns=E with_ns=B hits=H`. Comparing within a block cancels what
+//!   differs between processes and drifts over time (placement, other load).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)] // a bench tool
 
 use std::io::{Read, Write};
@@ -47,6 +50,24 @@ fn pin(cpu: usize) {
         "sched_setaffinity to CPU {cpu}: {}",
         std::io::Error::last_os_error()
     );
+}
+
+/// The object's empty sched_switch program, loaded and attached (detached on drop).
+fn load_empty() -> aya::Ebpf {
+    let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
+    let mut ebpf = aya::EbpfLoader::new()
+        .btf(Some(&btf))
+        .load_file(probes::Probe::builder().object_path())
+        .expect("load the probe object");
+    let prog: &mut aya::programs::BtfTracePoint = ebpf
+        .program_mut("sched_switch_empty")
+        .expect("the object has sched_switch_empty (rebuild it: cargo xtask build-ebpf)")
+        .try_into()
+        .expect("a tp_btf program");
+    prog.load("sched_switch", &btf)
+        .expect("load sched_switch_empty");
+    prog.attach().expect("attach sched_switch_empty");
+    ebpf
 }
 
 fn load_probe() -> probes::Probe {
@@ -138,24 +159,40 @@ fn main() {
     if let Some(pairs) = value("--pairs") {
         let pairs: u64 = pairs.parse().expect("--pairs K");
         let mut echo = Echo::spawn(&args[0]);
+        // 0: without, 1: empty program, 2: probe; every order once in six blocks.
+        const ORDERS: [[usize; 3]; 6] = [
+            [0, 1, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [0, 2, 1],
+            [2, 1, 0],
+            [1, 0, 2],
+        ];
         for k in 0..pairs {
-            let without = |echo: &mut Echo| {
-                echo.round_trips(1000);
-                echo.measure(rounds, None).0
-            };
-            let with = |echo: &mut Echo| {
-                let probe = load_probe();
-                echo.round_trips(1000);
-                echo.measure(rounds, Some(&probe))
-            };
-            let (a, (b, hits)) = if k % 2 == 0 {
-                let a = without(&mut echo);
-                (a, with(&mut echo))
-            } else {
-                let b = with(&mut echo);
-                (without(&mut echo), b)
-            };
-            println!("without_ns={a} with_ns={b} hits={hits}");
+            let mut ns = [0u128; 3];
+            let mut hits = 0;
+            for arm in ORDERS[(k % 6) as usize] {
+                match arm {
+                    0 => {
+                        echo.round_trips(1000);
+                        ns[0] = echo.measure(rounds, None).0;
+                    }
+                    1 => {
+                        let _empty = load_empty();
+                        echo.round_trips(1000);
+                        ns[1] = echo.measure(rounds, None).0;
+                    }
+                    _ => {
+                        let probe = load_probe();
+                        echo.round_trips(1000);
+                        (ns[2], hits) = echo.measure(rounds, Some(&probe));
+                    }
+                }
+            }
+            println!(
+                "without_ns={} empty_ns={} with_ns={} hits={hits}",
+                ns[0], ns[1], ns[2]
+            );
         }
         return;
     }

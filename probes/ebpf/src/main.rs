@@ -349,6 +349,14 @@ pub fn hrtimer_expire(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// A program that does nothing, for `cargo xtask bench probes` only (the library never
+/// loads it): attached alone to sched_switch it measures what any program there costs,
+/// the tracepoint's dispatch to BPF, which is the floor under `sched_switch`'s cost.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_empty(_ctx: BtfTracePointContext) -> u32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

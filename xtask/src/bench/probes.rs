@@ -2,11 +2,13 @@
 //! workload (probes/examples/pingpong.rs: one byte back and forth over pipes between
 //! two processes, both pinned to the last CPU so each round trip is two switches).
 //!
-//! Paired blocks: one pingpong process measures `rounds` round trips without the probe
-//! and `rounds` with it (loaded for that half only, order alternating), `runs` times.
-//! The slowdown is the median of the blocks' own slowdowns: on a small shared machine
-//! two separate runs differ by more than the probe costs, two halves of a block much
-//! less. Then a few runs with the kernel's own run statistics (BPF_ENABLE_STATS, held
+//! Blocks: one pingpong process measures `rounds` round trips without any program,
+//! `rounds` with an empty program on sched_switch and `rounds` with the probe (each
+//! loaded for its part only; the order rotates), `runs` times. The slowdown is the
+//! median of the blocks' own slowdowns: on a small shared machine two separate runs
+//! differ by more than the probe costs, the parts of a block much less. The empty
+//! program's slowdown is the floor under any sched_switch probe (the tracepoint's
+//! dispatch to BPF); the probe's own work is what it adds above that. Then a few runs with the kernel's own run statistics (BPF_ENABLE_STATS, held
 //! by the pingpong process only, so no sysctl is changed) give the program's cost per
 //! run as the kernel measures it.
 
@@ -19,9 +21,11 @@ use crate::util;
 /// Runs with run statistics enabled: their spread is small.
 const STATS_RUNS: usize = 3;
 
-/// One block: ns without and with the probe, and the probe's hits meanwhile.
+/// One block: ns without any program, with the empty program and with the probe, and
+/// the probe's hits meanwhile.
 struct Block {
     without_ns: f64,
+    empty_ns: f64,
     with_ns: f64,
     hits: f64,
 }
@@ -87,6 +91,7 @@ pub fn run(runs: usize, rounds: u64) -> Result<()> {
         .map(|l| {
             Ok(Block {
                 without_ns: field(l, "without_ns=")?,
+                empty_ns: field(l, "empty_ns=")?,
                 with_ns: field(l, "with_ns=")?,
                 hits: field(l, "hits=")?,
             })
@@ -106,33 +111,67 @@ pub fn run(runs: usize, rounds: u64) -> Result<()> {
 
     let rt = rounds as f64;
     let t0 = median(blocks.iter().map(|b| b.without_ns / rt).collect());
+    let te = median(blocks.iter().map(|b| b.empty_ns / rt).collect());
     let t1 = median(blocks.iter().map(|b| b.with_ns / rt).collect());
-    let slowdowns: Vec<f64> = blocks
-        .iter()
-        .map(|b| (b.with_ns - b.without_ns) / b.without_ns * 100.0)
-        .collect();
+    let pct = |f: fn(&Block) -> (f64, f64)| -> Vec<f64> {
+        blocks
+            .iter()
+            .map(|b| {
+                let (x, base) = f(b);
+                (x - base) / base * 100.0
+            })
+            .collect()
+    };
+    let slowdowns = pct(|b| (b.with_ns, b.without_ns));
     let slowdown = median(slowdowns.clone());
     let (q1, q3) = quartiles(slowdowns);
+    let empty = pct(|b| (b.empty_ns, b.without_ns));
+    let empty_slowdown = median(empty.clone());
+    let (e1, e3) = quartiles(empty);
+    let above_empty = median(pct(|b| (b.with_ns, b.empty_ns)));
     let per_hit = median(
         blocks
             .iter()
             .map(|b| (b.with_ns - b.without_ns) / b.hits.max(1.0))
             .collect(),
     );
+    let empty_per_hit = median(
+        blocks
+            .iter()
+            .map(|b| (b.empty_ns - b.without_ns) / b.hits.max(1.0))
+            .collect(),
+    );
     let hits = median(blocks.iter().map(|b| b.hits / rt).collect());
     println!(
         "bench probes: pipe ping-pong pinned to CPU {cpu} of {cpus}, {} blocks of {rounds} round \
-         trips without + {rounds} with the probe (paired, order alternating); load average \
-         {load_before} before, {load_after} after",
+         trips each without a program, with an empty sched_switch program and with the probe \
+         (order rotating); load average {load_before} before, {load_after} after",
         blocks.len()
     );
-    println!("{:<34} {:>14} {:>14}", "", "ns/round trip", "probe hits/rt");
-    println!("{:<34} {:>14.0} {:>14}", "without probe (median)", t0, "-");
-    println!("{:<34} {:>14.0} {:>14.2}", "with probe (median)", t1, hits);
+    println!("{:<40} {:>14} {:>14}", "", "ns/round trip", "probe hits/rt");
+    println!(
+        "{:<40} {:>14.0} {:>14}",
+        "without any program (median)", t0, "-"
+    );
+    // The empty program counts nothing: its ns per hit below divides by the probe's
+    // hits of the same block (the same round trips make the same switches).
+    println!(
+        "{:<40} {:>14.0} {:>14}",
+        "with an empty sched_switch program", te, "-"
+    );
+    println!(
+        "{:<40} {:>14.0} {:>14.2}",
+        "with the probe (median)", t1, hits
+    );
     println!(
         "slowdown {slowdown:+.2}% (target < 2%; median of the blocks, quartiles {q1:+.1}% \
          .. {q3:+.1}%); {per_hit:.0} ns per probe hit (target < 150 ns; median of the \
          blocks, hits are system-wide)"
+    );
+    println!(
+        "floor: an empty program on sched_switch slows it {empty_slowdown:+.2}% (quartiles \
+         {e1:+.1}% .. {e3:+.1}%), {empty_per_hit:.0} ns per hit: the tracepoint's dispatch, \
+         paid by any probe there; the probe's own work adds {above_empty:+.2}% above it"
     );
     if kernel.is_empty() {
         println!("kernel run statistics: none counted (BPF_ENABLE_STATS unsupported?)");
