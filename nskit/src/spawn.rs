@@ -128,6 +128,7 @@ type PreExec = Box<dyn FnMut() -> io::Result<()> + Send + Sync>;
 /// ```
 pub struct Spawn {
     program: OsString,
+    arg0: Option<OsString>,
     args: Vec<OsString>,
     env: Option<Vec<(OsString, OsString)>>,
     env_changes: Vec<(OsString, Option<OsString>)>,
@@ -156,6 +157,7 @@ impl std::fmt::Debug for Spawn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spawn")
             .field("program", &self.program)
+            .field("arg0", &self.arg0)
             .field("args", &self.args)
             .field("namespaces", &self.namespaces)
             .field("uid_map", &self.uid_map)
@@ -299,6 +301,7 @@ impl Spawn {
     pub fn new(program: impl AsRef<OsStr>) -> Spawn {
         Spawn {
             program: program.as_ref().to_owned(),
+            arg0: None,
             args: Vec::new(),
             env: None,
             env_changes: Vec::new(),
@@ -322,6 +325,13 @@ impl Spawn {
             pre_exec: Vec::new(),
             force_clone2: false,
         }
+    }
+
+    /// argv[0] as the program will see it (default: the program as given to
+    /// [`Spawn::new`]), e.g. the name a user typed where the program is a resolved path.
+    pub fn arg0(&mut self, arg0: impl AsRef<OsStr>) -> &mut Spawn {
+        self.arg0 = Some(arg0.as_ref().to_owned());
+        self
     }
 
     /// Adds an argument (argv[1], ...).
@@ -648,7 +658,10 @@ impl Spawn {
             }
             c
         };
-        let mut argv = vec![prog];
+        let mut argv = vec![match &self.arg0 {
+            Some(a) => cstring("argv[0]", a)?,
+            None => prog,
+        }];
         for a in &self.args {
             argv.push(cstring("argument", a)?);
         }
