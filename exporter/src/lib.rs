@@ -204,6 +204,9 @@ const ROLE_CPUACCT: u8 = 2;
 const ROLE_MEMORY: u8 = 4;
 const ROLE_PROCS: u8 = 8;
 const ROLE_PSI: u8 = 16;
+/// Roles that read more than one file of a directory (all but processes alone): their
+/// reads go through an O_PATH fd of it ([`read::FileReader::enter`]).
+const MULTI_FILE_ROLES: u8 = ROLE_CPU | ROLE_CPUACCT | ROLE_MEMORY | ROLE_PSI;
 
 /// One hierarchy the collector walks and what it reads there.
 #[derive(Debug)]
@@ -479,33 +482,25 @@ impl Collector {
             } else {
                 None
             };
-            let mut stack: Vec<(String, usize, Option<u64>)> =
-                vec![(root_rel.clone(), 0, root_ino)];
+            // (path, depth, inode on the cpu source, known to have no subdirectories)
+            let mut stack: Vec<(String, usize, Option<u64>, bool)> =
+                vec![(root_rel.clone(), 0, root_ino, false)];
             let mut first = true;
-            while let Some((rel, depth, ino)) = stack.pop() {
+            while let Some((rel, depth, ino, leaf)) = stack.pop() {
+                let list = depth < max_depth
+                    && !self.config.prunes(if rel.is_empty() { "/" } else { &rel });
+                // Most cgroups are leaves, and listing a directory costs an open, two
+                // getdents over its 10-30 files and a close (the walk was a seventh of
+                // a scrape): a directory the parent's listing found leaf-like, or
+                // whose children are not wanted, is recorded without it. The subtree
+                // root is always listed.
+                if !first && (leaf || !list) {
+                    mark(&mut nodes, rel, si, ino_here.then_some(ino).flatten());
+                    continue;
+                }
                 dir.clear();
                 dir.push_str(&src.mount_point);
                 dir.push_str(&rel);
-                // Most cgroups are leaves. kernfs keeps a directory's link count at 2 +
-                // its subdirectories, so one stat tells a leaf, where listing it costs
-                // an open, two getdents over its 10-30 files and a close (the walk was
-                // a seventh of a scrape). The subtree root is always listed.
-                if !first {
-                    match std::fs::symlink_metadata(&dir) {
-                        Ok(m) if m.nlink() == 2 => {
-                            mark(&mut nodes, rel, si, ino_here.then_some(ino).flatten());
-                            continue;
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            // Removed since its parent was listed: nothing to export.
-                            if Miss::from_io(&e) != Miss::Gone {
-                                self.reader.count_io(&e);
-                            }
-                            continue;
-                        }
-                    }
-                }
                 let rd = match std::fs::read_dir(&dir) {
                     Ok(rd) => rd,
                     Err(e) => {
@@ -519,8 +514,7 @@ impl Collector {
                     }
                 };
                 first = false;
-                if depth < max_depth && !self.config.prunes(if rel.is_empty() { "/" } else { &rel })
-                {
+                if list {
                     for e in rd.flatten() {
                         // d_type from getdents: no stat per entry.
                         if !e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -528,11 +522,28 @@ impl Collector {
                         }
                         let name = e.file_name();
                         let Some(name) = name.to_str() else { continue };
+                        // kernfs keeps a directory's link count at 2 + its
+                        // subdirectories: a stat relative to this directory (fstatat,
+                        // one name to look up) tells a leaf. Other counts: list it.
+                        let leaf = if depth + 1 < max_depth {
+                            match e.metadata() {
+                                Ok(m) => m.nlink() == 2,
+                                Err(err) => {
+                                    // Removed since the listing: nothing to export.
+                                    if Miss::from_io(&err) != Miss::Gone {
+                                        self.reader.count_io(&err);
+                                    }
+                                    continue;
+                                }
+                            }
+                        } else {
+                            true
+                        };
                         let mut child = String::with_capacity(rel.len() + 1 + name.len());
                         child.push_str(&rel);
                         child.push('/');
                         child.push_str(name);
-                        stack.push((child, depth + 1, ino_here.then(|| e.ino())));
+                        stack.push((child, depth + 1, ino_here.then(|| e.ino()), leaf));
                     }
                 }
                 mark(&mut nodes, rel, si, ino_here.then_some(ino).flatten());
@@ -636,6 +647,9 @@ fn read_node(
         dir.clear();
         dir.push_str(&src.mount_point);
         dir.push_str(rel);
+        if src.roles & MULTI_FILE_ROLES != 0 {
+            reader.enter(&dir);
+        }
         match reader.processes(&dir) {
             Ok(n) => s.processes = n,
             Err(_) => return None,
@@ -648,6 +662,9 @@ fn read_node(
         dir.clear();
         dir.push_str(&src.mount_point);
         dir.push_str(rel);
+        if src.roles & MULTI_FILE_ROLES != 0 {
+            reader.enter(&dir);
+        }
         if src.roles & ROLE_CPU != 0 {
             reader.cpu(&dir, src.version, &mut s);
         }

@@ -2,8 +2,10 @@
 //! buffer reused for the whole scrape, parsers from cgroupkit where they do not
 //! allocate per key, and every failure sorted into "gone" (silent) or a counted kind.
 
-use std::fs::OpenOptions;
+use std::ffi::CStr;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -82,6 +84,12 @@ impl Miss {
 pub(crate) struct FileReader {
     buf: Vec<u8>,
     path: String,
+    /// An O_PATH fd of the directory [`FileReader::enter`] was given, and its path:
+    /// files there are opened relative to it.
+    dir_fd: Option<OwnedFd>,
+    dir_path: String,
+    /// `name` NUL-terminated, for openat(2).
+    name: Vec<u8>,
     /// Read errors of this scrape, indexed by [`ErrorKind::index`].
     pub errors: [u64; ErrorKind::ALL.len()],
     /// Set once a pressure file answered EOPNOTSUPP (PSI disabled at boot).
@@ -93,24 +101,68 @@ impl FileReader {
         FileReader {
             buf: vec![0; READ_BUF],
             path: String::with_capacity(256),
+            dir_fd: None,
+            dir_path: String::with_capacity(256),
+            name: Vec::with_capacity(64),
             errors: [0; ErrorKind::ALL.len()],
             psi_off: false,
         }
     }
 
-    /// Reads `dir/name`: open (O_NOFOLLOW: cgroupfs has no symlinks), read(2) until
-    /// a short read, close. Not `std::fs::read`: on cgroupfs that adds an fstat and an lseek
-    /// per file for a size hint that is always 0.
-    fn read(&mut self, dir: &str, name: &str) -> Result<&str, Miss> {
+    /// Opens `dir` (O_PATH) for the reads that follow in it: each is then a lookup of
+    /// one name instead of the whole path. On this VM an open + close of a cgroup file
+    /// by its full path took 10 us, relative to its directory 6.5 us, and the O_PATH
+    /// open of the directory 6 us; so it pays from two files on. If the open fails,
+    /// reads use full paths and report what they meet.
+    pub fn enter(&mut self, dir: &str) {
+        if self.dir_fd.is_some() && self.dir_path == dir {
+            return;
+        }
+        self.dir_fd = None;
+        self.dir_path.clear();
+        if let Ok(f) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(Path::new(dir))
+        {
+            self.dir_fd = Some(f.into());
+            self.dir_path.push_str(dir);
+        }
+    }
+
+    /// Opens `dir/name` for reading: relative to the [`FileReader::enter`]ed directory
+    /// when that is `dir`, else by the full path (O_NOFOLLOW: cgroupfs has no symlinks).
+    fn open(&mut self, dir: &str, name: &str) -> io::Result<File> {
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        if let Some(fd) = self.dir_fd.as_ref().filter(|_| self.dir_path == dir) {
+            self.name.clear();
+            self.name.extend_from_slice(name.as_bytes());
+            self.name.push(0);
+            let c = CStr::from_bytes_with_nul(&self.name)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            // SAFETY: `fd` is an open directory fd and `c` a NUL-terminated name.
+            let raw = unsafe { libc::openat(fd.as_raw_fd(), c.as_ptr(), flags) };
+            if raw < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: openat returned a new fd that nothing else owns.
+            return Ok(unsafe { File::from_raw_fd(raw) });
+        }
         self.path.clear();
         self.path.push_str(dir);
         self.path.push('/');
         self.path.push_str(name);
-        let mut f = OpenOptions::new()
+        OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(Path::new(&self.path))
-            .map_err(|e| Miss::from_io(&e))?;
+    }
+
+    /// Reads `dir/name`: open, read(2) until a short read, close. Not
+    /// `std::fs::read`: on cgroupfs that adds an fstat and an lseek per file for a size
+    /// hint that is always 0.
+    fn read(&mut self, dir: &str, name: &str) -> Result<&str, Miss> {
+        let mut f = self.open(dir, name).map_err(|e| Miss::from_io(&e))?;
         let mut len = 0;
         loop {
             if len == self.buf.len() {
