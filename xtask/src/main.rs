@@ -37,7 +37,10 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    // Every subcommand builds the workspace, whose target a fresh machine lacks.
+    util::ensure_rust_target()?;
+    match cli.cmd {
         Cmd::Test(a) => test::run(a),
         Cmd::VmTest(a) => vm::run(a),
         Cmd::Bench(a) => bench::run(a),

@@ -76,8 +76,24 @@ pub fn apt_install(pkgs: &[&str]) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-/// The host target triple that .cargo/config.toml builds for.
+/// The target triple that .cargo/config.toml builds the workspace for.
 pub const HOST_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Installs the Rust standard library for [`HOST_TARGET`] where rustup lacks it (a
+/// fresh machine has only its own target). Idempotent; without rustup on PATH it
+/// leaves the answer to cargo.
+pub fn ensure_rust_target() -> Result<()> {
+    let Ok(installed) = output(Command::new("rustup").args(["target", "list", "--installed"]))
+    else {
+        return Ok(());
+    };
+    if !installed.lines().any(|l| l.trim() == HOST_TARGET) {
+        eprintln!("xtask: installing the Rust standard library for {HOST_TARGET} (rustup)");
+        run(Command::new("rustup").args(["target", "add", HOST_TARGET]))
+            .with_context(|| format!("install the Rust standard library for {HOST_TARGET}"))?;
+    }
+    Ok(())
+}
 
 /// Path of a release binary of the workspace (built for [`HOST_TARGET`]).
 pub fn release_bin(name: &str) -> PathBuf {

@@ -17,11 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const TARGET: &str = "x86_64-unknown-linux-musl";
+/// The workspace's target (static musl binaries), as the initramfs needs them.
+const TARGET: &str = util::HOST_TARGET;
 const INIT: &str = include_str!("../vm/init.sh");
 /// Size of the NVMe scratch disk given to the tests (io.max needs a real block device).
 const SCRATCH_BYTES: u64 = 64 << 20;
@@ -198,12 +199,7 @@ struct TestBinary {
 
 /// `cargo test --no-run` for the musl target; the test and bin artifacts from its JSON.
 fn build_tests() -> Result<Build> {
-    let installed = util::output(Command::new("rustup").args(["target", "list", "--installed"]))
-        .context("list rustup targets")?;
-    if !installed.lines().any(|l| l.trim() == TARGET) {
-        util::run(Command::new("rustup").args(["target", "add", TARGET]))
-            .with_context(|| format!("install the Rust standard library for {TARGET}"))?;
-    }
+    util::ensure_rust_target()?;
 
     eprintln!("xtask: building integration tests and examples for {TARGET}");
     let mut stdout = String::new();
