@@ -19,6 +19,9 @@ fn helper() {
         return; // run directly, it has nothing to do (the assertions are in the tests)
     };
     match mode.as_str() {
+        "argv0" => {
+            fact("argv0", std::env::args().next().unwrap_or_default());
+        }
         "uts" => {
             let u = nix::sys::utsname::uname().unwrap();
             fact("hostname", u.nodename().to_string_lossy());
@@ -619,6 +622,19 @@ fn error_missing_kernel_feature_is_named_and_clone3_falls_back() {
             && f["unsupported"].contains("Linux 5.12 or newer"),
         "{}",
         f["unsupported"]
+    );
+}
+
+#[test]
+fn arg0_is_what_the_program_sees_as_argv0() {
+    let f = common::run(common::child("argv0").arg0("named-by-the-caller"));
+    assert_eq!(f["argv0"], "named-by-the-caller", "{f:?}");
+    // Without it, argv[0] is the program as given.
+    let f = common::run(&mut common::child("argv0"));
+    assert_eq!(
+        f["argv0"],
+        std::env::current_exe().unwrap().to_string_lossy(),
+        "{f:?}"
     );
 }
 
