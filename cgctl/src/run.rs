@@ -193,7 +193,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A failed spawn: the exec itself (126, or 127 when the program is missing, as
-/// shells report it) or a step before it.
+/// shells report it), or a step before it (joining the cgroup: cgctl's own failure).
 fn spawn_failure(program: &Path, e: nskit::Error) -> Failure {
     if let nskit::Error::Child { step, source } = &e
         && step.starts_with("exec")
@@ -212,7 +212,6 @@ fn spawn_failure(program: &Path, e: nskit::Error) -> Failure {
         format!("cannot start {}: {}", program.display(), error_chain(&e)),
         "this is unexpected; report it with the command line",
     )
-    .with_code(EXIT_CANNOT_EXEC)
 }
 
 /// The command, resolved and checked before anything is created or started.

@@ -2,10 +2,9 @@
 //! buffer reused for the whole scrape, parsers from cgroupkit where they do not
 //! allocate per key, and every failure sorted into "gone" (silent) or a counted kind.
 
-use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -88,8 +87,6 @@ pub(crate) struct FileReader {
     /// files there are opened relative to it.
     dir_fd: Option<OwnedFd>,
     dir_path: String,
-    /// `name` NUL-terminated, for openat(2).
-    name: Vec<u8>,
     /// Read errors of this scrape, indexed by [`ErrorKind::index`].
     pub errors: [u64; ErrorKind::ALL.len()],
     /// Set once a pressure file answered EOPNOTSUPP (PSI disabled at boot).
@@ -103,7 +100,6 @@ impl FileReader {
             path: String::with_capacity(256),
             dir_fd: None,
             dir_path: String::with_capacity(256),
-            name: Vec::with_capacity(64),
             errors: [0; ErrorKind::ALL.len()],
             psi_off: false,
         }
@@ -133,20 +129,16 @@ impl FileReader {
     /// Opens `dir/name` for reading: relative to the [`FileReader::enter`]ed directory
     /// when that is `dir`, else by the full path (O_NOFOLLOW: cgroupfs has no symlinks).
     fn open(&mut self, dir: &str, name: &str) -> io::Result<File> {
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         if let Some(fd) = self.dir_fd.as_ref().filter(|_| self.dir_path == dir) {
-            self.name.clear();
-            self.name.extend_from_slice(name.as_bytes());
-            self.name.push(0);
-            let c = CStr::from_bytes_with_nul(&self.name)
-                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-            // SAFETY: `fd` is an open directory fd and `c` a NUL-terminated name.
-            let raw = unsafe { libc::openat(fd.as_raw_fd(), c.as_ptr(), flags) };
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: openat returned a new fd that nothing else owns.
-            return Ok(unsafe { File::from_raw_fd(raw) });
+            use nix::fcntl::OFlag;
+            return nix::fcntl::openat(
+                fd,
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map(File::from)
+            .map_err(io::Error::from);
         }
         self.path.clear();
         self.path.push_str(dir);
