@@ -304,17 +304,39 @@ impl NsHandle {
                 match nix::sched::setns(&self.fd, kinds.clone_flags()) {
                     Ok(()) => Ok(()),
                     // Before 5.8 a pidfd is not a namespace fd: setns says EINVAL.
-                    Err(nix::Error::EINVAL) if !pidfd_setns_supported() => {
-                        for k in kinds.kinds() {
-                            NsHandle::open(pid, k)?.enter(k)?;
-                        }
-                        Ok(())
-                    }
+                    Err(nix::Error::EINVAL) if !pidfd_setns_supported() => self.enter_each(kinds),
                     Err(nix::Error::ESRCH) => Err(Error::NoSuchProcess { pid }),
                     Err(e) => Err(setns_error(kinds, e as i32)),
                 }
             }
         }
+    }
+}
+
+impl NsHandle {
+    /// Like [`NsHandle::enter`], but one namespace at a time through `/proc/PID/ns`
+    /// (user first, mount last): what `enter` does through a pidfd on kernels before
+    /// 5.8, where setns(2) does not take one. Not atomic: a failure names the kind it
+    /// stopped at, and the kinds entered before it stay entered.
+    ///
+    /// The namespace files are all opened first; then the pidfd's process must still be
+    /// alive, so the pid they were opened by was not recycled meanwhile.
+    pub fn enter_each(&self, kinds: Namespace) -> Result<()> {
+        let Target::Process(pid) = self.target else {
+            return self.enter(kinds);
+        };
+        let handles: Vec<(Namespace, NsHandle)> = kinds
+            .kinds()
+            .map(|k| NsHandle::open(pid, k).map(|h| (k, h)))
+            .collect::<Result<_>>()?;
+        sys::pidfd_send_signal(self.fd.as_fd(), 0).map_err(|e| match e {
+            libc::ESRCH => Error::NoSuchProcess { pid },
+            e => error::sys("pidfd_send_signal", format!("pid {pid} 0"), e),
+        })?;
+        for (k, h) in handles {
+            h.enter(k)?;
+        }
+        Ok(())
     }
 }
 

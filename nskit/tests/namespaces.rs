@@ -100,12 +100,17 @@ fn helper() {
                 fact(k.proc_name().unwrap(), NsId::current(k).unwrap().ino);
             }
         }
-        "enter" => {
-            // nsenter: join the holder's namespaces through a pidfd (one call on 5.8+).
+        "enter" | "enter_each" => {
+            // nsenter: join the holder's namespaces through a pidfd (one call on 5.8+),
+            // or one by one through /proc/PID/ns (what enter does before 5.8).
             let pid: i32 = std::env::var("NSKIT_TARGET").unwrap().parse().unwrap();
             let h = NsHandle::from_pid(pid).unwrap();
-            h.enter(Namespace::UTS | Namespace::NET | Namespace::IPC)
-                .unwrap();
+            let kinds = Namespace::UTS | Namespace::NET | Namespace::IPC;
+            if mode == "enter" {
+                h.enter(kinds).unwrap();
+            } else {
+                h.enter_each(kinds).unwrap();
+            }
             for k in [Namespace::UTS, Namespace::NET, Namespace::IPC] {
                 fact(k.proc_name().unwrap(), NsId::current(k).unwrap().ino);
             }
@@ -490,12 +495,15 @@ fn entering_another_process_namespaces_like_nsenter() {
     ] {
         assert_ne!(NsId::current(k).unwrap(), NsId::of(pid, k).unwrap());
     }
-    // setns in a child process (pidfd, several kinds at once).
-    let f = run(helper_child("enter").env("NSKIT_TARGET", pid.to_string()));
-    for k in [Namespace::UTS, Namespace::NET, Namespace::IPC] {
-        assert_eq!(f[k.proc_name().unwrap()], want(k), "{k}");
+    // setns in a child process (pidfd, several kinds at once), and one by one (the
+    // path of kernels before 5.8, which the lanes' kernels would not take otherwise).
+    for mode in ["enter", "enter_each"] {
+        let f = run(helper_child(mode).env("NSKIT_TARGET", pid.to_string()));
+        for k in [Namespace::UTS, Namespace::NET, Namespace::IPC] {
+            assert_eq!(f[k.proc_name().unwrap()], want(k), "{mode} {k}");
+        }
+        assert_eq!(f["uts_by_path"], want(Namespace::UTS), "{mode}");
     }
-    assert_eq!(f["uts_by_path"], want(Namespace::UTS));
     // Spawn::join: the mount namespace too, which setns refuses to threaded processes.
     let all = Namespace::UTS | Namespace::NET | Namespace::IPC | Namespace::MOUNT;
     let f = run(helper_child("ids").join(NsHandle::from_pid(pid).unwrap(), all));
