@@ -58,15 +58,21 @@ impl Failure {
     }
 }
 
+/// `e` and each error below it, joined by `: ` (what a user needs to see of a failure).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
 impl From<cgroupkit::Error> for Failure {
     fn from(e: cgroupkit::Error) -> Failure {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
+        let msg = error_chain(&e);
         let hint = e.hint().map(str::to_owned).or_else(|| match &e {
             cgroupkit::Error::NotFound { .. } => {
                 Some("check the name with `cgctl ls`, or create it with `cgctl create NAME`".into())

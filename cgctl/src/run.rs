@@ -22,7 +22,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nskit::Spawn;
 
-use crate::cmd::{Failure, Result, create_apply};
+use crate::cmd::{Failure, Result, create_apply, error_chain};
 /// Shells' status for "command not found" and "not executable".
 const EXIT_NOT_FOUND: u8 = 127;
 const EXIT_CANNOT_EXEC: u8 = 126;
@@ -181,23 +181,10 @@ fn sys_failure(what: &str, e: Errno) -> Failure {
     )
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// A failed spawn: the exec itself (126, or 127 when the program is missing, as
 /// shells report it), or a step before it (joining the cgroup: cgctl's own failure).
 fn spawn_failure(program: &Path, e: nskit::Error) -> Failure {
-    if let nskit::Error::Child { step, source } = &e
-        && step.starts_with("exec")
-    {
+    if let Some(source) = e.exec_error() {
         let code = match source.kind() {
             std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
             _ => EXIT_CANNOT_EXEC,
@@ -229,23 +216,8 @@ impl ExecPlan {
                 "name it after `--`, e.g. `cgctl run --cpu 0.5 -- make`",
             ));
         };
+        // (No NUL check: argv and the environment come from the OS as C strings.)
         let program = resolve(argv0)?;
-        let check = |s: &OsStr| {
-            if s.as_bytes().contains(&0) {
-                return Err(Failure::usage(
-                    format!("{s:?} contains a NUL byte"),
-                    "arguments and environment cannot hold NUL bytes",
-                ));
-            }
-            Ok(())
-        };
-        for a in command {
-            check(a)?;
-        }
-        for (k, v) in std::env::vars_os() {
-            check(&k)?;
-            check(&v)?;
-        }
         Ok(ExecPlan {
             program,
             argv0: argv0.clone(),

@@ -34,14 +34,7 @@ fn probe_failure(e: probes::Error) -> Failure {
         }
         _ => "try the other --strategy, or see shared/PLATFORM.md for what loads where",
     };
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    Failure::new(msg, hint)
+    Failure::new(crate::cmd::error_chain(&e), hint)
 }
 
 /// `cgctl throttle`.

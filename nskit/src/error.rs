@@ -103,6 +103,17 @@ impl Error {
         }
     }
 
+    /// The OS error of a failed exec in the child (the program missing, not
+    /// executable, ...), as opposed to a failure of a step before it.
+    pub fn exec_error(&self) -> Option<&io::Error> {
+        match self {
+            Error::Child { step, source } if step.starts_with(crate::spawn::EXEC_STEP) => {
+                Some(source)
+            }
+            _ => None,
+        }
+    }
+
     /// True when the kernel lacks the feature ([`Error::Unsupported`]).
     pub fn is_unsupported(&self) -> bool {
         matches!(self, Error::Unsupported { .. })

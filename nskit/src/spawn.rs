@@ -187,6 +187,9 @@ pub struct Child {
     pub stderr: Option<File>,
 }
 
+/// How [`Error::Child`]'s step begins when the exec itself failed.
+pub(crate) const EXEC_STEP: &str = "exec ";
+
 /// The steps of the child between clone and exec, as reported over the error pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -327,7 +330,7 @@ impl Spawn {
         }
     }
 
-    /// argv[0] as the program will see it (default: the program as given to
+    /// `argv[0]` as the program will see it (default: the program as given to
     /// [`Spawn::new`]), e.g. the name a user typed where the program is a resolved path.
     pub fn arg0(&mut self, arg0: impl AsRef<OsStr>) -> &mut Spawn {
         self.arg0 = Some(arg0.as_ref().to_owned());
@@ -1065,7 +1068,7 @@ impl Spawn {
             Step::Chdir => format!("chdir({:?})", self.cwd.as_deref().unwrap_or(Path::new(""))),
             Step::Stdio => format!("dup2 onto fd {i}"),
             Step::PreExec => format!("pre_exec closure #{i}"),
-            Step::Exec => format!("exec {:?}", self.program),
+            Step::Exec => format!("{EXEC_STEP}{:?}", self.program),
         }
     }
 

@@ -596,6 +596,10 @@ fn error_child_step_is_named() {
             "{e:?}"
         );
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(
+            e.exec_error().and_then(std::io::Error::raw_os_error),
+            Some(libc::ENOENT)
+        );
     }
     let e = Spawn::new("true")
         .namespaces(Namespace::MOUNT)
@@ -612,6 +616,10 @@ fn error_child_step_is_named() {
         e.to_string()
             .contains("mount #0 (nskit-no-such-fs none on /tmp"),
         "{e}"
+    );
+    assert!(
+        e.exec_error().is_none(),
+        "a mount step is not the exec: {e:?}"
     );
     assert_eq!(e.raw_os_error(), Some(libc::ENODEV));
 }
