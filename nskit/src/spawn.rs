@@ -337,7 +337,7 @@ impl Spawn {
         self
     }
 
-    /// Adds an argument (argv[1], ...).
+    /// Adds an argument (`argv[1]`, ...).
     pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Spawn {
         self.args.push(arg.as_ref().to_owned());
         self
