@@ -482,7 +482,8 @@ impl Collector {
             } else {
                 None
             };
-            // (path, depth, inode on the cpu source, known to have no subdirectories)
+            // (path, depth, inode when this is the cpu source and the probe wants it,
+            // known to have no subdirectories)
             let mut stack: Vec<(String, usize, Option<u64>, bool)> =
                 vec![(root_rel.clone(), 0, root_ino, false)];
             let mut first = true;
@@ -495,7 +496,7 @@ impl Collector {
                 // whose children are not wanted, is recorded without it. The subtree
                 // root is always listed.
                 if !first && (leaf || !list) {
-                    mark(&mut nodes, rel, si, ino_here.then_some(ino).flatten());
+                    mark(&mut nodes, rel, si, ino);
                     continue;
                 }
                 dir.clear();
@@ -546,7 +547,7 @@ impl Collector {
                         stack.push((child, depth + 1, ino_here.then(|| e.ino()), leaf));
                     }
                 }
-                mark(&mut nodes, rel, si, ino_here.then_some(ino).flatten());
+                mark(&mut nodes, rel, si, ino);
             }
         }
         nodes
