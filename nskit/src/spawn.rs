@@ -13,14 +13,19 @@
 //! with `CLONE_PIDFD` (5.2), and the cgroup is joined by writing `cgroup.procs` before
 //! the child is released.
 //!
-//! Between clone and exec the child runs only raw, async-signal-safe syscalls: no
-//! allocation, no locks, no panics. All signals are blocked in the parent across the
-//! clone, so no signal handler of the parent runs in the child; the child resets every
-//! handled signal to its default and unblocks all signals. A failure is reported as a
-//! fixed-size record `(step, index, errno)` over a `CLOEXEC` pipe, after which the child
-//! calls `_exit(127)`; an EOF on that pipe means the exec succeeded. A second pipe holds
-//! the child until the parent has written `uid_map`/`gid_map` (and `setgroups`) and
-//! placed it in its cgroup.
+//! Between clone and exec the child makes only raw syscalls (`syscall(SYS_...)`), never
+//! a libc wrapper: no allocation, no locks, no panics. (musl's `setgroups`, `setuid`
+//! and `setrlimit` run `__synccall`, which takes the thread-list lock: a child cloned
+//! while another thread held it waited for it forever.) All 64 signals, libc's
+//! internal ones too, are blocked in the parent across the clone, so no signal handler
+//! of the parent runs in the child; the child sets every signal to its default
+//! (rt_sigaction, SIGPIPE included, which Rust ignores) and unblocks them all. A failure
+//! is reported as a fixed-size record `(step, index, errno)` over a `CLOEXEC` pipe,
+//! after which the child calls `exit_group(127)`; an EOF on that pipe means the exec
+//! succeeded. A second pipe holds the child until the parent has written
+//! `uid_map`/`gid_map` (and `setgroups`) and placed it in its cgroup. Whatever fails
+//! after the clone, the parent SIGKILLs the child through its pidfd and reaps it
+//! before returning the error: a failed spawn leaves no process behind.
 //!
 //! When the parent has nothing to do between clone and exec (no user namespace, no
 //! cgroup fd, no namespaces to join, no `pre_exec` closures) and the child enters no
@@ -34,7 +39,7 @@
 //! posix_spawn does): the parent then neither makes the pipe nor waits for the
 //! exec to close it.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -965,23 +970,40 @@ impl Spawn {
             stdout: parent_ends[1].take(),
             stderr: parent_ends[2].take(),
         };
-        if let Err(e) = self.setup_parent_side(pid, placed) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
+        match self.release(pid, placed, sync_w, err_r, &prepared) {
+            Ok(()) => Ok(child),
+            Err(e) => {
+                // Whatever failed after the clone, the child does not outlive the
+                // spawn: SIGKILL through the pidfd (it cannot hit a recycled pid),
+                // then reap it. A child that reported a failed step has exited or
+                // is exiting already; the kill is then a no-op.
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
         }
-        if let Some(Err(e)) = sync_w.map(|w| sys::write_all(&w, &[1])) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(error::sys("write", "sync pipe", e));
+    }
+
+    /// The parent's side after the clone: id maps and cgroup, the child released,
+    /// then the child's report read. `Ok` once the child has exec'd.
+    fn release(
+        &self,
+        pid: i32,
+        placed: bool,
+        sync_w: Option<OwnedFd>,
+        err_r: Option<OwnedFd>,
+        prepared: &Prepared,
+    ) -> Result<()> {
+        self.setup_parent_side(pid, placed)?;
+        if let Some(w) = sync_w {
+            sys::write_all(&w, &[1]).map_err(|e| error::sys("write", "sync pipe", e))?;
         }
         let Some(err_r) = err_r else {
             // vfork-style: the child has exec'd (no report) or failed and exited.
             use std::sync::atomic::Ordering;
             if !prepared.failed.load(Ordering::Acquire) {
-                return Ok(child);
+                return Ok(());
             }
-            let _ = child.wait();
             let [step, index, errno] = &prepared.report;
             return Err(Error::Child {
                 step: self.describe(step.load(Ordering::Relaxed), index.load(Ordering::Relaxed)),
@@ -992,28 +1014,22 @@ impl Spawn {
         let n =
             sys::read_full(&err_r, &mut rec).map_err(|e| error::sys("read", "error pipe", e))?;
         if n == 0 {
-            return Ok(child);
+            return Ok(());
         }
-        let _ = child.wait();
-        let word = |i: usize| {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&rec[i * 4..i * 4 + 4]);
-            b
-        };
-        let (step, index, errno) = (
-            u32::from_ne_bytes(word(0)),
-            u32::from_ne_bytes(word(1)),
-            i32::from_ne_bytes(word(2)),
-        );
         if n != rec.len() {
             return Err(Error::Child {
                 step: "an unknown step (short report)".into(),
                 source: io::Error::from_raw_os_error(libc::EIO),
             });
         }
+        let word = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&rec[i * 4..i * 4 + 4]);
+            b
+        };
         Err(Error::Child {
-            step: self.describe(step, index),
-            source: io::Error::from_raw_os_error(errno),
+            step: self.describe(u32::from_ne_bytes(word(0)), u32::from_ne_bytes(word(1))),
+            source: io::Error::from_raw_os_error(i32::from_ne_bytes(word(2))),
         })
     }
 
@@ -1023,7 +1039,8 @@ impl Spawn {
             return format!("unknown step {step}");
         };
         match s {
-            Step::Signals => "resetting signal handlers".into(),
+            Step::Signals if i == 0 => "unblocking signals (rt_sigprocmask)".into(),
+            Step::Signals => format!("resetting signal {i} to SIG_DFL (rt_sigaction)"),
             Step::Sync => "waiting for the parent (it went away)".into(),
             Step::Setgroups => "setgroups(0, NULL)".into(),
             Step::Setresgid => format!("setresgid({})", self.gid.unwrap_or(0)),
@@ -1182,25 +1199,20 @@ struct CloneArgs {
 const CLONE_ARGS_SIZE_VER0: usize = 64;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// Blocks every signal for the lifetime of the guard, restoring the old mask on drop.
-struct SigBlock(libc::sigset_t);
+/// Blocks every signal (the libc-internal ones too, which `pthread_sigmask` leaves
+/// out) for the lifetime of the guard, restoring the old mask on drop: no handler of
+/// ours runs in the child before it has reset them, nor on a vfork-style child's stack.
+struct SigBlock(Option<u64>);
 impl SigBlock {
     fn new() -> SigBlock {
-        // SAFETY: sigset_t is plain data; sigfillset initialises `all` and
-        // pthread_sigmask writes the previous mask into `old`.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-            SigBlock(old)
-        }
+        SigBlock(raw::set_sigmask(!0).ok())
     }
 }
 impl Drop for SigBlock {
     fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `new`; a valid sigset_t.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        if let Some(old) = self.0 {
+            let _ = raw::set_sigmask(old);
+        }
     }
 }
 
@@ -1367,7 +1379,284 @@ fn clone_error(syscall: &'static str, flags: u64, cgroup: bool, errno: i32) -> E
     }
 }
 
-// ----- the child: only async-signal-safe code from here on -----
+// ----- the child: only raw syscalls from here on -----
+//
+// Nothing below calls a libc wrapper: musl's setgroups/setuid/setrlimit run
+// `__synccall`, which takes the thread-list lock, and a child cloned while another
+// thread of the parent held that lock (creating or ending a thread) waits for it
+// forever (issue #12); musl's sigaction takes a lock for SIGABRT, and its open/close
+// are cancellation points that read the parent thread's state. `libc::syscall` is
+// the kernel call and an errno store, nothing else. No allocation, no panics.
+
+/// Raw syscalls for the child, each `Err(errno)` on failure.
+mod raw {
+    use std::ffi::CStr;
+
+    use libc::{c_int, c_long, c_uint, c_ulong};
+
+    use super::RawFd;
+
+    pub(super) fn errno() -> i32 {
+        // SAFETY: __errno_location returns the calling thread's errno slot, always valid.
+        unsafe { *libc::__errno_location() }
+    }
+
+    fn ret(r: c_long) -> Result<c_long, i32> {
+        if r < 0 { Err(errno()) } else { Ok(r) }
+    }
+
+    /// `struct sigaction` as the kernel takes it (handler, flags, restorer, mask):
+    /// all zero is SIG_DFL, no flags, an empty mask.
+    const KERNEL_SIGACTION_WORDS: usize = 4;
+    /// The kernel's sigset_t: 64 signals, 8 bytes (rt_sigaction's `sigsetsize`).
+    const SIGSET_BYTES: usize = 8;
+
+    /// rt_sigaction(sig, SIG_DFL).
+    pub(super) fn default_action(sig: c_int) -> Result<(), i32> {
+        let dfl = [0u64; KERNEL_SIGACTION_WORDS];
+        // SAFETY: dfl is a readable kernel sigaction; no old action is asked for.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                c_long::from(sig),
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                SIGSET_BYTES,
+            )
+        })
+        .map(drop)
+    }
+
+    /// rt_sigprocmask(SIG_SETMASK, `mask`), returning the previous mask: all 64
+    /// signals, the libc-internal ones included (a libc wrapper would leave those out).
+    pub(super) fn set_sigmask(mask: u64) -> Result<u64, i32> {
+        let mut old = 0u64;
+        // SAFETY: mask and old are 8-byte sigsets, readable and writable.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                c_long::from(libc::SIG_SETMASK),
+                &raw const mask,
+                &raw mut old,
+                SIGSET_BYTES,
+            )
+        })
+        .map(|_| old)
+    }
+
+    pub(super) fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, i32> {
+        // SAFETY: buf is writable for buf.len() bytes.
+        ret(unsafe { libc::syscall(libc::SYS_read, c_long::from(fd), buf.as_mut_ptr(), buf.len()) })
+            .map(|n| n as usize)
+    }
+
+    pub(super) fn write(fd: RawFd, buf: &[u8]) -> Result<usize, i32> {
+        // SAFETY: buf is readable for buf.len() bytes.
+        ret(unsafe { libc::syscall(libc::SYS_write, c_long::from(fd), buf.as_ptr(), buf.len()) })
+            .map(|n| n as usize)
+    }
+
+    pub(super) fn close(fd: RawFd) {
+        // SAFETY: closes an fd of ours; an error leaves nothing to undo.
+        unsafe { libc::syscall(libc::SYS_close, c_long::from(fd)) };
+    }
+
+    /// openat(2) with O_CLOEXEC added.
+    pub(super) fn openat(dir: RawFd, path: &CStr, flags: c_int) -> Result<RawFd, i32> {
+        // SAFETY: path is NUL-terminated; returns a new fd or -1.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                c_long::from(dir),
+                path.as_ptr(),
+                c_long::from(flags | libc::O_CLOEXEC),
+                0 as c_long,
+            )
+        })
+        .map(|fd| fd as RawFd)
+    }
+
+    pub(super) fn open(path: &CStr, flags: c_int) -> Result<RawFd, i32> {
+        openat(libc::AT_FDCWD, path, flags)
+    }
+
+    /// openat2(2) (5.6).
+    pub(super) fn openat2(
+        dir: RawFd,
+        path: &CStr,
+        how: &crate::sys::OpenHow,
+    ) -> Result<RawFd, i32> {
+        // SAFETY: path is NUL-terminated, `how` a valid open_how whose size is passed.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                c_long::from(dir),
+                path.as_ptr(),
+                std::ptr::from_ref(how),
+                std::mem::size_of::<crate::sys::OpenHow>(),
+            )
+        })
+        .map(|fd| fd as RawFd)
+    }
+
+    /// fcntl(F_DUPFD_CLOEXEC).
+    pub(super) fn dup_cloexec(fd: RawFd) -> Result<RawFd, i32> {
+        // SAFETY: duplicates an open fd; no pointers.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_fcntl,
+                c_long::from(fd),
+                c_long::from(libc::F_DUPFD_CLOEXEC),
+                0 as c_long,
+            )
+        })
+        .map(|fd| fd as RawFd)
+    }
+
+    /// Makes `src` the fd `target`, without CLOEXEC: dup3, or clearing CLOEXEC when
+    /// it already is that fd.
+    pub(super) fn move_to(src: RawFd, target: RawFd) -> Result<(), i32> {
+        // SAFETY: fd operations without pointers.
+        ret(unsafe {
+            if src == target {
+                libc::syscall(
+                    libc::SYS_fcntl,
+                    c_long::from(target),
+                    c_long::from(libc::F_SETFD),
+                    0 as c_long,
+                )
+            } else {
+                libc::syscall(
+                    libc::SYS_dup3,
+                    c_long::from(src),
+                    c_long::from(target),
+                    0 as c_long,
+                )
+            }
+        })
+        .map(drop)
+    }
+
+    /// Whether `fd` (an O_PATH fd) is a symlink: statx(AT_EMPTY_PATH, STATX_TYPE).
+    pub(super) fn is_symlink(fd: RawFd) -> Result<bool, i32> {
+        // SAFETY: statx is plain data the kernel fills in.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: empty NUL-terminated path with AT_EMPTY_PATH; stx is writable.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_statx,
+                c_long::from(fd),
+                c"".as_ptr(),
+                c_long::from(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW),
+                c_long::from(libc::STATX_TYPE),
+                &raw mut stx,
+            )
+        })?;
+        Ok(c_uint::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFLNK)
+    }
+
+    /// setgroups(0, NULL): no supplementary groups.
+    pub(super) fn drop_groups() -> Result<(), i32> {
+        // SAFETY: an empty list; no pointer is read.
+        ret(unsafe { libc::syscall(libc::SYS_setgroups, 0 as c_long, std::ptr::null::<libc::gid_t>()) })
+            .map(drop)
+    }
+
+    pub(super) fn setresgid(g: u32) -> Result<(), i32> {
+        let g = c_long::from(g);
+        // SAFETY: integers only.
+        ret(unsafe { libc::syscall(libc::SYS_setresgid, g, g, g) }).map(drop)
+    }
+
+    pub(super) fn setresuid(u: u32) -> Result<(), i32> {
+        let u = c_long::from(u);
+        // SAFETY: integers only.
+        ret(unsafe { libc::syscall(libc::SYS_setresuid, u, u, u) }).map(drop)
+    }
+
+    pub(super) fn setns(fd: RawFd, kinds: c_int) -> Result<(), i32> {
+        // SAFETY: integers only.
+        ret(unsafe { libc::syscall(libc::SYS_setns, c_long::from(fd), c_long::from(kinds)) })
+            .map(drop)
+    }
+
+    pub(super) fn unshare(kinds: c_int) -> Result<(), i32> {
+        // SAFETY: flags only.
+        ret(unsafe { libc::syscall(libc::SYS_unshare, c_long::from(kinds)) }).map(drop)
+    }
+
+    pub(super) fn sethostname(name: &[u8]) -> Result<(), i32> {
+        // SAFETY: name is readable for name.len() bytes.
+        ret(unsafe { libc::syscall(libc::SYS_sethostname, name.as_ptr(), name.len()) }).map(drop)
+    }
+
+    pub(super) fn setdomainname(name: &[u8]) -> Result<(), i32> {
+        // SAFETY: name is readable for name.len() bytes.
+        ret(unsafe { libc::syscall(libc::SYS_setdomainname, name.as_ptr(), name.len()) })
+            .map(drop)
+    }
+
+    /// mount(2); every pointer NUL-terminated or NULL.
+    pub(super) fn mount(
+        source: *const libc::c_char,
+        target: *const libc::c_char,
+        fstype: *const libc::c_char,
+        flags: c_ulong,
+        data: *const libc::c_char,
+    ) -> Result<(), i32> {
+        // SAFETY: the caller passes NUL-terminated strings or NULL, alive for the call.
+        ret(unsafe { libc::syscall(libc::SYS_mount, source, target, fstype, flags, data) })
+            .map(drop)
+    }
+
+    pub(super) fn umount_detach(target: &CStr) -> Result<(), i32> {
+        // SAFETY: target is NUL-terminated.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_umount2,
+                target.as_ptr(),
+                c_long::from(libc::MNT_DETACH),
+            )
+        })
+        .map(drop)
+    }
+
+    pub(super) fn pivot_root_dot() -> Result<(), i32> {
+        // SAFETY: literal NUL-terminated paths.
+        ret(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })
+            .map(drop)
+    }
+
+    pub(super) fn fchdir(fd: RawFd) -> Result<(), i32> {
+        // SAFETY: an integer only.
+        ret(unsafe { libc::syscall(libc::SYS_fchdir, c_long::from(fd)) }).map(drop)
+    }
+
+    pub(super) fn chdir(path: &CStr) -> Result<(), i32> {
+        // SAFETY: path is NUL-terminated.
+        ret(unsafe { libc::syscall(libc::SYS_chdir, path.as_ptr()) }).map(drop)
+    }
+
+    /// execve(2); returns only on failure, with the errno.
+    pub(super) fn execve(
+        path: &CStr,
+        argv: *const *const libc::c_char,
+        envp: *const *const libc::c_char,
+    ) -> i32 {
+        // SAFETY: path NUL-terminated; argv and envp NULL-terminated arrays of
+        // NUL-terminated strings that live until execve replaces this address space.
+        unsafe { libc::syscall(libc::SYS_execve, path.as_ptr(), argv, envp) };
+        errno()
+    }
+
+    /// exit_group(2): ends the child without running anything of the parent's.
+    pub(super) fn exit(code: c_int) -> ! {
+        loop {
+            // SAFETY: exit_group does not return.
+            unsafe { libc::syscall(libc::SYS_exit_group, c_long::from(code)) };
+        }
+    }
+}
 
 /// Writes the (step, index, errno) record and exits 127. Never returns.
 fn fail(p: &Prepared, step: Step, index: usize, errno: i32) -> ! {
@@ -1379,8 +1668,7 @@ fn fail(p: &Prepared, step: Step, index: usize, errno: i32) -> ! {
         i.store(index as u32, Ordering::Relaxed);
         e.store(errno as u32, Ordering::Relaxed);
         p.failed.store(true, Ordering::Release);
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(127) }
+        raw::exit(127)
     }
     let mut rec = [0u8; 12];
     let (a, b, c) = (
@@ -1393,20 +1681,14 @@ fn fail(p: &Prepared, step: Step, index: usize, errno: i32) -> ! {
             *slot = *byte;
         }
     }
-    // SAFETY: write and _exit are async-signal-safe; rec is a valid 12-byte buffer.
-    unsafe {
-        libc::write(p.err_w, rec.as_ptr().cast(), rec.len());
-        libc::_exit(127)
-    }
-}
-
-fn child_errno() -> i32 {
-    // SAFETY: __errno_location returns the calling thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() }
+    // One write of 12 bytes to a pipe is atomic (below PIPE_BUF); if it fails the
+    // parent sees a short report or EOF, and the exit status.
+    let _ = raw::write(p.err_w, &rec);
+    raw::exit(127)
 }
 
 /// Formats `/proc/self/fd/N` into `buf` (NUL-terminated), without allocation.
-fn fd_path(buf: &mut [u8; 32], fd: RawFd) -> *const libc::c_char {
+fn fd_path(buf: &mut [u8; 32], fd: RawFd) -> &CStr {
     let prefix = b"/proc/self/fd/";
     let mut digits = [0u8; 12];
     let mut n = fd.max(0) as u32;
@@ -1431,49 +1713,31 @@ fn fd_path(buf: &mut [u8; 32], fd: RawFd) -> *const libc::c_char {
     if let Some(slot) = buf.get_mut(pos) {
         *slot = 0;
     }
-    buf.as_ptr().cast()
+    CStr::from_bytes_until_nul(buf).unwrap_or(c"/proc/self/fd/")
 }
 
 /// Opens `rel` under `root` as O_PATH, confined: openat2(RESOLVE_IN_ROOT) where the
 /// kernel has it, else component by component with O_NOFOLLOW (symlinks refused).
-fn resolve_in_root(root: RawFd, rel: &CString) -> std::result::Result<RawFd, i32> {
+fn resolve_in_root(root: RawFd, rel: &CStr) -> std::result::Result<RawFd, i32> {
     let how = sys::OpenHow {
         flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
     };
-    // SAFETY: root is an open fd, rel NUL-terminated, `how` valid for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root,
-            rel.as_ptr(),
-            &raw const how,
-            std::mem::size_of::<sys::OpenHow>(),
-        )
-    };
-    if fd >= 0 {
-        return Ok(fd as RawFd);
-    }
-    let e = child_errno();
-    if e != libc::ENOSYS {
-        return Err(e);
+    match raw::openat2(root, rel, &how) {
+        Ok(fd) => return Ok(fd),
+        Err(libc::ENOSYS) => {}
+        Err(e) => return Err(e),
     }
     // Fallback: walk components in place, in a stack buffer.
-    let bytes = rel.as_bytes();
     let mut comp = [0u8; 256];
-    // SAFETY: dup of an open fd.
-    let mut cur = unsafe { libc::fcntl(root, libc::F_DUPFD_CLOEXEC, 0) };
-    if cur < 0 {
-        return Err(child_errno());
-    }
-    for part in bytes.split(|b| *b == b'/') {
+    let mut cur = raw::dup_cloexec(root)?;
+    for part in rel.to_bytes().split(|b| *b == b'/') {
         if part.is_empty() || part == b"." {
             continue;
         }
         if part == b".." || part.len() >= comp.len() {
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(cur) };
+            raw::close(cur);
             return Err(libc::EXDEV);
         }
         for (i, b) in part.iter().enumerate() {
@@ -1484,26 +1748,12 @@ fn resolve_in_root(root: RawFd, rel: &CString) -> std::result::Result<RawFd, i32
         if let Some(s) = comp.get_mut(part.len()) {
             *s = 0;
         }
-        // SAFETY: cur is open; comp is NUL-terminated.
-        let next = unsafe {
-            libc::openat(
-                cur,
-                comp.as_ptr().cast(),
-                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        let e = child_errno();
-        // SAFETY: closing our own fd.
-        unsafe { libc::close(cur) };
-        if next < 0 {
-            return Err(e);
-        }
-        // SAFETY: st is plain data written by fstat.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: next is open; st is writable.
-        if unsafe { libc::fstat(next, &mut st) } < 0 || st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(next) };
+        let name = CStr::from_bytes_until_nul(&comp).map_err(|_| libc::EINVAL);
+        let next = name.and_then(|n| raw::openat(cur, n, libc::O_PATH | libc::O_NOFOLLOW));
+        raw::close(cur);
+        let next = next?;
+        if raw::is_symlink(next) != Ok(false) {
+            raw::close(next);
             return Err(libc::ELOOP);
         }
         cur = next;
@@ -1511,197 +1761,142 @@ fn resolve_in_root(root: RawFd, rel: &CString) -> std::result::Result<RawFd, i32
     Ok(cur)
 }
 
-fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
-    // SAFETY (whole function): each block below is a raw syscall through libc on
-    // buffers prepared by the parent before the clone, which stay valid in this copy
-    // of its address space; nothing allocates, locks or unwinds.
+/// The highest signal number (the kernel's _NSIG on Linux).
+const NSIG: libc::c_int = 64;
 
-    // Signals: default dispositions (SIGPIPE too, which Rust ignores), then unblock.
-    for sig in 1..=64 {
+fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
+    // Every buffer read here was prepared by the parent before the clone and stays
+    // valid in this copy (or, vfork-style, this borrow) of its address space.
+
+    // Signals: default dispositions for all of them (handlers, and SIGPIPE, which
+    // Rust ignores and an ignored signal would stay ignored across exec), then
+    // unblock (the parent blocked everything across the clone, so no handler of
+    // its has run here).
+    for sig in 1..=NSIG {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: sigaction with a NULL new action only reads the current one.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: `old` is a writable sigaction.
-        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
-            continue;
-        }
-        if old.sa_sigaction != libc::SIG_DFL {
-            // SAFETY: zeroed sigaction is SIG_DFL with an empty mask.
-            let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: dfl is a valid sigaction.
-            unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+        if let Err(e) = raw::default_action(sig) {
+            fail(p, Step::Signals, sig as usize, e);
         }
     }
-    // SAFETY: an empty sigset_t, then setting it as the mask.
-    unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-            fail(p, Step::Signals, 0, child_errno());
-        }
+    if let Err(e) = raw::set_sigmask(0) {
+        fail(p, Step::Signals, 0, e);
     }
 
     if let (Some(r), Some(w)) = (p.sync_r, p.sync_w) {
-        // SAFETY: closing our copy of the parent's end, so its exit gives us EOF.
-        unsafe { libc::close(w) };
-        let mut b = 0u8;
+        // Closing our copy of the parent's end, so its exit gives us EOF.
+        raw::close(w);
+        let mut b = [0u8; 1];
         loop {
-            // SAFETY: b is a writable byte.
-            let n = unsafe { libc::read(r, (&raw mut b).cast(), 1) };
-            if n == 1 {
-                break;
+            match raw::read(r, &mut b) {
+                Ok(1) => break,
+                Err(libc::EINTR) => continue,
+                Ok(_) => fail(p, Step::Sync, 0, libc::EPIPE),
+                Err(e) => fail(p, Step::Sync, 0, e),
             }
-            if n < 0 && child_errno() == libc::EINTR {
-                continue;
-            }
-            fail(
-                p,
-                Step::Sync,
-                0,
-                if n == 0 { libc::EPIPE } else { child_errno() },
-            );
         }
     }
 
-    if p.drop_groups {
-        // SAFETY: setgroups with an empty list.
-        if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
-            fail(p, Step::Setgroups, 0, child_errno());
-        }
+    if p.drop_groups
+        && let Err(e) = raw::drop_groups()
+    {
+        fail(p, Step::Setgroups, 0, e);
     }
-    if let Some(g) = p.gid {
-        // SAFETY: raw syscall (the libc wrapper would signal other threads, which do
-        // not exist in the child).
-        if unsafe { libc::syscall(libc::SYS_setresgid, g, g, g) } != 0 {
-            fail(p, Step::Setresgid, 0, child_errno());
-        }
+    if let Some(g) = p.gid
+        && let Err(e) = raw::setresgid(g)
+    {
+        fail(p, Step::Setresgid, 0, e);
     }
-    if let Some(u) = p.uid {
-        // SAFETY: raw syscall, as for setresgid.
-        if unsafe { libc::syscall(libc::SYS_setresuid, u, u, u) } != 0 {
-            fail(p, Step::Setresuid, 0, child_errno());
-        }
+    if let Some(u) = p.uid
+        && let Err(e) = raw::setresuid(u)
+    {
+        fail(p, Step::Setresuid, 0, e);
     }
 
     for (i, (fd, kinds, fallback)) in p.joins.iter().enumerate() {
-        // SAFETY: fd is an open nsfs or pidfd.
-        if unsafe { libc::setns(*fd, *kinds) } == 0 {
-            continue;
-        }
-        let e = child_errno();
-        if e != libc::EINVAL || fallback.is_empty() {
-            fail(p, Step::Join, i, e);
+        match raw::setns(*fd, *kinds) {
+            Ok(()) => continue,
+            Err(libc::EINVAL) if !fallback.is_empty() => {}
+            Err(e) => fail(p, Step::Join, i, e),
         }
         for (path, kind) in fallback {
-            // SAFETY: path is NUL-terminated.
-            let nfd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-            // SAFETY: nfd is open (checked).
-            if nfd < 0 || unsafe { libc::setns(nfd, *kind) } != 0 {
-                fail(p, Step::Join, i, child_errno());
+            let joined = raw::open(path, libc::O_RDONLY).and_then(|nfd| {
+                let r = raw::setns(nfd, *kind);
+                raw::close(nfd);
+                r
+            });
+            if let Err(e) = joined {
+                fail(p, Step::Join, i, e);
             }
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(nfd) };
         }
     }
 
-    if p.unshare_cgroup {
-        // SAFETY: unshare takes flags only.
-        if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
-            fail(p, Step::UnshareCgroup, 0, child_errno());
-        }
+    if p.unshare_cgroup
+        && let Err(e) = raw::unshare(libc::CLONE_NEWCGROUP)
+    {
+        fail(p, Step::UnshareCgroup, 0, e);
     }
     if let Some(text) = &p.time_offsets {
-        // SAFETY: unshare takes flags only.
-        if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
-            fail(p, Step::UnshareTime, 0, child_errno());
+        if let Err(e) = raw::unshare(libc::CLONE_NEWTIME) {
+            fail(p, Step::UnshareTime, 0, e);
         }
-        // SAFETY: a NUL-terminated literal path.
-        let fd = unsafe {
-            libc::open(
-                c"/proc/self/timens_offsets".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            )
-        };
-        // SAFETY: text is a readable buffer; fd checked.
-        if fd < 0 || unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) } < 0 {
-            fail(p, Step::TimeOffsets, 0, child_errno());
+        let written = raw::open(c"/proc/self/timens_offsets", libc::O_WRONLY).and_then(|fd| {
+            let r = raw::write(fd, text);
+            raw::close(fd);
+            r
+        });
+        if let Err(e) = written {
+            fail(p, Step::TimeOffsets, 0, e);
         }
-        // SAFETY: closing our own fd.
-        unsafe { libc::close(fd) };
-        // SAFETY: a NUL-terminated literal path.
-        let fd = unsafe {
-            libc::open(
-                c"/proc/self/ns/time_for_children".as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        // SAFETY: fd checked.
-        if fd < 0 || unsafe { libc::setns(fd, libc::CLONE_NEWTIME) } != 0 {
-            fail(p, Step::EnterTime, 0, child_errno());
-        }
-        // SAFETY: closing our own fd.
-        unsafe { libc::close(fd) };
-    }
-    if let Some(h) = &p.hostname {
-        // SAFETY: h is a readable buffer of h.len() bytes.
-        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
-            fail(p, Step::Hostname, 0, child_errno());
+        let entered = raw::open(c"/proc/self/ns/time_for_children", libc::O_RDONLY).and_then(
+            |fd| {
+                let r = raw::setns(fd, libc::CLONE_NEWTIME);
+                raw::close(fd);
+                r
+            },
+        );
+        if let Err(e) = entered {
+            fail(p, Step::EnterTime, 0, e);
         }
     }
-    if let Some(d) = &p.domainname {
-        // SAFETY: d is a readable buffer of d.len() bytes.
-        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            fail(p, Step::Domainname, 0, child_errno());
-        }
+    if let Some(h) = &p.hostname
+        && let Err(e) = raw::sethostname(h)
+    {
+        fail(p, Step::Hostname, 0, e);
     }
-    if let Some(flags) = p.propagation {
-        // SAFETY: NUL-terminated literal path, NULL source/type/data.
-        if unsafe {
-            libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            )
-        } != 0
-        {
-            fail(p, Step::Propagation, 0, child_errno());
-        }
+    if let Some(d) = &p.domainname
+        && let Err(e) = raw::setdomainname(d)
+    {
+        fail(p, Step::Domainname, 0, e);
+    }
+    let null = std::ptr::null::<libc::c_char>();
+    if let Some(flags) = p.propagation
+        && let Err(e) = raw::mount(null, c"/".as_ptr(), null, flags, null)
+    {
+        fail(p, Step::Propagation, 0, e);
     }
 
     let mut root_fd: RawFd = -1;
     if let Some(root) = &p.root {
-        if p.pivot_root {
-            // pivot_root needs the new root to be a mount point.
-            // SAFETY: NUL-terminated paths.
-            if unsafe {
-                libc::mount(
-                    root.as_ptr(),
-                    root.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                )
-            } != 0
-            {
-                fail(p, Step::BindRoot, 0, child_errno());
-            }
-        }
-        // SAFETY: NUL-terminated path.
-        root_fd = unsafe {
-            libc::open(
+        // pivot_root needs the new root to be a mount point.
+        if p.pivot_root
+            && let Err(e) = raw::mount(
                 root.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                root.as_ptr(),
+                null,
+                libc::MS_BIND | libc::MS_REC,
+                null,
             )
-        };
-        if root_fd < 0 {
-            fail(p, Step::OpenRoot, 0, child_errno());
+        {
+            fail(p, Step::BindRoot, 0, e);
         }
+        root_fd = match raw::open(root, libc::O_PATH | libc::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e) => fail(p, Step::OpenRoot, 0, e),
+        };
     }
-    let opt = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    let opt = |c: &Option<CString>| c.as_ref().map_or(null, |c| c.as_ptr());
     for (i, m) in p.mounts.iter().enumerate() {
         let mut buf = [0u8; 32];
         let mut tfd = -1;
@@ -1710,33 +1905,22 @@ fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
                 Ok(fd) => fd,
                 Err(e) => fail(p, Step::ResolveTarget, i, e),
             };
-            fd_path(&mut buf, tfd)
+            fd_path(&mut buf, tfd).as_ptr()
         } else {
             m.target.as_ptr()
         };
-        // SAFETY: every pointer is NUL-terminated or NULL.
-        if unsafe {
-            libc::mount(
-                opt(&m.source),
-                target,
-                opt(&m.fstype),
-                m.flags,
-                opt(&m.data).cast(),
-            )
-        } != 0
-        {
-            fail(p, Step::Mount, i, child_errno());
+        if let Err(e) = raw::mount(opt(&m.source), target, opt(&m.fstype), m.flags, opt(&m.data)) {
+            fail(p, Step::Mount, i, e);
         }
         if m.remount_ro {
             let target = if tfd >= 0 {
                 // The fd still names the covered directory: reopen to reach the mount.
-                // SAFETY: closing our own fd.
-                unsafe { libc::close(tfd) };
+                raw::close(tfd);
                 tfd = match resolve_in_root(root_fd, &m.target) {
                     Ok(fd) => fd,
                     Err(e) => fail(p, Step::ResolveTarget, i, e),
                 };
-                fd_path(&mut buf, tfd)
+                fd_path(&mut buf, tfd).as_ptr()
             } else {
                 m.target.as_ptr()
             };
@@ -1744,63 +1928,37 @@ fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
                 | libc::MS_REMOUNT
                 | libc::MS_RDONLY
                 | (m.flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC));
-            // SAFETY: target NUL-terminated; NULL source/type/data.
-            if unsafe {
-                libc::mount(
-                    std::ptr::null(),
-                    target,
-                    std::ptr::null(),
-                    flags,
-                    std::ptr::null(),
-                )
-            } != 0
-            {
-                fail(p, Step::Mount, i, child_errno());
+            if let Err(e) = raw::mount(null, target, null, flags, null) {
+                fail(p, Step::Mount, i, e);
             }
         }
         if tfd >= 0 {
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(tfd) };
+            raw::close(tfd);
         }
     }
     if p.pivot_root {
         // The runc way: no put_old directory; the old root ends up stacked on "." and
         // is detached, so nothing in the new root leads back to it.
-        // SAFETY: root_fd is open; literal NUL-terminated paths.
-        let ok = unsafe {
-            libc::fchdir(root_fd) == 0
-                && libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0
-                && libc::umount2(c".".as_ptr(), libc::MNT_DETACH) == 0
-                && libc::chdir(c"/".as_ptr()) == 0
-        };
-        if !ok {
-            fail(p, Step::PivotRoot, 0, child_errno());
+        let pivoted = raw::fchdir(root_fd)
+            .and_then(|()| raw::pivot_root_dot())
+            .and_then(|()| raw::umount_detach(c"."))
+            .and_then(|()| raw::chdir(c"/"));
+        if let Err(e) = pivoted {
+            fail(p, Step::PivotRoot, 0, e);
         }
     }
     if root_fd >= 0 {
-        // SAFETY: closing our own fd.
-        unsafe { libc::close(root_fd) };
+        raw::close(root_fd);
     }
-    if let Some(cwd) = &p.cwd {
-        // SAFETY: NUL-terminated path.
-        if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
-            fail(p, Step::Chdir, 0, child_errno());
-        }
+    if let Some(cwd) = &p.cwd
+        && let Err(e) = raw::chdir(cwd)
+    {
+        fail(p, Step::Chdir, 0, e);
     }
     for (target, src) in p.stdio.iter().enumerate() {
         let Some(src) = *src else { continue };
-        let t = target as RawFd;
-        // SAFETY: src is an fd prepared by the parent; dup2 onto 0..2 clears CLOEXEC,
-        // and an fd already in place only needs CLOEXEC cleared.
-        let r = unsafe {
-            if src == t {
-                libc::fcntl(t, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(src, t)
-            }
-        };
-        if r < 0 {
-            fail(p, Step::Stdio, target, child_errno());
+        if let Err(e) = raw::move_to(src, target as RawFd) {
+            fail(p, Step::Stdio, target, e);
         }
     }
     for (i, f) in pre_exec.iter_mut().enumerate() {
@@ -1815,10 +1973,7 @@ fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
     }
     let mut last = libc::ENOENT;
     for c in &p.candidates {
-        // SAFETY: c, argv and envp are NUL-terminated and NULL-terminated arrays that
-        // live in this address space until execve replaces it.
-        unsafe { libc::execve(c.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr()) };
-        let e = child_errno();
+        let e = raw::execve(c, p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
         if e != libc::ENOENT && e != libc::ENOTDIR {
             last = e;
             if e != libc::EACCES {
@@ -1861,9 +2016,19 @@ impl Child {
 
     /// Waits for exit: waitid(P_PIDFD) (5.4), waitpid(2) before that. Returns the
     /// cached status on later calls.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchProcess`] when the child was reaped elsewhere; an error, never a
+    /// made-up success, when the kernel reports no status.
     pub fn wait(&mut self) -> Result<ExitStatus> {
-        self.wait_flags(libc::WEXITED)
-            .map(|s| s.unwrap_or(ExitStatus::from_raw(0)))
+        self.wait_flags(libc::WEXITED)?.ok_or_else(|| Error::Sys {
+            syscall: "waitid",
+            what: format!(
+                "P_PIDFD pid {}: returned without an exit status although it blocks until one",
+                self.pid
+            ),
+            source: io::Error::from_raw_os_error(libc::ECHILD),
+        })
     }
 
     /// The exit status if the child has exited, without blocking.
@@ -1891,17 +2056,15 @@ impl Child {
                 // SAFETY: waitid filled a SIGCHLD siginfo (or left it zeroed with WNOHANG).
                 let (pid, code, status) =
                     unsafe { (info.si_pid(), info.si_code, info.si_status()) };
-                if pid == 0 {
-                    return Ok(None);
+                let st = exit_status(pid, code, status).map_err(|code| Error::Sys {
+                    syscall: "waitid",
+                    what: format!("P_PIDFD pid {}: unknown si_code {code}", self.pid),
+                    source: io::Error::from_raw_os_error(libc::EPROTO),
+                })?;
+                if st.is_some() {
+                    self.status = st;
                 }
-                let raw = match code {
-                    libc::CLD_EXITED => (status & 0xff) << 8,
-                    libc::CLD_DUMPED => status | 0x80,
-                    _ => status,
-                };
-                let st = ExitStatus::from_raw(raw);
-                self.status = Some(st);
-                return Ok(Some(st));
+                return Ok(st);
             }
             match sys::errno() {
                 libc::EINTR => continue,
@@ -1932,5 +2095,47 @@ impl Child {
                 e => return Err(error::sys("waitid", format!("P_PIDFD pid {}", self.pid), e)),
             }
         }
+    }
+}
+
+/// The exit status a waitid(2) siginfo reports: `Ok(None)` when it holds no child
+/// (`si_pid` 0: WNOHANG and nothing exited yet), `Err(si_code)` for a code that is no
+/// exit (only `WEXITED` is asked for).
+fn exit_status(
+    pid: libc::pid_t,
+    code: libc::c_int,
+    status: libc::c_int,
+) -> std::result::Result<Option<ExitStatus>, libc::c_int> {
+    if pid == 0 {
+        return Ok(None);
+    }
+    let raw = match code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_KILLED => status & 0x7f,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        code => return Err(code),
+    };
+    Ok(Some(ExitStatus::from_raw(raw)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_siginfo_without_a_child_is_no_status_and_never_success() {
+        assert_eq!(exit_status(0, 0, 0), Ok(None));
+        assert_eq!(exit_status(0, libc::CLD_EXITED, 0), Ok(None));
+        let ok = exit_status(7, libc::CLD_EXITED, 0).unwrap().unwrap();
+        assert!(ok.success());
+        let three = exit_status(7, libc::CLD_EXITED, 3).unwrap().unwrap();
+        assert_eq!(three.code(), Some(3));
+        let killed = exit_status(7, libc::CLD_KILLED, libc::SIGKILL).unwrap().unwrap();
+        assert_eq!(killed.signal(), Some(libc::SIGKILL));
+        let dumped = exit_status(7, libc::CLD_DUMPED, libc::SIGSEGV).unwrap().unwrap();
+        assert_eq!(dumped.signal(), Some(libc::SIGSEGV));
+        assert!(dumped.core_dumped());
+        // A stop or trap is not an exit: an error, not a status.
+        assert_eq!(exit_status(7, libc::CLD_STOPPED, libc::SIGSTOP), Err(libc::CLD_STOPPED));
     }
 }

@@ -292,8 +292,11 @@ fn pivot_root_leaves_no_path_to_the_old_root() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("rootfs");
     std::fs::create_dir_all(root.join("proc")).unwrap();
-    // The test binary is static (the workspace builds static musl binaries).
-    std::fs::copy(std::env::current_exe().unwrap(), root.join("helper")).unwrap();
+    // The test binary (static: the workspace builds static musl binaries) is bound
+    // in, not copied: a copy is a file written by this process, and a child that
+    // another test thread cloned meanwhile holds that write fd until its exec, so the
+    // exec of the copy failed with ETXTBSY now and then under load.
+    std::fs::File::create(root.join("helper")).unwrap();
     let outside = t.path().join("outside-marker");
     std::fs::write(&outside, "x").unwrap();
     let mut s = Spawn::new("/helper");
@@ -303,6 +306,7 @@ fn pivot_root_leaves_no_path_to_the_old_root() {
         .namespaces(Namespace::MOUNT | Namespace::PID)
         .root(&root)
         .mount(MountSpec::proc("/proc"))
+        .mount(MountSpec::bind(std::env::current_exe().unwrap(), "/helper").readonly())
         .pivot_root(true)
         .current_dir("/");
     if common::root_is_rootfs() {
@@ -322,8 +326,8 @@ fn pivot_root_leaves_no_path_to_the_old_root() {
     let f = run(&mut s);
     assert_eq!(f["root"], "helper,proc");
     assert_eq!(
-        f["mounts"], "/,/proc",
-        "only the new root and its /proc are mounted"
+        f["mounts"], "/,/proc,/helper",
+        "only the new root, its /proc and the helper are mounted"
     );
     assert_eq!(f["dotdot_is_root"], "true");
     assert_eq!(f["outside_visible"], "false");

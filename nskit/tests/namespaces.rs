@@ -708,3 +708,36 @@ async fn spawn_is_safe_in_a_multithreaded_tokio_runtime() {
         n.join().unwrap();
     }
 }
+
+/// The children this thread has (zombies included): `/proc/thread-self/children`.
+fn my_children() -> String {
+    std::fs::read_to_string("/proc/thread-self/children")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_spawn_that_fails_after_the_clone_leaves_no_child_behind() {
+    common::assert_root();
+    // The parent's side fails: overlapping uid_map lines are refused by the kernel
+    // (EINVAL) after the child exists and waits for its maps.
+    let e = Spawn::new("true")
+        .namespaces(Namespace::USER)
+        .uid_map(IdMap::new(0, 100_000, 10))
+        .uid_map(IdMap::new(5, 200_000, 10))
+        .spawn()
+        .unwrap_err();
+    assert!(e.to_string().contains("uid_map"), "{e}");
+    assert_eq!(my_children(), "", "the child was left behind");
+    // The child's side fails (fork-style and vfork-style): it reports and exits, and
+    // is reaped.
+    for fork_style in [false, true] {
+        let e = Spawn::new("/nonexistent/nskit-no-such-program")
+            .force_clone2(fork_style)
+            .spawn()
+            .unwrap_err();
+        assert!(e.exec_error().is_some(), "{e:?}");
+        assert_eq!(my_children(), "", "fork_style={fork_style}: not reaped");
+    }
+}
