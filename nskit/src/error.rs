@@ -55,6 +55,20 @@ pub enum Error {
         /// The pid.
         pid: i32,
     },
+    /// The kernel has no namespace of this kind: `/proc/PID/ns/KIND` is missing for
+    /// a process, and so is ours (`/proc/self/ns/KIND`), so the kind is what is
+    /// missing, not the process.
+    #[error(
+        "this kernel has no {kind} namespace ({path} and /proc/self/ns/{kind} do not exist): it needs {needs}"
+    )]
+    NoNamespaceKind {
+        /// The /proc/PID/ns name of the kind, e.g. `time`.
+        kind: &'static str,
+        /// The namespace file asked for.
+        path: String,
+        /// What kernel has it, e.g. `Linux 5.6 or newer built with CONFIG_TIME_NS`.
+        needs: &'static str,
+    },
     /// An argument or combination of options was refused before any syscall.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -99,6 +113,7 @@ impl Error {
             | Error::Escape { source, .. } => source.raw_os_error(),
             Error::Unsupported { .. } => Some(libc::ENOSYS),
             Error::NoSuchProcess { .. } => Some(libc::ESRCH),
+            Error::NoNamespaceKind { .. } => Some(libc::ENOENT),
             Error::InvalidArgument(_) | Error::Nul { .. } => Some(libc::EINVAL),
         }
     }
@@ -114,9 +129,13 @@ impl Error {
         }
     }
 
-    /// True when the kernel lacks the feature ([`Error::Unsupported`]).
+    /// True when the kernel lacks the feature ([`Error::Unsupported`],
+    /// [`Error::NoNamespaceKind`]).
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, Error::Unsupported { .. })
+        matches!(
+            self,
+            Error::Unsupported { .. } | Error::NoNamespaceKind { .. }
+        )
     }
 }
 

@@ -119,8 +119,9 @@ impl NsId {
     /// The namespace of `kind` that process `pid` is in: stat(2) of `/proc/PID/ns/<kind>`.
     ///
     /// # Errors
-    /// [`Error::NoSuchProcess`] when the process is gone; `InvalidArgument` when `kind`
-    /// is not exactly one kind.
+    /// [`Error::NoSuchProcess`] when the process is gone (or a zombie);
+    /// [`Error::NoNamespaceKind`] when the kernel has no namespace of that kind;
+    /// `InvalidArgument` when `kind` is not exactly one kind.
     pub fn of(pid: i32, kind: Namespace) -> Result<NsId> {
         let name = single(kind)?;
         let path = format!("/proc/{pid}/ns/{name}");
@@ -129,8 +130,13 @@ impl NsId {
                 dev: m.dev(),
                 ino: m.ino(),
             }),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Error::NoSuchProcess { pid }),
-            Err(e) => Err(error::io("stat", path, e)),
+            Err(e) => Err(ns_file_error(
+                pid,
+                name,
+                "stat",
+                path,
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )),
         }
     }
 
@@ -151,6 +157,54 @@ impl NsId {
 impl fmt::Display for NsId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}]", self.ino)
+    }
+}
+
+/// Opens `/proc/PID/ns/NAME`.
+fn open_ns_file(pid: i32, name: &'static str) -> Result<OwnedFd> {
+    let path = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+    open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| ns_file_error(pid, name, "open", path.display().to_string(), e as i32))
+}
+
+/// The error for a `/proc/PID/ns/NAME` that `syscall` failed on. ENOENT there means
+/// either that the process is gone (or a zombie, whose namespaces are released) or
+/// that the kernel has no namespace of that kind: our own `/proc/self/ns/NAME` tells
+/// which (lstat: the entry itself, present for every kind the kernel has).
+fn ns_file_error(
+    pid: i32,
+    name: &'static str,
+    syscall: &'static str,
+    path: String,
+    errno: i32,
+) -> Error {
+    match errno {
+        libc::ENOENT
+            if std::fs::symlink_metadata(format!("/proc/self/ns/{name}"))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            Error::NoNamespaceKind {
+                kind: name,
+                path,
+                needs: kernel_with(name),
+            }
+        }
+        libc::ENOENT | libc::ESRCH => Error::NoSuchProcess { pid },
+        e => error::sys(syscall, path, e),
+    }
+}
+
+/// The kernel that has the namespace kind of this /proc/PID/ns name.
+fn kernel_with(name: &str) -> &'static str {
+    match name {
+        "cgroup" => "Linux 4.6 or newer built with CONFIG_CGROUPS",
+        "ipc" => "a kernel built with CONFIG_IPC_NS",
+        "net" => "a kernel built with CONFIG_NET_NS",
+        "pid" | "pid_for_children" => "a kernel built with CONFIG_PID_NS",
+        "time" | "time_for_children" => "Linux 5.6 or newer built with CONFIG_TIME_NS",
+        "user" => "Linux 3.8 or newer built with CONFIG_USER_NS",
+        "uts" => "a kernel built with CONFIG_UTS_NS",
+        _ => "a kernel that has this namespace kind",
     }
 }
 
@@ -186,18 +240,15 @@ impl NsHandle {
     /// Opens `/proc/PID/ns/<kind>`.
     ///
     /// # Errors
-    /// [`Error::NoSuchProcess`] when the pid is gone; `InvalidArgument` for a set of kinds.
+    /// [`Error::NoSuchProcess`] when the pid is gone (or a zombie);
+    /// [`Error::NoNamespaceKind`] when the kernel has no namespace of that kind;
+    /// `InvalidArgument` for a set of kinds.
     pub fn open(pid: i32, kind: Namespace) -> Result<NsHandle> {
-        let name = single(kind)?;
-        let path = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
-        match open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
-            Ok(fd) => Ok(NsHandle {
-                fd,
-                target: Target::One(kind),
-            }),
-            Err(nix::Error::ENOENT | nix::Error::ESRCH) => Err(Error::NoSuchProcess { pid }),
-            Err(e) => Err(error::nix("open", path.display().to_string(), e)),
-        }
+        let fd = open_ns_file(pid, single(kind)?)?;
+        Ok(NsHandle {
+            fd,
+            target: Target::One(kind),
+        })
     }
 
     /// Opens a namespace file by path (`/proc/PID/ns/net`, a bind mount of one such as
@@ -418,6 +469,41 @@ mod tests {
         assert_eq!(all.kinds().next(), Some(Namespace::USER));
         assert_eq!(all.kinds().last(), Some(Namespace::MOUNT));
         assert_eq!((Namespace::MOUNT | Namespace::PID).to_string(), "pid+mnt");
+    }
+
+    /// ENOENT on a namespace file of a live process is the kernel lacking the kind,
+    /// not the process missing: a kind no kernel has, opened for ourselves.
+    #[test]
+    fn a_missing_namespace_kind_is_not_a_missing_process() {
+        let me = std::process::id() as i32;
+        let e = open_ns_file(me, "nskit-no-such-kind").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::NoNamespaceKind {
+                    kind: "nskit-no-such-kind",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("this kernel has no nskit-no-such-kind namespace"),
+            "{e}"
+        );
+        assert!(e.is_unsupported());
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        // Every kind this kernel has opens; a kind it has, for a pid that does not
+        // exist, is the missing process.
+        for k in Namespace::all().kinds() {
+            let name = k.proc_name().unwrap();
+            if std::path::Path::new(&format!("/proc/self/ns/{name}")).exists() {
+                open_ns_file(me, name).unwrap();
+                let e = open_ns_file(i32::MAX, name).unwrap_err();
+                assert!(matches!(e, Error::NoSuchProcess { pid: i32::MAX }), "{e:?}");
+            }
+        }
     }
 
     #[test]

@@ -543,6 +543,38 @@ fn error_exited_pid() {
     }
 }
 
+/// A zombie (exited, not yet reaped) has its /proc/PID/ns entries but no namespaces
+/// behind them (ENOENT): that is the process gone, not the kernel lacking the kind.
+#[test]
+fn error_zombie_pid_is_no_such_process_not_a_missing_namespace_kind() {
+    let mut c = Spawn::new("true").spawn().unwrap();
+    let pid = c.pid();
+    // The pidfd becomes readable when the child exits; it is not reaped until wait.
+    let mut fds = [nix::poll::PollFd::new(
+        c.pidfd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    assert_eq!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(60_000u16)).unwrap(),
+        1
+    );
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/ns/net")).exists());
+    assert!(
+        std::fs::symlink_metadata(format!("/proc/{pid}/ns/net")).is_ok(),
+        "zombie"
+    );
+    for e in [
+        NsHandle::open(pid, Namespace::NET).unwrap_err(),
+        NsId::of(pid, Namespace::NET).unwrap_err(),
+    ] {
+        assert!(
+            matches!(e, Error::NoSuchProcess { pid: p } if p == pid),
+            "{e:?}"
+        );
+    }
+    assert!(c.wait().unwrap().success());
+}
+
 #[test]
 fn error_bad_flag_combinations() {
     type Setup = fn(&mut Spawn) -> &mut Spawn;
