@@ -503,6 +503,19 @@ impl DetachedMount {
     /// `(key, value)` (`value` `None` for a flag), `FSCONFIG_CMD_CREATE`, fsmount(2).
     /// 5.2+; each value is limited to 256 bytes by fsconfig.
     pub fn new_fs(fstype: &str, options: &[(&str, Option<&str>)]) -> Result<DetachedMount> {
+        let options: Vec<(&str, Option<&OsStr>)> = options
+            .iter()
+            .map(|(k, v)| (*k, v.map(OsStr::new)))
+            .collect();
+        DetachedMount::new_fs_os(fstype, &options)
+    }
+
+    /// [`new_fs`](DetachedMount::new_fs) with values as bytes (paths that need not be
+    /// UTF-8, such as overlay layers).
+    pub(crate) fn new_fs_os(
+        fstype: &str,
+        options: &[(&str, Option<&OsStr>)],
+    ) -> Result<DetachedMount> {
         let t = CString::new(fstype).map_err(|_| Error::Nul {
             what: "filesystem type",
             value: fstype.into(),
@@ -515,9 +528,9 @@ impl DetachedMount {
             })?;
             let vc = v
                 .map(|v| {
-                    CString::new(v).map_err(|_| Error::Nul {
+                    CString::new(v.as_bytes()).map_err(|_| Error::Nul {
                         what: "fsconfig value",
-                        value: v.into(),
+                        value: v.to_string_lossy().into_owned(),
                     })
                 })
                 .transpose()?;
@@ -527,7 +540,8 @@ impl DetachedMount {
                 sys::FSCONFIG_SET_FLAG
             };
             sys::fsconfig(fs.as_fd(), cmd, Some(&kc), vc.as_deref()).map_err(|e| {
-                error::sys("fsconfig", format!("{fstype}: {k}={}", v.unwrap_or("")), e)
+                let v = v.map(OsStr::to_string_lossy).unwrap_or_default();
+                error::sys("fsconfig", format!("{fstype}: {k}={v}"), e)
             })?;
         }
         sys::fsconfig(fs.as_fd(), sys::FSCONFIG_CMD_CREATE, None, None)
@@ -700,7 +714,9 @@ impl Overlay {
                 Err(e) => return Err(e),
             }
         }
-        let full = self.options(|p| p.display().to_string());
+        // Paths go to the kernel as the bytes they are: a lossy display() would
+        // mount another directory (or none) for a name that is not UTF-8.
+        let full = self.options(|p| p.as_os_str().as_bytes().to_vec());
         if full.len() <= MOUNT_DATA_MAX {
             return self.mount_classic(target, &full);
         }
@@ -720,9 +736,9 @@ impl Overlay {
             if self.lowers.iter().any(|l| l == p) && i < fds.len() {
                 let s = format!("/proc/self/fd/{}", fds[i].as_raw_fd());
                 i += 1;
-                s
+                s.into_bytes()
             } else {
-                p.display().to_string()
+                p.as_os_str().as_bytes().to_vec()
             }
         });
         if short.len() > MOUNT_DATA_MAX {
@@ -734,16 +750,25 @@ impl Overlay {
         self.mount_classic(target, &short)
     }
 
-    fn options(&self, mut name: impl FnMut(&Path) -> String) -> String {
-        let lowers: Vec<String> = self.lowers.iter().map(|l| name(l)).collect();
-        let mut s = format!("lowerdir={}", lowers.join(":"));
+    /// `lowerdir=L1:L2,upperdir=U,workdir=W`, each path as `name` gives it.
+    fn options(&self, mut name: impl FnMut(&Path) -> Vec<u8>) -> Vec<u8> {
+        let mut s = b"lowerdir=".to_vec();
+        for (i, l) in self.lowers.iter().enumerate() {
+            if i > 0 {
+                s.push(b':');
+            }
+            s.extend(name(l));
+        }
         if let Some((u, w)) = &self.upper {
-            s.push_str(&format!(",upperdir={},workdir={}", name(u), name(w)));
+            s.extend_from_slice(b",upperdir=");
+            s.extend(name(u));
+            s.extend_from_slice(b",workdir=");
+            s.extend(name(w));
         }
         s
     }
 
-    fn mount_classic(&self, target: &Path, data: &str) -> Result<()> {
+    fn mount_classic(&self, target: &Path, data: &[u8]) -> Result<()> {
         nix::mount::mount(
             Some("overlay"),
             target,
@@ -765,18 +790,14 @@ impl Overlay {
     }
 
     fn mount_fsconfig(&self, target: &Path) -> Result<()> {
-        let mut opts: Vec<(String, Option<String>)> = Vec::new();
+        let mut opts: Vec<(&str, Option<&OsStr>)> = Vec::new();
         for l in &self.lowers {
-            opts.push(("lowerdir+".into(), Some(l.display().to_string())));
+            opts.push(("lowerdir+", Some(l.as_os_str())));
         }
         if let Some((u, w)) = &self.upper {
-            opts.push(("upperdir".into(), Some(u.display().to_string())));
-            opts.push(("workdir".into(), Some(w.display().to_string())));
+            opts.push(("upperdir", Some(u.as_os_str())));
+            opts.push(("workdir", Some(w.as_os_str())));
         }
-        let borrowed: Vec<(&str, Option<&str>)> = opts
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
-            .collect();
-        DetachedMount::new_fs("overlay", &borrowed)?.attach(target)
+        DetachedMount::new_fs_os("overlay", &opts)?.attach(target)
     }
 }

@@ -1446,8 +1446,15 @@ mod raw {
 
     pub(super) fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, i32> {
         // SAFETY: buf is writable for buf.len() bytes.
-        ret(unsafe { libc::syscall(libc::SYS_read, c_long::from(fd), buf.as_mut_ptr(), buf.len()) })
-            .map(|n| n as usize)
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_read,
+                c_long::from(fd),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        })
+        .map(|n| n as usize)
     }
 
     pub(super) fn write(fd: RawFd, buf: &[u8]) -> Result<usize, i32> {
@@ -1558,8 +1565,14 @@ mod raw {
     /// setgroups(0, NULL): no supplementary groups.
     pub(super) fn drop_groups() -> Result<(), i32> {
         // SAFETY: an empty list; no pointer is read.
-        ret(unsafe { libc::syscall(libc::SYS_setgroups, 0 as c_long, std::ptr::null::<libc::gid_t>()) })
-            .map(drop)
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_setgroups,
+                0 as c_long,
+                std::ptr::null::<libc::gid_t>(),
+            )
+        })
+        .map(drop)
     }
 
     pub(super) fn setresgid(g: u32) -> Result<(), i32> {
@@ -1592,8 +1605,7 @@ mod raw {
 
     pub(super) fn setdomainname(name: &[u8]) -> Result<(), i32> {
         // SAFETY: name is readable for name.len() bytes.
-        ret(unsafe { libc::syscall(libc::SYS_setdomainname, name.as_ptr(), name.len()) })
-            .map(drop)
+        ret(unsafe { libc::syscall(libc::SYS_setdomainname, name.as_ptr(), name.len()) }).map(drop)
     }
 
     /// mount(2); every pointer NUL-terminated or NULL.
@@ -1623,8 +1635,7 @@ mod raw {
 
     pub(super) fn pivot_root_dot() -> Result<(), i32> {
         // SAFETY: literal NUL-terminated paths.
-        ret(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })
-            .map(drop)
+        ret(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) }).map(drop)
     }
 
     pub(super) fn fchdir(fd: RawFd) -> Result<(), i32> {
@@ -1849,13 +1860,12 @@ fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
         if let Err(e) = written {
             fail(p, Step::TimeOffsets, 0, e);
         }
-        let entered = raw::open(c"/proc/self/ns/time_for_children", libc::O_RDONLY).and_then(
-            |fd| {
+        let entered =
+            raw::open(c"/proc/self/ns/time_for_children", libc::O_RDONLY).and_then(|fd| {
                 let r = raw::setns(fd, libc::CLONE_NEWTIME);
                 raw::close(fd);
                 r
-            },
-        );
+            });
         if let Err(e) = entered {
             fail(p, Step::EnterTime, 0, e);
         }
@@ -1909,7 +1919,13 @@ fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
         } else {
             m.target.as_ptr()
         };
-        if let Err(e) = raw::mount(opt(&m.source), target, opt(&m.fstype), m.flags, opt(&m.data)) {
+        if let Err(e) = raw::mount(
+            opt(&m.source),
+            target,
+            opt(&m.fstype),
+            m.flags,
+            opt(&m.data),
+        ) {
             fail(p, Step::Mount, i, e);
         }
         if m.remount_ro {
@@ -2130,12 +2146,19 @@ mod tests {
         assert!(ok.success());
         let three = exit_status(7, libc::CLD_EXITED, 3).unwrap().unwrap();
         assert_eq!(three.code(), Some(3));
-        let killed = exit_status(7, libc::CLD_KILLED, libc::SIGKILL).unwrap().unwrap();
+        let killed = exit_status(7, libc::CLD_KILLED, libc::SIGKILL)
+            .unwrap()
+            .unwrap();
         assert_eq!(killed.signal(), Some(libc::SIGKILL));
-        let dumped = exit_status(7, libc::CLD_DUMPED, libc::SIGSEGV).unwrap().unwrap();
+        let dumped = exit_status(7, libc::CLD_DUMPED, libc::SIGSEGV)
+            .unwrap()
+            .unwrap();
         assert_eq!(dumped.signal(), Some(libc::SIGSEGV));
         assert!(dumped.core_dumped());
         // A stop or trap is not an exit: an error, not a status.
-        assert_eq!(exit_status(7, libc::CLD_STOPPED, libc::SIGSTOP), Err(libc::CLD_STOPPED));
+        assert_eq!(
+            exit_status(7, libc::CLD_STOPPED, libc::SIGSTOP),
+            Err(libc::CLD_STOPPED)
+        );
     }
 }

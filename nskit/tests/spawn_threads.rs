@@ -77,7 +77,10 @@ fn kill_all_children() -> usize {
         let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
             continue;
         };
-        for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
             // SAFETY: pidfd_open takes a pid and flags; the fd is closed below.
             let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
             if fd < 0 {
@@ -176,7 +179,11 @@ fn many_threads_spawn_a_thousand_children_with_id_changes_without_a_hang() {
         w.join().unwrap();
     }
     churn.join().unwrap();
-    assert!(failures.is_empty(), "{} failed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
     assert_eq!(done, THREADS * PER_THREAD);
     println!(
         "{done} spawns from {THREADS} threads in {:?}",
