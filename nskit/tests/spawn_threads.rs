@@ -37,6 +37,34 @@ fn helper() {
                 fact(key, line.split_whitespace().collect::<Vec<_>>().join(" "));
             }
         }
+        "groups_outer" => {
+            // A root parent with supplementary groups gives its child another uid.
+            nix::unistd::setgroups(&[
+                nix::unistd::Gid::from_raw(4),
+                nix::unistd::Gid::from_raw(27),
+            ])
+            .unwrap();
+            for fork_style in [false, true] {
+                let (st, out, err) = common::child("creds")
+                    .uid(65_534)
+                    .gid(65_534)
+                    .force_clone2(fork_style)
+                    .output()
+                    .unwrap();
+                assert!(st.success(), "{}", String::from_utf8_lossy(&err));
+                let f = common::facts(&String::from_utf8_lossy(&out));
+                fact(&format!("groups_fork{fork_style}"), &f["Groups"]);
+            }
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let mine = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .unwrap();
+            fact(
+                "groups_parent",
+                mine.split_whitespace().collect::<Vec<_>>().join(" "),
+            );
+        }
         _ => panic!("unknown helper mode {mode}"),
     }
 }
@@ -198,7 +226,22 @@ fn many_threads_spawn_a_thousand_children_with_id_changes_without_a_hang() {
     let f = common::run(spawn_for(&mut common::child("creds"), 2));
     assert_eq!(f["Uid"], "65534 65534 65534 65534");
     assert_eq!(f["Gid"], "65534 65534 65534 65534");
+    assert_eq!(f["Groups"], "", "root's supplementary groups were kept");
     let f = common::run(spawn_for(&mut common::child("creds"), 3));
     assert_eq!(f["Uid"], "0 0 0 0");
     assert_eq!(f["Gid"], "7 7 7 7");
+}
+
+/// Root giving a child another uid (no user namespace) drops root's supplementary
+/// groups in the child, as std's `CommandExt::uid` does: the child must not keep them.
+#[test]
+fn a_uid_change_by_root_drops_the_supplementary_groups() {
+    common::assert_root();
+    let f = common::run(&mut common::child("groups_outer"));
+    assert_eq!(f["groups_parent"], "4 27", "{f:?}");
+    assert_eq!(
+        f["groups_forkfalse"], "",
+        "vfork-style child kept the groups"
+    );
+    assert_eq!(f["groups_forktrue"], "", "fork-style child kept the groups");
 }

@@ -218,6 +218,11 @@ impl Spawn {
 
     /// The uid the child switches to (setresuid(2)) before exec. In a new user namespace
     /// the default is 0 when 0 is mapped.
+    ///
+    /// A root caller giving the child a uid outside a new user namespace also drops
+    /// the child's supplementary groups first (setgroups(2) with none, as std's
+    /// `CommandExt::uid` does), so that it does not keep root's; where setgroups is
+    /// refused (EPERM) they stay as they are.
     pub fn uid(&mut self, uid: u32) -> &mut Spawn {
         self.uid = Some(uid);
         self

@@ -76,6 +76,20 @@ pub(super) struct ChildMount {
 /// join one by one where setns on a pidfd is refused (before 5.8).
 pub(super) type PreparedJoin = (RawFd, libc::c_int, Vec<(CString, libc::c_int)>);
 
+/// Whether the child drops its supplementary groups (setgroups(0, NULL)) before it
+/// changes its gid and uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DropGroups {
+    /// Keep them.
+    No,
+    /// Drop them; a failure fails the spawn (a new user namespace that allows it).
+    Yes,
+    /// Drop them where allowed; where setgroups is refused (EPERM: no CAP_SETGID, or
+    /// a user namespace with setgroups denied) keep them, as std's
+    /// `CommandExt::uid` does.
+    UnlessRefused,
+}
+
 /// Everything the child reads, prepared in the parent.
 pub(super) struct Prepared {
     pub(super) candidates: Vec<CString>,
@@ -86,7 +100,7 @@ pub(super) struct Prepared {
     pub(super) cwd: Option<CString>,
     pub(super) uid: Option<u32>,
     pub(super) gid: Option<u32>,
-    pub(super) drop_groups: bool,
+    pub(super) drop_groups: DropGroups,
     pub(super) joins: Vec<PreparedJoin>,
     pub(super) unshare_cgroup: bool,
     pub(super) time_offsets: Option<Vec<u8>>,
@@ -291,8 +305,11 @@ pub(super) mod raw {
         Ok(c_uint::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFLNK)
     }
 
-    /// setgroups(0, NULL): no supplementary groups.
-    pub(super) fn drop_groups() -> Result<(), i32> {
+    /// setgroups(0, NULL) when `yes`: no supplementary groups.
+    pub(super) fn drop_groups_if(yes: bool) -> Result<(), i32> {
+        if !yes {
+            return Ok(());
+        }
         // SAFETY: an empty list; no pointer is read.
         ret(unsafe {
             libc::syscall(
@@ -538,10 +555,12 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
         }
     }
 
-    if p.drop_groups
-        && let Err(e) = raw::drop_groups()
-    {
-        fail(p, Step::Setgroups, 0, e);
+    match (
+        p.drop_groups,
+        raw::drop_groups_if(p.drop_groups != DropGroups::No),
+    ) {
+        (_, Ok(())) | (DropGroups::UnlessRefused, Err(libc::EPERM)) => {}
+        (_, Err(e)) => fail(p, Step::Setgroups, 0, e),
     }
     if let Some(g) = p.gid
         && let Err(e) = raw::setresgid(g)

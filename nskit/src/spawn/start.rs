@@ -12,7 +12,7 @@ use std::path::Path;
 use super::EXEC_STEP;
 use super::builder::{Spawn, Stdio, TimeClock, cstring};
 use super::child::Child;
-use super::child_main::{ChildMount, Prepared, STEPS, Step};
+use super::child_main::{ChildMount, DropGroups, Prepared, STEPS, Step};
 use super::clone::{clone_child, vfork_child};
 use crate::error::{self, Error, Result};
 use crate::mount::Propagation;
@@ -85,7 +85,25 @@ impl Spawn {
         let gid = self.gid.or_else(|| {
             (new_user && self.gid_map_or_default().iter().any(|m| m.inside == 0)).then_some(0)
         });
-        let drop_groups = new_user && self.setgroups_deny() == Some(false);
+        let drop_groups = if new_user {
+            if self.setgroups_deny() == Some(false) {
+                DropGroups::Yes
+            } else {
+                DropGroups::No
+            }
+        } else if self.uid.is_some()
+            // SAFETY: geteuid has no preconditions.
+            && unsafe { libc::geteuid() } == 0
+            && !self.joins.iter().any(|(h, k)| {
+                k.contains(Namespace::USER) || h.kind() == Some(Namespace::USER)
+            })
+        {
+            // Root giving a child another uid: without this the child would keep
+            // root's supplementary groups.
+            DropGroups::UnlessRefused
+        } else {
+            DropGroups::No
+        };
 
         let mut joins = Vec::new();
         for (h, kinds) in &self.joins {
