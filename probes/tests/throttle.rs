@@ -259,11 +259,18 @@ fn one_busy_task_matches_cpu_stat() {
         "the cap did not throttle: {stat:?}"
     );
     assert_eq!(snap.dropped, 0);
+    // nr_throttled counts the period timer's expiries that found the group throttled,
+    // overruns included (`cfs_b->nr_throttled += overrun`), not throttles: a throttle
+    // that lasts past one expiry (the timer fired late, as on a loaded host or under
+    // TCG) counts twice there and once here. So: never more events than nr_throttled
+    // (one for the edge), a few fewer under load, and the time, which both sides
+    // measure the same way, within 2%. Seen: 78 events for nr_throttled 80 with the
+    // time 0.04% off (vm-6.12), 50 for 53 with 0.07% (a loaded 6.18 host).
+    let n = stat.nr_throttled;
     assert!(
-        pct(got.events as f64, stat.nr_throttled as f64) <= 2.0,
-        "events {} vs nr_throttled {}",
+        got.events <= n + 1 && got.events as f64 >= n as f64 * 0.95 - 1.0,
+        "events {} vs nr_throttled {n}",
         got.events,
-        stat.nr_throttled
     );
     assert!(
         pct(got.throttled_ns as f64, want_ns) <= 2.0,
