@@ -31,17 +31,23 @@ struct Bucket {
 const OBJECT_ENV: &str = "PROBES_EBPF_OBJECT";
 
 /// The eBPF object: `$PROBES_EBPF_OBJECT`, else where `cargo xtask build-ebpf` put it in
-/// the workspace this cgctl was built from.
+/// the workspace this cgctl was built from (the first folder above cgctl's sources that
+/// has it; the VM lane copies only the object, not the workspace).
 fn ebpf_object() -> PathBuf {
     if let Some(p) = std::env::var_os(OBJECT_ENV) {
         return PathBuf::from(p);
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest
+    manifest
         .ancestors()
-        .find(|d| d.join("Cargo.lock").is_file())
-        .unwrap_or(manifest);
-    root.join(probes::BUILD_OBJECT)
+        .map(|d| d.join(probes::BUILD_OBJECT))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            manifest
+                .parent()
+                .unwrap_or(manifest)
+                .join(probes::BUILD_OBJECT)
+        })
 }
 
 fn probe_failure(e: probes::Error) -> Failure {

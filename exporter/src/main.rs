@@ -114,12 +114,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
         eprintln!("cgroup_exporter: eBPF throttle probe off: --no-ebpf");
     } else {
         // The object: $PROBES_EBPF_OBJECT, else where `cargo xtask build-ebpf` put it
-        // in the workspace this binary was built from.
+        // in the workspace this binary was built from (the first folder above these
+        // sources that has it).
         let object = std::env::var_os("PROBES_EBPF_OBJECT").map_or_else(
             || {
                 let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-                let root = dir.ancestors().find(|d| d.join("Cargo.lock").is_file());
-                root.unwrap_or(dir).join(probes::BUILD_OBJECT)
+                let mut found = dir.ancestors().map(|d| d.join(probes::BUILD_OBJECT));
+                let fallback = dir.parent().unwrap_or(dir).join(probes::BUILD_OBJECT);
+                found.find(|p| p.is_file()).unwrap_or(fallback)
             },
             std::path::PathBuf::from,
         );
