@@ -1,5 +1,7 @@
 //! `cgctl throttle`: per-cgroup CPU throttling from the eBPF probe (probes crate).
 
+use std::path::{Path, PathBuf};
+
 use cgctl::cli::ThrottleArgs;
 use probes::{HIST_BUCKETS, Probe, Strategy, bucket_label};
 use serde::Serialize;
@@ -25,9 +27,34 @@ struct Bucket {
     count: u64,
 }
 
+/// Names the environment variable that points cgctl at the eBPF object.
+const OBJECT_ENV: &str = "PROBES_EBPF_OBJECT";
+
+/// The eBPF object: `$PROBES_EBPF_OBJECT`, else where `cargo xtask build-ebpf` put it in
+/// the workspace this cgctl was built from (the first folder above cgctl's sources that
+/// has it; the VM lane copies only the object, not the workspace).
+fn ebpf_object() -> PathBuf {
+    if let Some(p) = std::env::var_os(OBJECT_ENV) {
+        return PathBuf::from(p);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|d| d.join(probes::BUILD_OBJECT))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            manifest
+                .parent()
+                .unwrap_or(manifest)
+                .join(probes::BUILD_OBJECT)
+        })
+}
+
 fn probe_failure(e: probes::Error) -> Failure {
     let hint = match &e {
-        probes::Error::ObjectNotFound { .. } => "run `cargo xtask build-ebpf` first",
+        probes::Error::ObjectNotFound { .. } => {
+            "run `cargo xtask build-ebpf` first, or point PROBES_EBPF_OBJECT at a built object"
+        }
         probes::Error::NotPrivileged => "run cgctl throttle as root",
         probes::Error::Btf(_) | probes::Error::KernelBtf(_) => {
             "the probe needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)"
@@ -39,7 +66,7 @@ fn probe_failure(e: probes::Error) -> Failure {
 
 /// `cgctl throttle`.
 pub fn throttle(a: ThrottleArgs) -> Result<()> {
-    let mut b = Probe::builder();
+    let mut b = Probe::from_file(ebpf_object());
     if let Some(s) = &a.strategy {
         let s: Strategy = s
             .parse()

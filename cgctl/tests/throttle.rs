@@ -141,3 +141,19 @@ fn throttle_json_reports_a_capped_busy_loop() {
     let rm = cg.remove();
     ok(&rm, "rm");
 }
+
+/// The eBPF object is found by cgctl (the probes library takes it from its caller):
+/// `$PROBES_EBPF_OBJECT` when set; when it is missing, cgctl names the path and the
+/// command that builds it, and fails.
+#[test]
+fn throttle_without_the_object_says_how_to_build_it() {
+    let out = common::cgctl()
+        .args(["throttle", "--duration", "1s"])
+        .env("PROBES_EBPF_OBJECT", "/nonexistent/probes-ebpf")
+        .output()
+        .expect("start cgctl");
+    assert!(!out.status.success(), "cgctl throttle without its object");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/probes-ebpf"), "{err}");
+    assert!(err.contains("cargo xtask build-ebpf"), "{err}");
+}

@@ -113,7 +113,19 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
     if cli.no_ebpf {
         eprintln!("cgroup_exporter: eBPF throttle probe off: --no-ebpf");
     } else {
-        let mut b = Probe::builder().without_paths();
+        // The object: $PROBES_EBPF_OBJECT, else where `cargo xtask build-ebpf` put it
+        // in the workspace this binary was built from (the first folder above these
+        // sources that has it).
+        let object = std::env::var_os("PROBES_EBPF_OBJECT").map_or_else(
+            || {
+                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+                let mut found = dir.ancestors().map(|d| d.join(probes::BUILD_OBJECT));
+                let fallback = dir.parent().unwrap_or(dir).join(probes::BUILD_OBJECT);
+                found.find(|p| p.is_file()).unwrap_or(fallback)
+            },
+            std::path::PathBuf::from,
+        );
+        let mut b = Probe::from_file(object).without_paths();
         if let Some(s) = cli.ebpf_strategy {
             b = b.strategy(s);
         }

@@ -52,12 +52,23 @@ fn pin(cpu: usize) {
     );
 }
 
+/// The eBPF object: `$PROBES_EBPF_OBJECT`, else where `cargo xtask build-ebpf` puts it.
+fn object() -> std::path::PathBuf {
+    std::env::var_os("PROBES_EBPF_OBJECT").map_or_else(
+        || {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            dir.parent().unwrap_or(dir).join(probes::BUILD_OBJECT)
+        },
+        std::path::PathBuf::from,
+    )
+}
+
 /// The object's empty sched_switch program, loaded and attached (detached on drop).
 fn load_empty() -> aya::Ebpf {
     let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
     let mut ebpf = aya::EbpfLoader::new()
         .btf(Some(&btf))
-        .load_file(probes::Probe::builder().object_path())
+        .load_file(object())
         .expect("load the probe object");
     let prog: &mut aya::programs::BtfTracePoint = ebpf
         .program_mut("sched_switch_empty")
@@ -71,7 +82,7 @@ fn load_empty() -> aya::Ebpf {
 }
 
 fn load_probe() -> probes::Probe {
-    probes::Probe::builder()
+    probes::Probe::from_file(object())
         .without_paths()
         .load()
         .expect("load the probe")

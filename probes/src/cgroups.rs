@@ -3,8 +3,18 @@
 //! The probe keys its stats by `cgroup->kn->id` of the cpu controller's cgroup, which
 //! equals the inode number of the cgroup's directory (v1 and v2). cgroupkit finds the
 //! hierarchy (v1 `cpu` mount or the v2 tree); this walks it and maps inodes to paths.
+//!
+//! The index is incremental: an id is looked up once. A walk happens only when asked
+//! for an id that is neither known nor known to be gone, and it stops as soon as every
+//! such id is found. An id not found by a walk belongs to a removed cgroup (the probe
+//! saw it throttled, so it existed before the walk began; kernfs ids are 64-bit and
+//! never reused) and is remembered as gone, so it never causes another walk. Ids the
+//! caller no longer asks for are forgotten, which keeps the index as small as the
+//! probe's map. File handles (`open_by_handle_at` on the id) would avoid walks on
+//! cgroup v2, but not on a v1 cpu hierarchy such as this project's hosts have, so the
+//! walk stays the one method.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -17,11 +27,16 @@ pub fn cgroup_id(dir: &Path) -> std::io::Result<u64> {
 }
 
 /// Maps cgroup ids to paths relative to the cpu hierarchy's root (`/` for the root).
-/// Rescans the hierarchy when asked for an id it has not seen.
+///
+/// Each [`resolve`](CgroupIndex::resolve) keeps only the ids it was asked for, and
+/// walks the hierarchy only for ids it has never seen (see the module docs). A cgroup
+/// renamed after it was resolved keeps its old path.
 #[derive(Debug)]
 pub struct CgroupIndex {
     hierarchy: Hierarchy,
     paths: HashMap<u64, String>,
+    gone: HashSet<u64>,
+    walks: u64,
 }
 
 impl CgroupIndex {
@@ -30,26 +45,47 @@ impl CgroupIndex {
         CgroupIndex {
             hierarchy,
             paths: HashMap::new(),
+            gone: HashSet::new(),
+            walks: 0,
         }
     }
 
-    /// Paths of `ids`; ids not in the hierarchy (removed cgroups) are left out.
+    /// Paths of `ids`; ids not in the hierarchy (removed cgroups) are left out. Ids
+    /// known from earlier calls are not looked up again; ids not in `ids` are forgotten.
     pub fn resolve(&mut self, ids: &[u64]) -> HashMap<u64, String> {
-        if ids.iter().any(|id| !self.paths.contains_key(id)) {
-            self.rescan();
+        let wanted: HashSet<u64> = ids.iter().copied().collect();
+        self.paths.retain(|id, _| wanted.contains(id));
+        self.gone.retain(|id| wanted.contains(id));
+        let mut unknown: HashSet<u64> = wanted
+            .iter()
+            .filter(|id| !self.paths.contains_key(id) && !self.gone.contains(id))
+            .copied()
+            .collect();
+        if !unknown.is_empty() {
+            self.walk(&mut unknown);
+            // What the walk did not find was removed before it.
+            self.gone.extend(unknown);
         }
         ids.iter()
             .filter_map(|id| self.paths.get(id).map(|p| (*id, p.clone())))
             .collect()
     }
 
-    fn rescan(&mut self) {
-        self.paths.clear();
+    /// How many times the hierarchy was walked since the index was made: a snapshot
+    /// with no new cgroup does not add one.
+    pub fn walks(&self) -> u64 {
+        self.walks
+    }
+
+    /// Walks the cpu hierarchy until every id of `unknown` is found; found ids move to
+    /// `paths`, the rest stay in `unknown`.
+    fn walk(&mut self, unknown: &mut HashSet<u64>) {
         let Some(mount) = self.hierarchy.mount_for(Controller::Cpu) else {
             return;
         };
+        self.walks += 1;
         let root = mount.mount_point.clone();
-        let mut stack = vec![(root.clone(), "/".to_owned())];
+        let mut stack = vec![(root, "/".to_owned())];
         while let Some((dir, rel)) = stack.pop() {
             // symlink_metadata: a cgroup tree has no symlinks; never follow one out.
             let Ok(meta) = std::fs::symlink_metadata(&dir) else {
@@ -58,7 +94,12 @@ impl CgroupIndex {
             if !meta.is_dir() {
                 continue;
             }
-            self.paths.insert(meta.ino(), rel.clone());
+            if unknown.remove(&meta.ino()) {
+                self.paths.insert(meta.ino(), rel.clone());
+                if unknown.is_empty() {
+                    return;
+                }
+            }
             let Ok(rd) = std::fs::read_dir(&dir) else {
                 continue;
             };

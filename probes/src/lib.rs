@@ -9,7 +9,10 @@
 //! # Examples
 //! ```no_run
 //! use std::time::Duration;
-//! let mut probe = probes::Probe::builder().load()?;      // needs root and kernel BTF
+//! // The object `cargo xtask build-ebpf` builds; a program may also embed it
+//! // (`Probe::from_bytes(include_bytes!(...))`).
+//! let object = "target/bpfel-unknown-none/release/probes-ebpf";
+//! let mut probe = probes::Probe::from_file(object).load()?; // needs root and kernel BTF
 //! println!("strategy: {}", probe.strategy());
 //! std::thread::sleep(Duration::from_secs(5));
 //! for cg in probe.snapshot()?.cgroups {
@@ -28,16 +31,25 @@
 //!
 //! Offsets of kernel structs are read from the running kernel's BTF ([`btf`]) at load
 //! time and handed to the program, so one object runs on every supported kernel.
+//!
+//! Both strategies also attach `tp_btf/cgroup_rmdir`: the entry of a removed cgroup is
+//! deleted in the kernel, so the bounded stats map (see
+//! [`ProbeBuilder::stats_capacity`]) holds live cgroups only.
+//!
+//! The loader reads the eBPF object only from where its caller says
+//! ([`Probe::from_file`], [`Probe::from_bytes`]): no environment variable, no build
+//! path. [`BUILD_OBJECT`] is where `cargo xtask build-ebpf` puts it.
 #![deny(missing_docs)]
 
 pub mod btf;
 mod cgroups;
 mod offsets;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
@@ -48,17 +60,13 @@ pub use probes_common::{HIST_BUCKETS, ThrottleStats, bucket_low_usec, hist_bucke
 pub use cgroups::{CgroupIndex, cgroup_id};
 pub use offsets::Offsets;
 
-/// Environment variable that overrides where the eBPF object is loaded from.
-pub const OBJECT_ENV: &str = "PROBES_EBPF_OBJECT";
+/// Where `cargo xtask build-ebpf` writes the object, relative to the workspace root.
+/// Programs choose where they look for it (the loader never does) and may start here.
+pub const BUILD_OBJECT: &str = "target/bpfel-unknown-none/release/probes-ebpf";
 
-/// Where `cargo xtask build-ebpf` writes the object: the default [`ProbeBuilder::object`].
-pub fn default_object_path() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .unwrap_or(manifest)
-        .join("target/bpfel-unknown-none/release/probes-ebpf")
-}
+/// Entries of the per-cgroup stats map unless [`ProbeBuilder::stats_capacity`] says
+/// otherwise: the live cgroups that can be recorded at once.
+pub const DEFAULT_STATS_CAPACITY: u32 = 16384;
 
 const MAP_STATS: &str = "THROTTLE_STATS";
 const MAP_COUNTERS: &str = "COUNTERS";
@@ -67,6 +75,7 @@ const PROG_THROTTLE: &str = "throttle_cfs_rq_exit";
 const PROG_UNTHROTTLE: &str = "unthrottle_cfs_rq_entry";
 const PROG_SWITCH: &str = "sched_switch";
 const PROG_TIMER: &str = "hrtimer_expire";
+const PROG_RMDIR: &str = "cgroup_rmdir";
 
 /// Errors of the probe loader.
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +83,25 @@ const PROG_TIMER: &str = "hrtimer_expire";
 pub enum Error {
     /// The eBPF object was not built.
     #[error(
-        "eBPF object not found at {}: run `cargo xtask build-ebpf` (or point {OBJECT_ENV} at a built object)",
+        "eBPF object not found at {}: run `cargo xtask build-ebpf` to build it",
         path.display()
     )]
     ObjectNotFound {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// The eBPF object exists but could not be read.
+    #[error("cannot read eBPF object {}", path.display())]
+    ObjectRead {
+        /// The object.
+        path: PathBuf,
+        /// The read's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stats map of no entries was asked for.
+    #[error("stats map capacity 0: the probe needs room for at least one cgroup")]
+    ZeroCapacity,
     /// The process may not load eBPF programs.
     #[error(
         "loading eBPF programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); \
@@ -96,15 +117,6 @@ pub enum Error {
         btf::VMLINUX_BTF
     )]
     KernelBtf(#[source] aya::BtfError),
-    /// The object could not be parsed or its maps created.
-    #[error("cannot load eBPF object {}", path.display())]
-    Load {
-        /// The object.
-        path: PathBuf,
-        /// aya's error.
-        #[source]
-        source: Box<aya::EbpfError>,
-    },
     /// The requested strategy could not be used.
     #[error("attach strategy {strategy} failed: {reason}")]
     Strategy {
@@ -189,20 +201,41 @@ impl std::str::FromStr for Strategy {
     }
 }
 
-/// Options of [`Probe`] loading.
-#[derive(Clone, Debug, Default)]
+/// Where the eBPF object comes from: a file, or bytes the caller holds (read, or
+/// embedded with `include_bytes!`).
+#[derive(Clone, Debug)]
+enum Object {
+    File(PathBuf),
+    Bytes(Cow<'static, [u8]>),
+}
+
+/// Options of [`Probe`] loading; made by [`Probe::from_file`] or [`Probe::from_bytes`].
+#[derive(Clone, Debug)]
 pub struct ProbeBuilder {
-    object: Option<PathBuf>,
+    object: Object,
     strategy: Option<Strategy>,
     btf: Option<PathBuf>,
     cgroup_index: bool,
+    stats_capacity: u32,
 }
 
 impl ProbeBuilder {
-    /// Load the object from `path` (default: `$PROBES_EBPF_OBJECT`, else
-    /// [`default_object_path`]).
-    pub fn object(mut self, path: impl Into<PathBuf>) -> Self {
-        self.object = Some(path.into());
+    fn new(object: Object) -> ProbeBuilder {
+        ProbeBuilder {
+            object,
+            strategy: None,
+            btf: None,
+            cgroup_index: true,
+            stats_capacity: DEFAULT_STATS_CAPACITY,
+        }
+    }
+
+    /// How many cgroups the stats map holds at once (default
+    /// [`DEFAULT_STATS_CAPACITY`]). Removed cgroups leave it; while it is full, the
+    /// throttles of cgroups not in it count in [`Snapshot::dropped`]. The kernel
+    /// allocates entries as they are used, so a large capacity costs little until used.
+    pub fn stats_capacity(mut self, entries: u32) -> Self {
+        self.stats_capacity = entries;
         self
     }
 
@@ -224,24 +257,25 @@ impl ProbeBuilder {
         self
     }
 
-    /// The object path this builder would load.
-    pub fn object_path(&self) -> PathBuf {
-        self.object
-            .clone()
-            .or_else(|| std::env::var_os(OBJECT_ENV).map(PathBuf::from))
-            .unwrap_or_else(default_object_path)
-    }
-
     /// Loads the object and attaches it: the requested strategy, or fentry/fexit first
     /// and tp_btf/sched_switch when the kernel refuses it.
     ///
     /// Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN) and kernel BTF. The programs stay
     /// attached until the [`Probe`] is dropped.
     pub fn load(self) -> Result<Probe> {
-        let path = self.object_path();
-        if !path.is_file() {
-            return Err(Error::ObjectNotFound { path });
+        if self.stats_capacity == 0 {
+            return Err(Error::ZeroCapacity);
         }
+        let object: Cow<'static, [u8]> = match self.object {
+            Object::Bytes(b) => b,
+            Object::File(path) => match std::fs::read(&path) {
+                Ok(b) => Cow::Owned(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::ObjectNotFound { path });
+                }
+                Err(source) => return Err(Error::ObjectRead { path, source }),
+            },
+        };
         if !privileged() {
             return Err(Error::NotPrivileged);
         }
@@ -276,7 +310,7 @@ impl ProbeBuilder {
 
         let mut failures: Vec<(Strategy, String)> = Vec::new();
         for (s, offsets) in resolved {
-            match offsets.and_then(|o| attach(&path, o, &aya_btf, s)) {
+            match offsets.and_then(|o| attach(&object, self.stats_capacity, o, &aya_btf, s)) {
                 Ok((ebpf, offsets, notes)) => {
                     let index = if self.cgroup_index {
                         Some(CgroupIndex::new(cgroupkit::Hierarchy::detect()?))
@@ -320,6 +354,7 @@ const ATTACH_TARGETS: &[(&str, btf::Kind)] = &[
     ("unthrottle_cfs_rq", btf::Kind::Func),
     ("btf_trace_sched_switch", btf::Kind::Typedef),
     ("btf_trace_hrtimer_expire_entry", btf::Kind::Typedef),
+    ("btf_trace_cgroup_rmdir", btf::Kind::Typedef),
 ];
 
 /// Effective capabilities allow loading tracing programs: CAP_SYS_ADMIN (21), or
@@ -341,7 +376,8 @@ fn privileged() -> bool {
 /// Loads a fresh copy of the object with the offsets of `strategy` and attaches its
 /// programs. Errors are human-readable reasons, for the fallback report.
 fn attach(
-    path: &Path,
+    object: &[u8],
+    stats_capacity: u32,
     offsets: Offsets,
     aya_btf: &aya::Btf,
     strategy: Strategy,
@@ -351,11 +387,11 @@ fn attach(
     let mut ebpf = EbpfLoader::new()
         .btf(Some(aya_btf))
         .override_global(GLOBAL_OFFSETS, &values, true)
-        .load_file(path)
+        .map_max_entries(MAP_STATS, stats_capacity)
+        .load(object)
         .map_err(|e| {
             format!(
-                "cannot load {} (creating its maps): {}",
-                path.display(),
+                "cannot load the eBPF object (creating its maps): {}",
                 error_chain(&e)
             )
         })?;
@@ -418,6 +454,16 @@ fn attach(
             }
         }
     }
+    // Every strategy: a removed cgroup's entry leaves the bounded stats map.
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(PROG_RMDIR)
+        .ok_or("the object has no cgroup_rmdir program (rebuild it: cargo xtask build-ebpf)")?
+        .try_into()
+        .map_err(|e| fail("tp_btf program", &e))?;
+    prog.load("cgroup_rmdir", aya_btf)
+        .map_err(|e| fail("load tp_btf/cgroup_rmdir", &e))?;
+    prog.attach()
+        .map_err(|e| fail("attach tp_btf/cgroup_rmdir", &e))?;
     // Dropping `ebpf` on an error path above detaches and unloads what was attached.
     Ok((ebpf, offsets, notes))
 }
@@ -548,12 +594,23 @@ impl Snapshot {
 }
 
 impl Probe {
-    /// Options; see [`ProbeBuilder::load`].
-    pub fn builder() -> ProbeBuilder {
-        ProbeBuilder {
-            cgroup_index: true,
-            ..ProbeBuilder::default()
-        }
+    /// Options for loading the eBPF object from the file at `path` (e.g. where
+    /// `cargo xtask build-ebpf` put it, [`BUILD_OBJECT`]); see [`ProbeBuilder::load`].
+    /// A missing file is [`Error::ObjectNotFound`].
+    pub fn from_file(path: impl Into<PathBuf>) -> ProbeBuilder {
+        ProbeBuilder::new(Object::File(path.into()))
+    }
+
+    /// Options for loading the eBPF object from `bytes` (read by the caller, or
+    /// embedded with `include_bytes!`); see [`ProbeBuilder::load`].
+    pub fn from_bytes(bytes: impl Into<Cow<'static, [u8]>>) -> ProbeBuilder {
+        ProbeBuilder::new(Object::Bytes(bytes.into()))
+    }
+
+    /// The cgroup id -> path index of snapshots (`None` after
+    /// [`ProbeBuilder::without_paths`]).
+    pub fn cgroup_index(&self) -> Option<&CgroupIndex> {
+        self.index.as_ref()
     }
 
     /// The strategy in use.
@@ -603,8 +660,8 @@ impl Probe {
     /// while run statistics are enabled (see [`enable_run_stats`]).
     pub fn program_stats(&self) -> Result<Vec<ProgramStats>> {
         let names: &[&'static str] = match self.strategy {
-            Strategy::Fentry => &[PROG_THROTTLE, PROG_UNTHROTTLE],
-            Strategy::SchedSwitch => &[PROG_SWITCH, PROG_TIMER],
+            Strategy::Fentry => &[PROG_THROTTLE, PROG_UNTHROTTLE, PROG_RMDIR],
+            Strategy::SchedSwitch => &[PROG_SWITCH, PROG_TIMER, PROG_RMDIR],
         };
         let mut out = Vec::new();
         for &name in names {
@@ -629,7 +686,9 @@ impl Probe {
     }
 
     /// Reads every cgroup's counters and resolves ids to paths (ids not found in the
-    /// cpu hierarchy are kept with `path: None`).
+    /// cpu hierarchy are kept with `path: None`). Ids resolved by an earlier snapshot
+    /// are not looked up again (see [`CgroupIndex`]). A cgroup whose first throttle is
+    /// still in flight is not listed yet.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let map = self.ebpf.map(MAP_STATS).ok_or(Error::Map {
             name: MAP_STATS,
@@ -644,7 +703,10 @@ impl Probe {
         for item in stats.iter() {
             // An entry removed while iterating ends the walk early; what was read stays.
             let Ok((id, v)) = item else { break };
-            raw.insert(id, v.0);
+            // Made at the first throttle's start; listed from its first end.
+            if v.0.events != 0 {
+                raw.insert(id, v.0);
+            }
         }
         let mut cgroups: Vec<CgroupThrottle> = raw
             .into_iter()
@@ -738,8 +800,7 @@ mod tests {
 
     #[test]
     fn missing_object_names_the_command() {
-        let e = Probe::builder()
-            .object("/nonexistent/probes-ebpf")
+        let e = Probe::from_file("/nonexistent/probes-ebpf")
             .load()
             .unwrap_err();
         let msg = e.to_string();

@@ -20,6 +20,8 @@ pub struct Offsets {
     pub tg_css_cgroup: u64,
     /// `cgroup.kn`.
     pub cgroup_kn: u64,
+    /// `cgroup.root` (which hierarchy a removed cgroup belonged to).
+    pub cgroup_root: u64,
     /// `kernfs_node.id`.
     pub kn_id: u64,
     /// `task_struct.sched_task_group`.
@@ -90,6 +92,7 @@ impl Offsets {
         let mut o = Offsets {
             tg_css_cgroup: bytes(btf, "task_group.css.cgroup")?,
             cgroup_kn: bytes(btf, "cgroup.kn")?,
+            cgroup_root: bytes(btf, "cgroup.root")?,
             kn_id: bytes(btf, "kernfs_node.id")?,
             ..Offsets::default()
         };
@@ -171,6 +174,7 @@ impl Offsets {
         v[off::PERIOD_TIMER_FN] = self.period_timer_fn;
         v[off::SLACK_TIMER_FN] = self.slack_timer_fn;
         v[off::TG_PARENT] = self.tg_parent;
+        v[off::CGROUP_ROOT] = self.cgroup_root;
         v
     }
 }

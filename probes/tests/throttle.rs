@@ -9,7 +9,7 @@
 //! (the period timer ends the last one within a period) before the final snapshot.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // tests
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +46,11 @@ struct Capped {
 
 impl Capped {
     fn new() -> Capped {
+        Capped::with_period(100_000)
+    }
+
+    /// Capped at 0.2 CPU per `period_usec`.
+    fn with_period(period_usec: u64) -> Capped {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(unsafe { libc::geteuid() }, 0, "probe tests run as root");
         let h = Hierarchy::detect().unwrap();
@@ -56,7 +61,9 @@ impl Capped {
         );
         let cg = Cgroup::create(&h, &CgroupPath::new(&name).unwrap(), &[Controller::Cpu]).unwrap();
         let mut r = Resources::default();
-        r.cpu = Some(Cpu::with_quota(CpuQuota::from_cpus(0.2, 100_000).unwrap()));
+        r.cpu = Some(Cpu::with_quota(
+            CpuQuota::from_cpus(0.2, period_usec).unwrap(),
+        ));
         cg.apply(&r).unwrap();
         let dir = cg.dir_for(Controller::Cpu).unwrap().path.clone();
         Capped {
@@ -126,8 +133,18 @@ fn expected_strategy() -> Option<Strategy> {
     }
 }
 
+/// Where `cargo xtask build-ebpf` puts the object (the VM lane copies it to the same path).
+fn object() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().unwrap().join(probes::BUILD_OBJECT)
+}
+
 fn load() -> Probe {
-    let probe = Probe::builder().load().unwrap();
+    load_with(Probe::from_file(object()))
+}
+
+fn load_with(builder: probes::ProbeBuilder) -> Probe {
+    let probe = builder.load().unwrap();
     eprintln!(
         "[{}] kernel {}: strategy {} (fallback: {:?}; notes: {:?})",
         lane(),
@@ -242,11 +259,18 @@ fn one_busy_task_matches_cpu_stat() {
         "the cap did not throttle: {stat:?}"
     );
     assert_eq!(snap.dropped, 0);
+    // nr_throttled counts the period timer's expiries that found the group throttled,
+    // overruns included (`cfs_b->nr_throttled += overrun`), not throttles: a throttle
+    // that lasts past one expiry (the timer fired late, as on a loaded host or under
+    // TCG) counts twice there and once here. So: never more events than nr_throttled
+    // (one for the edge), a few fewer under load, and the time, which both sides
+    // measure the same way, within 2%. Seen: 78 events for nr_throttled 80 with the
+    // time 0.04% off (vm-6.12), 50 for 53 with 0.07% (a loaded 6.18 host).
+    let n = stat.nr_throttled;
     assert!(
-        pct(got.events as f64, stat.nr_throttled as f64) <= 2.0,
-        "events {} vs nr_throttled {}",
+        got.events <= n + 1 && got.events as f64 >= n as f64 * 0.95 - 1.0,
+        "events {} vs nr_throttled {n}",
         got.events,
-        stat.nr_throttled
     );
     assert!(
         pct(got.throttled_ns as f64, want_ns) <= 2.0,
@@ -324,9 +348,136 @@ fn several_busy_tasks_relation_per_strategy() {
 
 #[test]
 fn loader_reports_missing_object_and_overrides() {
-    let e = Probe::builder()
-        .object("/nonexistent/probes-ebpf.o")
+    let e = Probe::from_file("/nonexistent/probes-ebpf.o")
         .load()
         .unwrap_err();
     assert!(e.to_string().contains("cargo xtask build-ebpf"), "{e}");
+    // Bytes that are no ELF object: refused with the reason, nothing attached.
+    let e = Probe::from_bytes(&b"not an object"[..]).load().unwrap_err();
+    assert!(e.to_string().contains("cannot load the eBPF object"), "{e}");
+    let e = Probe::from_file(object())
+        .stats_capacity(0)
+        .load()
+        .unwrap_err();
+    assert!(matches!(e, probes::Error::ZeroCapacity), "{e}");
+}
+
+#[test]
+fn loads_the_object_from_bytes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bytes = std::fs::read(object()).expect("the object (cargo xtask build-ebpf)");
+    let mut probe = load_with(Probe::from_bytes(bytes));
+    probe.snapshot().unwrap();
+}
+
+fn ids_of(snap: &Snapshot) -> Vec<u64> {
+    snap.cgroups.iter().map(|c| c.id).collect()
+}
+
+/// The stats map holds live cgroups only: with room for 32, 80 cgroups one after
+/// another (each created, throttled, read, removed) are all recorded, and nothing is
+/// dropped. Without the removal of a removed cgroup's entry, the 33rd and later ones
+/// would only count as dropped.
+#[test]
+fn removed_cgroups_leave_the_stats_map() {
+    const CAPACITY: u32 = 32;
+    const CGROUPS: usize = 80;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut probe = load_with(Probe::from_file(object()).stats_capacity(CAPACITY));
+    let dropped = probe.snapshot().unwrap().dropped;
+    let t0 = Instant::now();
+    for i in 0..CGROUPS {
+        // 0.2 CPU per 10 ms period: a busy task is throttled within a period.
+        let mut c = Capped::with_period(10_000);
+        let id = c.id();
+        c.spawn_busy();
+        let start = Instant::now();
+        let (entry, ids) = loop {
+            let snap = probe.snapshot().unwrap();
+            if let Some(e) = snap.get(id) {
+                break (e.clone(), ids_of(&snap));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "cgroup {i} ({id}) was not recorded; dropped {} (was {dropped}), {} entries",
+                snap.dropped,
+                snap.cgroups.len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(entry.stats.events >= 1);
+        assert!(
+            entry
+                .path
+                .as_deref()
+                .is_some_and(|p| p.contains("probes-test-")),
+            "{entry:?}"
+        );
+        // Resolved once: a snapshot that finds no new cgroup does not walk the tree
+        // (other cgroups of the host may be throttled meanwhile: then it may).
+        let walks = probe.cgroup_index().unwrap().walks();
+        let snap = probe.snapshot().unwrap();
+        if ids_of(&snap) == ids {
+            assert_eq!(probe.cgroup_index().unwrap().walks(), walks);
+        }
+        assert!(snap.get(id).is_some());
+        drop(c); // kills the task, waits for the cgroup to empty, removes it
+        let snap = probe.snapshot().unwrap();
+        assert!(
+            snap.get(id).is_none(),
+            "the entry of removed cgroup {i} ({id}) is still in the map"
+        );
+        assert_eq!(snap.dropped, dropped, "throttles dropped at cgroup {i}");
+    }
+    eprintln!(
+        "[{}] {CGROUPS} cgroups through a {CAPACITY}-entry map with {}: all recorded, none \
+         dropped, {:.1}s; {} walks of the cpu hierarchy",
+        lane(),
+        probe.strategy().name(),
+        t0.elapsed().as_secs_f64(),
+        probe.cgroup_index().unwrap().walks()
+    );
+}
+
+/// The id -> path index looks each id up once: asking again for the same ids, or for an
+/// id whose cgroup is gone, does not walk the hierarchy again; a new id does, once.
+#[test]
+fn cgroup_index_walks_only_for_new_ids() {
+    let h = Hierarchy::detect().unwrap();
+    let mut index = probes::CgroupIndex::new(h);
+    let a = Capped::new();
+    let b = Capped::new();
+    let (ia, ib) = (a.id(), b.id());
+    let paths = index.resolve(&[ia, ib]);
+    assert_eq!(index.walks(), 1);
+    assert!(paths[&ia].ends_with(a.dir.file_name().unwrap().to_str().unwrap()));
+    assert!(paths[&ib].ends_with(b.dir.file_name().unwrap().to_str().unwrap()));
+    for _ in 0..3 {
+        assert_eq!(index.resolve(&[ia, ib]), paths);
+    }
+    assert_eq!(index.walks(), 1, "known ids are not looked up again");
+    // An id of a removed cgroup: one walk finds it gone, and it stays known as gone.
+    let gone = {
+        let c = Capped::new();
+        c.id()
+    };
+    let got = index.resolve(&[ia, ib, gone]);
+    assert_eq!(index.walks(), 2);
+    assert!(!got.contains_key(&gone));
+    index.resolve(&[ia, ib, gone]);
+    assert_eq!(
+        index.walks(),
+        2,
+        "a removed cgroup's id causes one walk only"
+    );
+    // A new cgroup: one walk.
+    let c = Capped::new();
+    let got = index.resolve(&[ia, ib, gone, c.id()]);
+    assert_eq!(index.walks(), 3);
+    assert!(got[&c.id()].contains("probes-test-"));
+    index.resolve(&[ia, c.id()]);
+    assert_eq!(index.walks(), 3);
+    // Forgotten when no longer asked for: ib is looked up again.
+    index.resolve(&[ia, ib]);
+    assert_eq!(index.walks(), 4);
 }

@@ -133,6 +133,8 @@ pub mod off {
     pub const SLACK_TIMER_FN: usize = 14;
     /// `task_group.parent`.
     pub const TG_PARENT: usize = 15;
+    /// `cgroup.root` (the hierarchy's `struct cgroup_root *`).
+    pub const CGROUP_ROOT: usize = 16;
     /// Number of entries.
-    pub const LEN: usize = 16;
+    pub const LEN: usize = 17;
 }

@@ -36,9 +36,18 @@ use probes_common::{ThrottleStats, counter, hist_bucket, off};
 #[unsafe(no_mangle)]
 static OFFSETS: [u64; off::LEN] = [0; off::LEN];
 
-/// Per-cgroup totals. Bounded; a full map counts in `COUNTERS[DROPPED]`.
+/// Per-cgroup totals. Bounded (the loader may set another size); a full map counts in
+/// `COUNTERS[DROPPED]`. An entry is made at a cgroup's first throttle start and deleted
+/// when the cgroup is removed (`cgroup_rmdir`).
 #[map]
 static THROTTLE_STATS: HashMap<u64, ThrottleStats> = HashMap::with_max_entries(16384, 0);
+
+/// The `struct cgroup_root *` of the hierarchy that serves the cpu controller, learnt at
+/// throttle starts (0 until the first). cgroup ids are unique only within one hierarchy:
+/// on a v1 host the memory hierarchy has its own cgroups with the same ids, so
+/// `cgroup_rmdir` deletes an entry only for a cgroup of this root.
+#[map]
+static CPU_ROOT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Throttles in flight: cfs_rq pointer or pid -> [start ns, cgroup id, task_group].
 #[map]
@@ -124,13 +133,18 @@ fn read_u32(base: u64, off: u64) -> u32 {
     unsafe { bpf_probe_read_kernel((base.wrapping_add(off)) as *const u32) }.unwrap_or(0)
 }
 
-/// task_group -> css.cgroup -> kn -> id; 0 if any link is missing.
+/// task_group -> css.cgroup; 0 if missing.
 #[inline(always)]
-fn tg_cgroup_id(tg: u64) -> u64 {
+fn tg_cgroup(tg: u64) -> u64 {
     if tg == 0 {
         return 0;
     }
-    let cgrp = read_u64(tg, offset(off::TG_CSS_CGROUP));
+    read_u64(tg, offset(off::TG_CSS_CGROUP))
+}
+
+/// cgroup -> kn -> id; 0 if any link is missing.
+#[inline(always)]
+fn cgroup_id(cgrp: u64) -> u64 {
     if cgrp == 0 {
         return 0;
     }
@@ -141,10 +155,44 @@ fn tg_cgroup_id(tg: u64) -> u64 {
     read_u64(kn, offset(off::KN_ID))
 }
 
-/// Records a throttle starting under `key`; true when it made a new entry (false: it
-/// replaced a start whose end was never seen, or the map was full).
+/// Makes sure cgroup `cgid` has a stats entry (false: the map is full) and notes the
+/// root of its hierarchy for `cgroup_rmdir`.
 #[inline(always)]
-fn start(key: u64, cgid: u64, tg: u64) -> bool {
+fn stats_entry(cgid: u64, cgrp: u64) -> bool {
+    if cgrp != 0 {
+        let root = read_u64(cgrp, offset(off::CGROUP_ROOT));
+        if let Some(p) = CPU_ROOT.get_ptr_mut(0) {
+            // SAFETY: the only value of CPU_ROOT, u64-aligned; every writer stores the
+            // same pointer (one cpu hierarchy), so a racing store is harmless.
+            unsafe {
+                if core::ptr::read_volatile(p) != root {
+                    core::ptr::write_volatile(p, root);
+                }
+            }
+        }
+    }
+    if THROTTLE_STATS.get_ptr(cgid).is_some() {
+        return true;
+    }
+    // Fails if another CPU created it first (fine) or the map is full.
+    let _ = THROTTLE_STATS.insert(cgid, &ZERO_STATS, BPF_NOEXIST.into());
+    THROTTLE_STATS.get_ptr(cgid).is_some()
+}
+
+/// Records a throttle of task group `tg` starting under `key`; true when it made a new
+/// entry (false: it replaced a start whose end was never seen, or a map was full).
+///
+/// The cgroup's stats entry is made here, not at the end: an end that finds no entry
+/// belongs to a cgroup removed meanwhile (fentry: the last unthrottle of an empty
+/// cfs_rq may come after the rmdir) and must not bring a dead id back.
+#[inline(always)]
+fn start(key: u64, tg: u64) -> bool {
+    let cgrp = tg_cgroup(tg);
+    let cgid = cgroup_id(cgrp);
+    if !stats_entry(cgid, cgrp) {
+        bump(counter::DROPPED);
+        return false;
+    }
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // A start whose end was never seen (rare: pid reuse) is replaced in place, so the
@@ -226,17 +274,12 @@ fn add(p: *mut ThrottleStats, ns: u64) {
 /// verifier) instead of 272 bytes of BPF stack.
 static ZERO_STATS: ThrottleStats = ThrottleStats::ZERO;
 
+/// Accounts a finished throttle to its cgroup. The entry was made at the start; when it
+/// is gone the cgroup was removed meanwhile, and its numbers went with it.
 #[inline(always)]
 fn record(cgid: u64, ns: u64) {
     if let Some(p) = THROTTLE_STATS.get_ptr_mut(cgid) {
         add(p, ns);
-        return;
-    }
-    // Fails if another CPU created it first (fine) or the map is full (see below).
-    let _ = THROTTLE_STATS.insert(cgid, &ZERO_STATS, BPF_NOEXIST.into());
-    match THROTTLE_STATS.get_ptr_mut(cgid) {
-        Some(p) => add(p, ns),
-        None => bump(counter::DROPPED),
     }
 }
 
@@ -253,7 +296,7 @@ pub fn throttle_cfs_rq_exit(ctx: FExitContext) -> u32 {
         }
     }
     let tg = read_u64(cfs_rq, offset(off::CFS_RQ_TG));
-    let _ = start(cfs_rq, tg_cgroup_id(tg), tg);
+    let _ = start(cfs_rq, tg);
     0
 }
 
@@ -294,7 +337,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
         let prev = prev as u64;
         let pid = read_u32(prev, offset(off::TASK_PID));
         let tg = read_u64(prev, offset(off::TASK_SCHED_TASK_GROUP));
-        if start(u64::from(pid), tg_cgroup_id(tg), tg) {
+        if start(u64::from(pid), tg) {
             in_flight_add(pid, 1);
         }
     }
@@ -346,6 +389,22 @@ pub fn hrtimer_expire(ctx: BtfTracePointContext) -> u32 {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let _ = UNTHROTTLE_TS.insert(tg, now, 0);
+    0
+}
+
+/// `cgroup_rmdir(struct cgroup *cgrp, const char *path)`: a cgroup was removed; its
+/// stats entry goes with it, if it is one of the cpu hierarchy (see [`CPU_ROOT`]).
+/// Runs once per rmdir in any hierarchy, never on a hot path.
+#[btf_tracepoint(function = "cgroup_rmdir")]
+pub fn cgroup_rmdir(ctx: BtfTracePointContext) -> u32 {
+    let cgrp: u64 = ctx.arg(0);
+    let Some(&cpu_root) = CPU_ROOT.get(0) else {
+        return 0;
+    };
+    if cpu_root == 0 || read_u64(cgrp, offset(off::CGROUP_ROOT)) != cpu_root {
+        return 0;
+    }
+    let _ = THROTTLE_STATS.remove(cgroup_id(cgrp));
     0
 }
 
