@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sandbox::run::{Paths, RunConfig, Source};
+use sandbox::assembly::{Paths, RunConfig, Source};
 use sandbox::spec::{Net, RunOptions, Volume, parse_bytes};
 use sandbox::{Error, state, store};
 
@@ -211,9 +211,9 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                 init: a.init,
                 keep: a.keep,
             };
-            sandbox::run::run(&paths, &cfg, &run_opts(&a)?)
+            sandbox::assembly::run(&paths, &cfg, &run_opts(&a)?)
         }
-        Cmd::Exec { name, env, cmd } => sandbox::run::exec(&paths, &name, &cmd, &env),
+        Cmd::Exec { name, env, cmd } => sandbox::lifecycle::exec(&paths, &name, &cmd, &env),
         Cmd::Ps => {
             println!(
                 "{:<24} {:<10} {:>8}  {:<40} COMMAND",
@@ -239,7 +239,7 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
         Cmd::Stop { name, time } => {
-            sandbox::run::stop(&paths, &name, std::time::Duration::from_secs(time))?;
+            sandbox::lifecycle::stop(&paths, &name, std::time::Duration::from_secs(time))?;
             Ok(0)
         }
         Cmd::Kill { name, signal } => {
@@ -249,11 +249,11 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                 Err(_) => format!("SIG{s}").parse().ok(),
             }
             .ok_or_else(|| Error::Config(format!("unknown signal {signal:?}")))?;
-            sandbox::run::signal(&paths, &name, sig)?;
+            sandbox::lifecycle::signal(&paths, &name, sig)?;
             Ok(0)
         }
         Cmd::Rm { name, force } => {
-            sandbox::run::remove(&paths, &name, force)?;
+            sandbox::lifecycle::remove(&paths, &name, force)?;
             Ok(0)
         }
         Cmd::Gc => {

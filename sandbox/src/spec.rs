@@ -1,6 +1,6 @@
 //! The OCI runtime spec of a container, built from `sandbox run` options.
 //!
-//! Everything [`crate::run`] does is read from the [`Spec`]: process, hostname,
+//! Everything [`crate::assembly`] does is read from the [`Spec`]: process, hostname,
 //! mounts, namespaces, id maps, resources, masked and read-only paths, capabilities.
 //! What Docker sets by default is what is set here (capabilities, masked paths).
 
