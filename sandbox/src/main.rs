@@ -333,7 +333,7 @@ fn main() -> ExitCode {
             {
                 eprintln!("{msg}");
             }
-            ExitCode::from(125)
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(125))
         }
     }
 }

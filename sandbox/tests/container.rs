@@ -388,3 +388,156 @@ fn user_namespace_and_user() {
     assert!(s.contains("CapEff:\t0000000000000000"), "{s}");
     e.assert_clean();
 }
+
+/// The host's `/` entries that the test image does not have: any of them in a
+/// container's output means it saw the host's root.
+fn host_only_root_entries() -> Vec<String> {
+    let image = [
+        "bin", "dev", "etc", "opq", "proc", "sys", "tmp", "lib", "root",
+    ];
+    std::fs::read_dir("/")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !image.contains(&n.as_str()) && n.len() > 2)
+        .collect()
+}
+
+#[test]
+fn workdir_through_an_inherited_fd_does_not_escape() {
+    let e = Env::new();
+    e.import();
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
+    let shadow_first = shadow.lines().next().unwrap().to_string();
+    let host_only = host_only_root_entries();
+    assert!(!host_only.is_empty());
+    // The attack exactly as reported (CVE-2024-21626 class), then every other low fd
+    // the runtime could hold.
+    for fd in 3..=12 {
+        let wd = format!("/proc/self/fd/{fd}");
+        let o = e.run_image(
+            "busybox:test",
+            &["--workdir", &wd],
+            "ls ../../../../; head -1 ../../../../etc/shadow",
+        );
+        let s = format!("{}{}", out(&o), err(&o));
+        assert!(!o.status.success(), "--workdir {wd} was accepted: {s}");
+        assert!(
+            !s.contains(&shadow_first),
+            "--workdir {wd} read the host's shadow file: {s}"
+        );
+        for h in &host_only {
+            assert!(
+                !out(&o).split_whitespace().any(|w| w == h),
+                "--workdir {wd} listed the host's /{h}: {s}"
+            );
+        }
+        assert!(
+            err(&o).contains("working directory"),
+            "--workdir {wd}: the error names the working directory: {s}"
+        );
+    }
+    e.assert_clean();
+}
+
+#[test]
+fn exec_path_through_an_inherited_fd_finds_nothing() {
+    let e = Env::new();
+    e.import();
+    // runc's attack 3a: the program itself named through a runtime fd.
+    for fd in 3..=12 {
+        let prog = format!("/proc/self/fd/{fd}/../../../../../../../../bin/busybox");
+        let o = e
+            .cmd()
+            .args(["run", "--image", "busybox:test", "--", &prog, "echo", "ran"])
+            .output()
+            .unwrap();
+        assert!(
+            !out(&o).contains("ran"),
+            "{prog} ran a program through an fd of the runtime: {}",
+            err(&o)
+        );
+        assert_eq!(o.status.code(), Some(127), "{prog}: {}", err(&o));
+    }
+    e.assert_clean();
+}
+
+#[test]
+fn symlinked_workdir_resolves_inside_the_root() {
+    let e = Env::new();
+    let r = e.rootfs();
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::write(r.join("etc/inside-marker"), "x").unwrap();
+    std::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../../etc", r.join("rel")).unwrap();
+    for wd in ["/abs", "/rel", "/abs/", "/rel/../rel/."] {
+        let o = e.run(&["--workdir", wd], "ls");
+        let s = out(&o);
+        assert!(o.status.success(), "--workdir {wd}: {s}{}", err(&o));
+        assert!(s.contains("inside-marker"), "--workdir {wd}: {s}");
+        assert!(
+            !s.contains("shadow") && !s.contains("passwd"),
+            "--workdir {wd} listed the host's /etc: {s}"
+        );
+    }
+    // A missing directory under the symlink is made inside the root, not on the host.
+    let made = format!("made-{}", std::process::id());
+    let o = e.run(&["--workdir", &format!("/abs/{made}")], "ls /etc");
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains(&made), "{}", out(&o));
+    assert!(!std::path::Path::new("/etc").join(&made).exists());
+    assert!(
+        !r.join("etc").join(&made).exists(),
+        "the lower layer was written"
+    );
+    e.assert_clean();
+}
+
+#[test]
+fn image_working_dir_is_honoured() {
+    let e = Env::new();
+    let l = e.layout_with(
+        "layout-wd",
+        "busybox:wd",
+        br#"{"architecture":"amd64","os":"linux","config":{"WorkingDir":"/srv/app"},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
+    e.import_layout(&l);
+    let o = e.run_image("busybox:wd", &[], "pwd");
+    assert_eq!(out(&o).trim(), "/srv/app", "{}", err(&o));
+    let o = e.run_image("busybox:wd", &["--workdir", "/opq"], "pwd");
+    assert_eq!(out(&o).trim(), "/opq", "--workdir wins: {}", err(&o));
+    e.assert_clean();
+}
+
+#[test]
+fn missing_or_unexecutable_command_exits_like_a_shell() {
+    let e = Env::new();
+    let run = |args: &[&str]| {
+        e.cmd()
+            .args(["run", "--rootfs"])
+            .arg(e.rootfs())
+            .arg("--")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["/nonexistent"]);
+    assert_eq!(o.status.code(), Some(127), "{}", err(&o));
+    assert!(err(&o).contains("/nonexistent"), "{}", err(&o));
+    let o = run(&["no-such-command-in-path"]);
+    assert_eq!(o.status.code(), Some(127), "{}", err(&o));
+    // A directory and a file without x bits: found, not executable.
+    let o = run(&["/tmp"]);
+    assert_eq!(o.status.code(), Some(126), "{}", err(&o));
+    std::fs::write(e.rootfs().join("tmp/not-x"), "#!/bin/sh\n").unwrap();
+    let o = run(&["/tmp/not-x"]);
+    assert_eq!(o.status.code(), Some(126), "{}", err(&o));
+    // A failure of the runtime itself stays 125.
+    let o = e
+        .cmd()
+        .args(["run", "--rootfs", "/nonexistent-rootfs", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    e.assert_clean();
+}

@@ -6,13 +6,16 @@
 //! - `spawn`: the rootfs on the host, the cgroup, the child's spawn and its
 //!   supervision (signals forwarded, exit status);
 //! - `mounts`: the mounts the child makes in its own namespace;
+//! - `workdir`: entering the working directory inside the root, fds closed first;
 //! - `resources`: the spec's resources and namespaces in cgroupkit/nskit terms.
 
 mod mounts;
 mod resources;
 mod spawn;
+mod workdir;
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use cgroupkit::{Cgroup, Leftovers};
@@ -126,7 +129,24 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
     let store = Store::at(&paths.store);
     let dir = paths.state.join(&name);
     let rootfs = dir.join(state::ROOTFS_DIR);
-    let spec = spec::build(opts, &name, &rootfs)?;
+    let spec = match (&cfg.source, &opts.workdir) {
+        // The image's WorkingDir when --workdir is absent (relative: from /, as
+        // Docker takes it).
+        (Source::Image(r), None) => {
+            let opts = RunOptions {
+                workdir: store.get(r)?.workdir.map(|w| {
+                    if w.starts_with('/') {
+                        w
+                    } else {
+                        format!("/{w}")
+                    }
+                }),
+                ..opts.clone()
+            };
+            spec::build(&opts, &name, &rootfs)?
+        }
+        _ => spec::build(opts, &name, &rootfs)?,
+    };
 
     // Made under a hidden name, locked, then renamed into place without replacing:
     // gc never sees a container folder that nobody holds and that has no state.
@@ -164,7 +184,9 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
         cgroup: None,
         armed: true,
     };
-    let code = spawn::start_and_wait(&mut g, cfg, &spec)?;
+    // The lock is the runtime's only fd on the host's tree that the child inherits.
+    let held: Vec<_> = lock.iter().map(AsRawFd::as_raw_fd).collect();
+    let code = spawn::start_and_wait(&mut g, &held, cfg, &spec)?;
     g.state.status = Status::Exited(code);
     g.armed = false;
     if cfg.keep {

@@ -3,6 +3,7 @@
 //! and the supervision loop that forwards signals until it exits.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -14,6 +15,7 @@ use oci_spec::runtime::{Linux, Spec};
 
 use super::mounts::{MOUNTINFO, mounts, root_is_initramfs};
 use super::resources::{ns_kind, resources};
+use super::workdir;
 use super::{Guard, RunConfig, Source};
 use crate::error::{Error, Result, ioe};
 use crate::security;
@@ -125,6 +127,9 @@ fn make_rootfs(
         crate::rootfs::mount_overlay(&lowers, Some((&upper, &work)), &rootfs)?;
     }
     crate::rootfs::mount_dev(&rootfs, spec, owner)?;
+    if let Some(p) = spec.process() {
+        workdir::ensure(&rootfs, p.cwd(), owner)?;
+    }
     Ok(rootfs)
 }
 
@@ -143,9 +148,13 @@ fn make_cgroup<'g>(g: &'g mut Guard<'_>, h: &Hierarchy, linux: &Linux) -> Result
 }
 
 /// The spawn of the container's first process: command, environment, namespaces,
-/// cgroup, id maps, root change, mounts and the confinement steps before exec.
+/// cgroup, id maps, root change, mounts and the confinement steps before exec, the
+/// last of them entering the working directory (see [`workdir`]); `held` are the
+/// runtime's fds the child must close. Returns the spawn and the report of the
+/// working directory step.
 #[allow(clippy::too_many_arguments)]
 fn build_spawn(
+    held: &[RawFd],
     cfg: &RunConfig,
     spec: &Spec,
     linux: &Linux,
@@ -155,7 +164,7 @@ fn build_spawn(
     mountinfo: &str,
     rootfs: &Path,
     dir: &Path,
-) -> Result<Spawn> {
+) -> Result<(Spawn, workdir::Report)> {
     let process = spec
         .process()
         .as_ref()
@@ -171,14 +180,17 @@ fn build_spawn(
             sp.env(k, v);
         }
     }
-    sp.current_dir(process.cwd());
     let mut confine = security::from_spec(spec)?;
     confine.init = cfg.init;
     confine.loopback = kinds.contains(Namespace::NET);
+    let mut close = held.to_vec();
     let handles = cg.spawn_handles()?;
     let mut ns = kinds;
     if let (Some(fd), Layout::V2) = (handles.clone_into_fd(), h.layout()) {
-        sp.cgroup(fd.try_clone_to_owned().map_err(ioe("dup", dir))?);
+        let fd = fd.try_clone_to_owned().map_err(ioe("dup", dir))?;
+        // clone3 places the child with it; the child has no use for it after.
+        close.push(fd.as_raw_fd());
+        sp.cgroup(fd);
     } else {
         if ns.contains(Namespace::CGROUP) {
             ns -= Namespace::CGROUP;
@@ -210,9 +222,18 @@ fn build_spawn(
     for m in mounts(spec, rootfs) {
         sp.mount(m);
     }
-    // SAFETY: Confine::apply is async-signal-safe (raw syscalls on data prepared here).
-    unsafe { sp.pre_exec(move || confine.apply()) };
-    Ok(sp)
+    // The working directory is entered by the last step, after the root change
+    // (which Confine does itself where / is the initramfs); the runtime's fds are
+    // closed by the first, before Confine's init forks and keeps what is open.
+    let (close, enter, report) = workdir::prepare(process.cwd(), close)?;
+    // SAFETY: the three steps are async-signal-safe (raw syscalls on data prepared
+    // here, stack buffers).
+    unsafe {
+        sp.pre_exec(move || close.apply());
+        sp.pre_exec(move || confine.apply());
+        sp.pre_exec(move || enter.apply());
+    }
+    Ok((sp, report))
 }
 
 /// Waits for the container's first process, forwarding [`FORWARDED`] signals to it.
@@ -240,7 +261,12 @@ fn supervise(child: &mut Child, fwd: &libc::sigset_t) -> Result<ExitStatus> {
 }
 
 /// Assembles the container recorded in `g`, starts it and waits for it to exit.
-pub(super) fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32> {
+pub(super) fn start_and_wait(
+    g: &mut Guard<'_>,
+    held: &[RawFd],
+    cfg: &RunConfig,
+    spec: &Spec,
+) -> Result<i32> {
     let dir = g.dir.clone();
     let linux = spec
         .linux()
@@ -257,14 +283,26 @@ pub(super) fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) ->
         std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
     let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
     let cg = make_cgroup(g, &h, linux)?;
-    let mut sp = build_spawn(cfg, spec, linux, kinds, cg, &h, &mountinfo, &rootfs, &dir)?;
+    let (mut sp, report) = build_spawn(
+        held, cfg, spec, linux, kinds, cg, &h, &mountinfo, &rootfs, &dir,
+    )?;
 
     let fwd = sigset(&[libc::SIGCHLD]);
     let mut old: libc::sigset_t = unsafe_zeroed_sigset();
     // SAFETY: valid sigsets; blocks the forwarded signals and SIGCHLD in this thread
     // so that sigtimedwait receives them (the child resets its mask).
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &fwd, &mut old) };
-    let mut child = sp.spawn()?;
+    let spawned = sp.spawn();
+    // Drops the child's steps, and with them the parent's write end of the report.
+    drop(sp);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            // SAFETY: restores the mask saved above.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+            return Err(report.failure(&e).unwrap_or(e.into()));
+        }
+    };
     g.state.pid = Some(child.pid());
     g.state.status = Status::Running;
     state::write(&dir, &g.state)?;
