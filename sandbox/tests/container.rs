@@ -541,3 +541,93 @@ fn missing_or_unexecutable_command_exits_like_a_shell() {
     assert_eq!(o.status.code(), Some(125), "{}", err(&o));
     e.assert_clean();
 }
+
+/// A process of the test's own, unrelated to any container; killed and reaped on
+/// drop, even when the test fails.
+struct Bystander(std::process::Child);
+
+impl Bystander {
+    fn new() -> Bystander {
+        Bystander(
+            std::process::Command::new("sleep")
+                .arg("100")
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn alive(c: &mut Bystander) -> bool {
+    c.0.try_wait().unwrap().is_none()
+}
+
+#[test]
+fn stale_pid_is_never_signalled() {
+    let e = Env::new();
+    let mut other = Bystander::new();
+    let pid = other.0.id();
+
+    // 1. A stale state file (crashed supervisor, cgroup gone) whose pid is now ours.
+    let n = name("stale");
+    let dir = e.state.join(&n);
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = serde_json::json!({
+        "name": n, "id": "0badc0ffee00", "supervisor": 1, "pid": pid,
+        "cgroup": format!("sandbox-{n}-0badc0ffee00"), "image": null,
+        "command": ["sleep", "100"], "status": "running", "keep": false, "created": 0
+    });
+    std::fs::write(dir.join("state.json"), st.to_string()).unwrap();
+    for args in [
+        vec!["kill", n.as_str()],
+        vec!["kill", "-s", "TERM", n.as_str()],
+        vec!["stop", "-t", "1", n.as_str()],
+        vec!["exec", n.as_str(), "--", "true"],
+    ] {
+        let o = e.cmd().args(&args).output().unwrap();
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(
+            err(&o).contains("no longer its process") && err(&o).contains("nothing was signalled"),
+            "{args:?}: {}",
+            err(&o)
+        );
+        assert!(alive(&mut other), "{args:?} signalled an unrelated process");
+    }
+    let o = e.cmd().args(["rm", &n]).output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+
+    // 2. A live container whose recorded pid was replaced (pid reuse while its
+    // cgroup still exists): the pid is not in the container's cgroup.
+    let n = name("reused");
+    let mut child = e
+        .cmd()
+        .args(["run", "--rootfs"])
+        .arg(e.rootfs())
+        .args(["--name", &n, "--", "sleep", "100"])
+        .spawn()
+        .unwrap();
+    let real = wait_running(&e, &n);
+    let path = e.state.join(&n).join("state.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let forged = text.replace(&format!("\"pid\":{real}"), &format!("\"pid\":{pid}"));
+    assert_ne!(text, forged);
+    std::fs::write(&path, forged).unwrap();
+    let o = e.cmd().args(["kill", &n]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(err(&o).contains("no longer its process"), "{}", err(&o));
+    assert!(alive(&mut other), "kill signalled an unrelated process");
+    // With the right pid, kill goes through.
+    std::fs::write(&path, text).unwrap();
+    let o = e.cmd().args(["kill", &n]).output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+    assert!(alive(&mut other));
+    drop(other);
+    e.assert_clean();
+}

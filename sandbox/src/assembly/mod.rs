@@ -12,7 +12,7 @@
 mod mounts;
 mod resources;
 mod spawn;
-mod workdir;
+pub(crate) mod workdir;
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
