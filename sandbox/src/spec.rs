@@ -355,6 +355,17 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
                 .map_err(cfg("cpu"))?,
         );
     }
+    // Zero would mean "no limit" to the OCI spec: refused, as cgctl does.
+    if let Some(m) = o.memory_bytes.filter(|m| *m <= 0) {
+        return Err(Error::Config(format!(
+            "--memory {m}: expected a positive size like 64M (omit --memory for no limit)"
+        )));
+    }
+    if let Some(p) = o.pids.filter(|p| *p <= 0) {
+        return Err(Error::Config(format!(
+            "--pids {p}: expected a positive number of tasks (omit --pids for no limit)"
+        )));
+    }
     if let Some(m) = o.memory_bytes {
         resources = resources.memory(
             LinuxMemoryBuilder::default()

@@ -631,3 +631,94 @@ fn stale_pid_is_never_signalled() {
     drop(other);
     e.assert_clean();
 }
+
+#[test]
+fn zero_limits_are_refused() {
+    let e = Env::new();
+    for (flag, value) in [("--pids", "0"), ("--memory", "0"), ("--memory", "0M")] {
+        let o = e.run(&[flag, value], "true");
+        assert_eq!(o.status.code(), Some(125), "{flag} {value}: {}", err(&o));
+        assert!(
+            err(&o).contains(flag) && err(&o).contains("positive"),
+            "{flag} {value}: {}",
+            err(&o)
+        );
+    }
+    e.assert_clean();
+}
+
+/// Runs `sandbox ARGS` with its standard output on a pipe whose reader is already
+/// gone: every write fails with EPIPE.
+fn into_closed_pipe(e: &Env, args: &[&str]) -> std::process::Output {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    e.cmd()
+        .args(args)
+        .stdout(std::process::Stdio::from(w))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_pipe_ends_the_listing_quietly() {
+    let e = Env::new();
+    e.import();
+    for args in [&["ps"][..], &["image", "ls"][..]] {
+        let o = into_closed_pipe(&e, args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", err(&o));
+        assert_eq!(err(&o), "", "{args:?} wrote to stderr");
+    }
+    // And through a shell's pipeline, as the issue typed it (whether the write
+    // meets the closed pipe depends on timing; nothing may be printed either way).
+    let sb = format!(
+        "{} --root {} --store {}",
+        env!("CARGO_BIN_EXE_sandbox"),
+        e.state.display(),
+        e.store.display()
+    );
+    let script = format!("exec 2>&1; {sb} ps | head -0; {sb} image ls | head -1 >/dev/null");
+    let o = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(out(&o), "", "the pipelines printed");
+    e.assert_clean();
+}
+
+#[test]
+fn ps_escapes_control_characters() {
+    let e = Env::new();
+    let n = name("ctl");
+    let o = e
+        .cmd()
+        .args(["run", "--rootfs"])
+        .arg(e.rootfs())
+        .args([
+            "--name",
+            &n,
+            "--keep",
+            "--",
+            "true",
+            "\x1b]0;owned\x07",
+            "\x1b[2J",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let ps = e.cmd().arg("ps").output().unwrap();
+    let s = out(&ps);
+    assert!(s.contains(&n), "{s}");
+    assert!(
+        !s.contains('\x1b') && !s.contains('\x07'),
+        "raw control characters in ps: {s:?}"
+    );
+    assert!(s.contains("\\u{1b}]0;owned\\u{7}"), "{s}");
+    // Names cannot hold them in the first place.
+    let o = e.run(&["--name", "bad\x1bname"], "true");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("invalid name"), "{}", err(&o));
+    let o = e.cmd().args(["rm", &n]).output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    e.assert_clean();
+}
