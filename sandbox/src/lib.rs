@@ -1,7 +1,7 @@
 //! `sandbox`: containers assembled from layered images, namespaces and cgroup limits.
 //!
 //! A container is described by an OCI runtime [`Spec`](oci_spec::runtime::Spec): the
-//! CLI builds one ([`spec::build`]) and [`assembly::run`] consumes it, so a `config.json`
+//! CLI (the `sandbox-cli` package, `sandbox/cli`) builds one ([`spec::build`]) and [`assembly::run`] consumes it, so a `config.json`
 //! reader is a front end, not a rewrite.
 //!
 //! - [`store`]: the content-addressed layer store and OCI image-layout import.
