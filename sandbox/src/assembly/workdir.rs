@@ -99,8 +99,12 @@ pub(crate) fn prepare(cwd: &Path, close: Vec<RawFd>) -> Result<(CloseFds, Enter,
             cwd.display()
         ))
     })?;
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::io("pipe2", "working directory report", e.into()))?;
+    // Non-blocking: the child writes its byte before it fails its step, so the byte
+    // is there once the spawn has reported the failure; the read must not wait for
+    // the write ends that a still-exiting child (or its --init) holds.
+    let (report_r, report_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| Error::io("pipe2", "working directory report", e.into()))?;
     let mut close = close;
     close.push(report_r.as_raw_fd());
     Ok((
@@ -170,8 +174,7 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    /// After a failed spawn, once the [`Enter`] step (and with it the parent's write
-    /// end) is dropped: the working directory's own error, if it is what failed.
+    /// After a failed spawn: the working directory's own error, if it is what failed.
     pub(crate) fn failure(&self, cause: &nskit::Error) -> Option<Error> {
         let mut b = [0u8; 1];
         let n = nix::unistd::read(&self.report_r, &mut b).ok()?;
