@@ -39,6 +39,17 @@ pub enum Error {
         /// What is wrong and what to do.
         what: String,
     },
+    /// The container's working directory could not be entered safely.
+    #[error("working directory {path:?} {what}")]
+    Workdir {
+        /// The directory, as given (inside the container).
+        path: String,
+        /// What is wrong.
+        what: &'static str,
+        /// The errno the child reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// A JSON file could not be read or written.
     #[error("JSON {}", path.display())]
     Json {
@@ -50,7 +61,28 @@ pub enum Error {
     },
 }
 
+/// The status of `sandbox run` when the container could not be started (docker's).
+pub const EXIT_RUNTIME: i32 = 125;
+/// The status when the command exists but cannot be executed (a shell's).
+pub const EXIT_CANNOT_EXEC: i32 = 126;
+/// The status when the command is not found (a shell's).
+pub const EXIT_NOT_FOUND: i32 = 127;
+
 impl Error {
+    /// The exit status a front end reports for this error: 127 when the container's
+    /// command was not found, 126 when it could not be executed (as a shell
+    /// reports them), 125 for a failure of the runtime itself.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Ns(e) => match e.exec_error() {
+                Some(s) if s.kind() == std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                Some(_) => EXIT_CANNOT_EXEC,
+                None => EXIT_RUNTIME,
+            },
+            _ => EXIT_RUNTIME,
+        }
+    }
+
     /// An [`Error::Io`] for `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {

@@ -1,7 +1,7 @@
 //! `sandbox`: containers assembled from layered images, namespaces and cgroup limits.
 //!
 //! A container is described by an OCI runtime [`Spec`](oci_spec::runtime::Spec): the
-//! CLI builds one ([`spec::build`]) and [`run::run`] consumes it, so a `config.json`
+//! CLI (the `sandbox-cli` package, `sandbox/cli`) builds one ([`spec::build`]) and [`assembly::run`] consumes it, so a `config.json`
 //! reader is a front end, not a rewrite.
 //!
 //! - [`store`]: the content-addressed layer store and OCI image-layout import.
@@ -9,12 +9,14 @@
 //! - [`security`]: capabilities, no_new_privs, the default seccomp filter and the
 //!   async-signal-safe steps that apply them between clone and exec.
 //! - [`state`]: the state directory, locking, `ps` and `gc`.
-//! - [`run`]: assembly of one container, all-or-nothing, and its supervision.
+//! - [`assembly`]: assembly of one container, all-or-nothing, and its supervision.
+//! - [`lifecycle`]: `exec`, `kill`, `stop` and `rm` of a container by name.
 #![deny(missing_docs)]
 
+pub mod assembly;
 pub mod error;
+pub mod lifecycle;
 pub mod rootfs;
-pub mod run;
 pub mod security;
 pub mod spec;
 pub mod state;

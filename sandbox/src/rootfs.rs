@@ -112,6 +112,9 @@ pub fn mount_layers(layers: &Path) -> Result<()> {
 /// Mount points are made here, in a layer of our own, so that a symlink in the
 /// image cannot redirect one: the init layer's directory hides whatever the image
 /// has at that path. Those under /dev are made in the /dev tmpfs ([`mount_dev`]).
+/// The working directory is not made here: a directory here would hide an image's
+/// symlink there, which must resolve (inside the root) instead; it is made in the
+/// overlay when missing.
 pub fn write_init_layer(layer: &Path, spec: &Spec, owner: Option<(u32, u32)>) -> Result<()> {
     let hostname = spec.hostname().clone().unwrap_or_default();
     write(
@@ -141,10 +144,6 @@ pub fn write_init_layer(layer: &Path, spec: &Spec, owner: Option<(u32, u32)>) ->
         } else {
             mkdirs(&p)?;
         }
-    }
-    if let Some(p) = spec.process() {
-        let cwd = inside(layer, p.cwd())?;
-        mkdirs(&cwd)?;
     }
     if let Some((uid, gid)) = owner {
         chown_tree(layer, uid, gid)?;

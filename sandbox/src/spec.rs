@@ -1,6 +1,6 @@
 //! The OCI runtime spec of a container, built from `sandbox run` options.
 //!
-//! Everything [`crate::run`] does is read from the [`Spec`]: process, hostname,
+//! Everything [`crate::assembly`] does is read from the [`Spec`]: process, hostname,
 //! mounts, namespaces, id maps, resources, masked and read-only paths, capabilities.
 //! What Docker sets by default is what is set here (capabilities, masked paths).
 
@@ -354,6 +354,17 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
                 .build()
                 .map_err(cfg("cpu"))?,
         );
+    }
+    // Zero would mean "no limit" to the OCI spec: refused, as cgctl does.
+    if let Some(m) = o.memory_bytes.filter(|m| *m <= 0) {
+        return Err(Error::Config(format!(
+            "--memory {m}: expected a positive size like 64M (omit --memory for no limit)"
+        )));
+    }
+    if let Some(p) = o.pids.filter(|p| *p <= 0) {
+        return Err(Error::Config(format!(
+            "--pids {p}: expected a positive number of tasks (omit --pids for no limit)"
+        )));
     }
     if let Some(m) = o.memory_bytes {
         resources = resources.memory(

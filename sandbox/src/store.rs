@@ -45,6 +45,10 @@ pub struct Image {
     pub manifest: String,
     /// Layer digests, bottom layer first.
     pub layers: Vec<String>,
+    /// The image config's `WorkingDir` (absent in images imported before it was
+    /// recorded, and when the image sets none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
 }
 
 impl Image {
@@ -255,6 +259,15 @@ impl Store {
                         .unwrap_or_else(|| "image".into())
                 });
             let (n, t) = parse_ref(&reference)?;
+            let cd = manifest.config().digest().to_string();
+            let cp = self.blob(layout, &cd)?;
+            verify(&cp, &cd)?;
+            let config: oci_spec::image::ImageConfiguration = self.read_json(&cp)?;
+            let workdir = config
+                .config()
+                .as_ref()
+                .and_then(|c| c.working_dir().clone())
+                .filter(|w| !w.is_empty());
             let mut layers = Vec::new();
             for l in manifest.layers() {
                 let ld = l.digest().to_string();
@@ -266,6 +279,7 @@ impl Store {
                 tag: t,
                 manifest: digest,
                 layers,
+                workdir,
             };
             let f = self.image_file(&img.key());
             let text = serde_json::to_vec_pretty(&img).map_err(|source| Error::Json {

@@ -96,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
         "-p",
         "exporter",
         "-p",
-        "sandbox",
+        "sandbox-cli",
     ]))?;
     capped_process(&args)?;
     container::run(&util::release_bin("sandbox"), &args.cpu, args.seconds)

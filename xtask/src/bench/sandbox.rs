@@ -98,7 +98,7 @@ fn bundle(dir: &Path, tag: &str) -> Result<PathBuf> {
 /// Entry point of `cargo xtask bench sandbox`.
 pub fn run(runs: usize) -> Result<()> {
     util::apt_install(&["runc", "crun", "busybox-static"])?;
-    util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox"]))?;
+    util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox-cli"]))?;
     let sandbox = util::release_bin("sandbox");
     let dir = std::env::temp_dir().join(format!("sandbox-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

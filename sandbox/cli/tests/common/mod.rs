@@ -94,7 +94,16 @@ impl Env {
     /// An OCI layout with two gzip layers: busybox + /etc/removed + /etc/kept, then a
     /// layer that deletes /etc/removed (whiteout) and makes /opq opaque.
     pub fn layout(&self) -> PathBuf {
-        let l = self.dir.path().join("layout");
+        self.layout_with(
+            "layout",
+            "busybox:test",
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+    }
+
+    /// [`Env::layout`] with another folder, reference name and image config.
+    pub fn layout_with(&self, folder: &str, reference: &str, config: &[u8]) -> PathBuf {
+        let l = self.dir.path().join(folder);
         let blobs = l.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).unwrap();
         let mut b1 = tar::Builder::new(Vec::new());
@@ -129,8 +138,6 @@ impl Env {
             let gz = gz.finish().unwrap();
             layers.push((put(&blobs, &gz), gz.len()));
         }
-        let config =
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let cfg = put(&blobs, config);
         let layer_json: Vec<String> = layers
             .iter()
@@ -145,7 +152,7 @@ impl Env {
         );
         let md = put(&blobs, manifest.as_bytes());
         let index = format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"busybox:test"}}}}]}}"#,
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"{reference}"}}}}]}}"#,
             manifest.len()
         );
         std::fs::write(l.join("index.json"), index).unwrap();
@@ -154,11 +161,14 @@ impl Env {
     }
 
     pub fn import(&self) {
-        let l = self.layout();
+        self.import_layout(&self.layout());
+    }
+
+    pub fn import_layout(&self, l: &Path) {
         let o = self
             .cmd()
             .args(["image", "import"])
-            .arg(&l)
+            .arg(l)
             .output()
             .unwrap();
         assert!(

@@ -1,4 +1,4 @@
-//! Link flags of the `sandbox` binary.
+//! Link flags of the `sandbox` binary (this package's only target).
 //!
 //! The workspace links static-pie binaries (`.cargo/config.toml`). At start-up a
 //! static-pie applies its own relocations, reading the whole `.rela.dyn` table: 300 KB

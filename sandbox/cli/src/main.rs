@@ -1,10 +1,11 @@
 //! `sandbox`: containers assembled from layered images, namespaces and cgroup limits.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sandbox::run::{Paths, RunConfig, Source};
+use sandbox::assembly::{Paths, RunConfig, Source};
 use sandbox::spec::{Net, RunOptions, Volume, parse_bytes};
 use sandbox::{Error, state, store};
 
@@ -188,13 +189,44 @@ fn run_opts(a: &RunArgs) -> Result<RunOptions, Error> {
         userns: a.userns,
         read_only: a.read_only,
         cpus: a.cpu,
-        memory_bytes: a.memory.as_deref().map(parse_bytes).transpose()?,
+        memory_bytes: a
+            .memory
+            .as_deref()
+            .map(|m| parse_bytes(m).map_err(|e| Error::Config(format!("--memory {m:?}: {e}"))))
+            .transpose()?,
         pids: a.pids,
     })
 }
 
-#[allow(clippy::print_stdout)] // the CLI's output
+/// The name of the CLI's output in errors.
+const STDOUT: &str = "standard output";
+
+/// `writeln!` to the CLI's output; a write error (a closed pipe) ends the command.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        writeln!($out, $($arg)*).map_err(|e| Error::io("write", STDOUT, e))?
+    };
+}
+
+/// `s` with control characters escaped (`\u{1b}`), so that a name, a cgroup path
+/// or a command recorded in a state file cannot drive the terminal.
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn main_inner(cli: Cli) -> Result<i32, Error> {
+    let mut out = std::io::stdout().lock();
     let paths = Paths {
         state: state::state_root(cli.root),
         store: store::store_root(cli.store),
@@ -211,13 +243,17 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                 init: a.init,
                 keep: a.keep,
             };
-            sandbox::run::run(&paths, &cfg, &run_opts(&a)?)
+            sandbox::assembly::run(&paths, &cfg, &run_opts(&a)?)
         }
-        Cmd::Exec { name, env, cmd } => sandbox::run::exec(&paths, &name, &cmd, &env),
+        Cmd::Exec { name, env, cmd } => sandbox::lifecycle::exec(&paths, &name, &cmd, &env),
         Cmd::Ps => {
-            println!(
+            say!(
+                out,
                 "{:<24} {:<10} {:>8}  {:<40} COMMAND",
-                "NAME", "STATUS", "PID", "CGROUP"
+                "NAME",
+                "STATUS",
+                "PID",
+                "CGROUP"
             );
             for e in state::list(&paths.state)? {
                 let Some(st) = e.state else { continue };
@@ -227,19 +263,20 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                     (state::Status::Running, true) => "running".into(),
                     (state::Status::Creating, true) => "creating".into(),
                 };
-                println!(
+                say!(
+                    out,
                     "{:<24} {:<10} {:>8}  {:<40} {}",
-                    st.name,
+                    printable(&st.name),
                     status,
                     st.pid.map(|p| p.to_string()).unwrap_or_default(),
-                    st.cgroup,
-                    st.command.join(" ")
+                    printable(&st.cgroup),
+                    printable(&st.command.join(" "))
                 );
             }
             Ok(0)
         }
         Cmd::Stop { name, time } => {
-            sandbox::run::stop(&paths, &name, std::time::Duration::from_secs(time))?;
+            sandbox::lifecycle::stop(&paths, &name, std::time::Duration::from_secs(time))?;
             Ok(0)
         }
         Cmd::Kill { name, signal } => {
@@ -249,18 +286,19 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                 Err(_) => format!("SIG{s}").parse().ok(),
             }
             .ok_or_else(|| Error::Config(format!("unknown signal {signal:?}")))?;
-            sandbox::run::signal(&paths, &name, sig)?;
+            sandbox::lifecycle::signal(&paths, &name, sig)?;
             Ok(0)
         }
         Cmd::Rm { name, force } => {
-            sandbox::run::remove(&paths, &name, force)?;
+            sandbox::lifecycle::remove(&paths, &name, force)?;
             Ok(0)
         }
         Cmd::Gc => {
             for c in state::gc(&paths.state)? {
-                println!(
+                say!(
+                    out,
                     "removed {}",
-                    c.name.unwrap_or_else(|| c.dir.display().to_string())
+                    printable(&c.name.unwrap_or_else(|| c.dir.display().to_string()))
                 );
             }
             Ok(0)
@@ -273,12 +311,16 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             let h = cgroupkit::Hierarchy::detect()?;
             let cg = cgroupkit::Cgroup::load(&h, &cgroupkit::CgroupPath::new(&st.cgroup)?)?;
             let cpu = cg.cpu_stat()?;
-            println!(
+            say!(
+                out,
                 "cgroup {}\nnr_periods {}\nnr_throttled {}\nthrottled_usec {}",
-                st.cgroup, cpu.nr_periods, cpu.nr_throttled, cpu.throttled_usec
+                st.cgroup,
+                cpu.nr_periods,
+                cpu.nr_throttled,
+                cpu.throttled_usec
             );
             if let Ok(p) = cg.pids_stat() {
-                println!("pids.current {}", p.current);
+                say!(out, "pids.current {}", p.current);
             }
             Ok(0)
         }
@@ -287,22 +329,30 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             match cmd {
                 ImageCmd::Import { path, name } => {
                     for i in s.import(&path, name.as_deref())? {
-                        println!(
+                        say!(
+                            out,
                             "imported {}:{} ({} layers, {})",
-                            i.name,
-                            i.tag,
+                            printable(&i.name),
+                            printable(&i.tag),
                             i.layers.len(),
                             i.manifest
                         );
                     }
                 }
                 ImageCmd::Ls => {
-                    println!("{:<30} {:<12} {:>6}  MANIFEST", "NAME", "TAG", "LAYERS");
+                    say!(
+                        out,
+                        "{:<30} {:<12} {:>6}  MANIFEST",
+                        "NAME",
+                        "TAG",
+                        "LAYERS"
+                    );
                     for i in s.list()? {
-                        println!(
+                        say!(
+                            out,
                             "{:<30} {:<12} {:>6}  {}",
-                            i.name.replace('+', "/"),
-                            i.tag,
+                            printable(&i.name.replace('+', "/")),
+                            printable(&i.tag),
                             i.layers.len(),
                             i.manifest
                         );
@@ -310,7 +360,7 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                 }
                 ImageCmd::Rm { name } => {
                     let i = s.remove(&name)?;
-                    println!("removed {}:{}", i.name, i.tag);
+                    say!(out, "removed {}:{}", printable(&i.name), printable(&i.tag));
                 }
             }
             Ok(0)
@@ -322,6 +372,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match main_inner(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        // The reader went away (`sandbox ps | head -1`): end quietly, as a tool in a
+        // pipeline does.
+        Err(Error::Io {
+            op: "write",
+            path,
+            source,
+        }) if path.as_os_str() == STDOUT && source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let mut msg = format!("sandbox: {e}");
             let mut src = std::error::Error::source(&e);
@@ -329,11 +388,9 @@ fn main() -> ExitCode {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            #[allow(clippy::print_stderr)] // a binary reporting to its user
-            {
-                eprintln!("{msg}");
-            }
-            ExitCode::from(125)
+            // Nothing more to do if stderr is closed too.
+            let _ = writeln!(std::io::stderr(), "{msg}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(125))
         }
     }
 }
