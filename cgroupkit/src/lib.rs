@@ -36,11 +36,14 @@ pub mod hierarchy;
 pub mod hugetlb;
 pub mod io;
 pub mod lifecycle;
+pub mod membership;
 pub mod memory;
 mod path;
 pub mod pids;
 pub mod proc;
 pub mod psi;
+pub mod reader;
+pub mod walk;
 mod resources;
 mod sys;
 #[cfg(test)]
