@@ -380,12 +380,4 @@ mod tests {
         r.pressure(dir, &mut s);
         assert_eq!(r.errors, [0; ErrorKind::ALL.len()]);
     }
-
-    #[test]
-    fn big_files_grow_the_buffer() {
-        let pids: String = (1..5000).map(|p| format!("{p}\n")).collect();
-        let d = dir_with(&[("cgroup.procs", &pids)]);
-        let mut r = FileReader::new();
-        assert_eq!(r.processes(d.path().to_str().unwrap()), Ok(Some(4999)));
-    }
 }
