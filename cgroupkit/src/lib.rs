@@ -43,11 +43,11 @@ pub mod pids;
 pub mod proc;
 pub mod psi;
 pub mod reader;
-pub mod walk;
 mod resources;
 mod sys;
 #[cfg(test)]
 mod testutil;
+pub mod walk;
 
 pub use attach::SpawnHandles;
 pub use cgroup::{Cgroup, CgroupDir};

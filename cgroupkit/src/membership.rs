@@ -80,9 +80,9 @@ impl Procfs {
         let path = self.root().join(pid.as_raw().to_string()).join("cgroup");
         match reader::read_string(&path) {
             Ok(t) => ProcCgroup::parse(&t, &path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoSuchProcess {
-                pid: pid.as_raw(),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NoSuchProcess { pid: pid.as_raw() })
+            }
             Err(source) => Err(Error::Read { path, source }),
         }
     }

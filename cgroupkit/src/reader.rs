@@ -252,7 +252,15 @@ mod tests {
     /// read(2); a reader that stops at the first short read loses the rest.
     #[test]
     fn short_reads_are_not_the_end() {
-        for len in [0, 1, 100, READ_BUF - 1, READ_BUF, READ_BUF + 1, 5 * READ_BUF + 7] {
+        for len in [
+            0,
+            1,
+            100,
+            READ_BUF - 1,
+            READ_BUF,
+            READ_BUF + 1,
+            5 * READ_BUF + 7,
+        ] {
             let text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
             for step in [1, 7, 4096, usize::MAX] {
                 let mut r = Trickle {

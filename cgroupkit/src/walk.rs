@@ -229,7 +229,17 @@ mod tests {
         all.sort();
         assert_eq!(
             all,
-            ["", "a", "a/b", "a/b/c", "a/d", "e", "skip", "skip/deep", "skip/deep/er"]
+            [
+                "",
+                "a",
+                "a/b",
+                "a/b/c",
+                "a/d",
+                "e",
+                "skip",
+                "skip/deep",
+                "skip/deep/er"
+            ]
         );
         let mut d1 = Walk::new(t.path()).max_depth(Some(1)).collect().unwrap();
         d1.sort();
@@ -250,8 +260,15 @@ mod tests {
             .unwrap();
         assert!(seen.contains(&"skip".to_owned()));
         assert!(!seen.iter().any(|s| s.starts_with("skip/")), "{seen:?}");
-        assert_eq!(Walk::new(t.path()).max_depth(Some(0)).collect().unwrap(), [""]);
+        assert_eq!(
+            Walk::new(t.path()).max_depth(Some(0)).collect().unwrap(),
+            [""]
+        );
         assert!(Walk::new(t.path().join("none")).collect().is_err());
-        assert!(Walk::new(t.path().join("a/cgroup.procs")).collect().is_err());
+        assert!(
+            Walk::new(t.path().join("a/cgroup.procs"))
+                .collect()
+                .is_err()
+        );
     }
 }

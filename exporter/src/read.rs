@@ -240,7 +240,12 @@ impl FileReader {
             Version::V1 => ("total_rss", "total_cache", "total_inactive_file"),
         };
         let stat = self.get(dir, MEMORY_STAT, |t| {
-            stat_values(t, Path::new(MEMORY_STAT), [rss_key, cache_key, inactive_key]).ok()
+            stat_values(
+                t,
+                Path::new(MEMORY_STAT),
+                [rss_key, cache_key, inactive_key],
+            )
+            .ok()
         });
         if let Some([rss, cache, inactive]) = stat {
             s.mem_rss = rss;

@@ -48,7 +48,8 @@ fn container_processes_counts_every_process_of_a_big_cgroup() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start sh");
-    cg.add_process(Pid::new(i64::from(sh.id())).unwrap()).unwrap();
+    cg.add_process(Pid::new(i64::from(sh.id())).unwrap())
+        .unwrap();
     writeln!(sh.stdin.as_mut().unwrap(), "go").unwrap();
     let mut line = String::new();
     BufReader::new(sh.stdout.take().unwrap())
@@ -61,7 +62,11 @@ fn container_processes_counts_every_process_of_a_big_cgroup() {
     assert_eq!(cg.procs().unwrap().len(), want);
     assert_eq!(cg.all_procs().unwrap().len(), want);
     let text = std::fs::read_to_string(cg.dirs()[0].file("cgroup.procs")).unwrap();
-    assert!(text.len() > 4096, "a multi-page cgroup.procs: {} bytes", text.len());
+    assert!(
+        text.len() > 4096,
+        "a multi-page cgroup.procs: {} bytes",
+        text.len()
+    );
 
     // The exporter's scrape, over HTTP.
     let exporter = Exporter::start(&["--no-ebpf", "--cgroup-root", &name]);
