@@ -4,8 +4,11 @@
 //!
 //! The [`Collector`] walks the cgroup hierarchies that cgroupkit finds (v1, v2 or
 //! hybrid; on v1 and hybrid hosts the per-controller trees are merged by relative
-//! path into one `id` label set), reads each cgroup's files with one `read(2)` per
-//! file, and writes the exposition text directly into one buffer. Nothing is polled
+//! path into one `id` label set) with cgroupkit's walker, reads each cgroup's files
+//! with cgroupkit's reader (to the end of each file: `cgroup.procs` of a busy cgroup
+//! spans several `read(2)` calls), and writes the exposition text directly into one
+//! buffer. Scrapes may run at once from several threads (`collect` takes `&self`).
+//! Nothing is polled
 //! in the background: a cgroup made just now is on the next scrape, one removed (even
 //! mid-scrape) drops out without an error, and malformed or unreadable files count as
 //! read errors (`cgroup_exporter_read_errors_total{kind}`), never panics.
@@ -13,13 +16,14 @@
 //! ```no_run
 //! use exporter::{Collector, Config, Format};
 //! let h = cgroupkit::Hierarchy::detect()?;
-//! let mut c = Collector::new(h, Config::default())?;
+//! let c = Collector::new(h, Config::default())?;
 //! let text = c.collect(Format::Text);
 //! assert!(text.contains("container_cpu_usage_seconds_total"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The HTTP server, flags and eBPF loading live in the `cgroup_exporter` binary.
+//! The HTTP server, flags and eBPF loading live in the `cgroup_exporter` binary (its
+//! own package, `cgroup-exporter`): this crate depends on no CLI, HTTP or async crate.
 #![deny(missing_docs)]
 
 mod expo;
