@@ -35,22 +35,30 @@ pub const READ_BUF: usize = 8192;
 /// hundreds of thousands of pids is about 3.5 MiB).
 pub const MAX_FILE: usize = 16 << 20;
 
-/// Reads `r` to its end into `buf` (cleared first), growing it by doubling: calls
-/// `read` until it returns 0, retrying on EINTR. A short read is not the end: a
-/// seq_file hands out one page-sized batch of records per call.
+/// Reads `r` to its end into `buf` (its old content is replaced), growing it by
+/// doubling: calls `read` until it returns 0, retrying on EINTR. A short read is not
+/// the end: a seq_file hands out one page-sized batch of records per call. On
+/// success `buf.len()` is the file's length.
 ///
 /// Fails with `InvalidData` past `max` bytes.
 pub fn read_to_end(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-    buf.clear();
-    if buf.capacity() < READ_BUF {
-        buf.reserve(READ_BUF);
+    let n = fill(r, buf, max)?;
+    buf.truncate(n);
+    Ok(n)
+}
+
+/// The loop of [`read_to_end`] over a scratch buffer: `buf[..n]` holds the file on
+/// return, and `buf` keeps its (initialised) length beyond `n`, so that a reader
+/// reusing it never zeroes it again (after one big `cgroup.procs` grew it, a
+/// truncate-and-zero per file would cost a memset of that size per file).
+fn fill(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    if buf.len() < READ_BUF {
+        buf.resize(READ_BUF, 0);
     }
     let mut len = 0;
-    buf.resize(buf.capacity(), 0);
     loop {
         if len == buf.len() {
             if buf.len() >= max {
-                buf.truncate(len);
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("file larger than {max} bytes"),
@@ -60,17 +68,12 @@ pub fn read_to_end(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> io::Resu
             buf.resize(buf.len() + grow, 0);
         }
         match r.read(&mut buf[len..]) {
-            Ok(0) => break,
+            Ok(0) => return Ok(len),
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                buf.truncate(len);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
-    buf.truncate(len);
-    Ok(len)
 }
 
 /// [`read_to_end`] of a file into a new UTF-8 string.
@@ -154,7 +157,7 @@ impl FileReader {
     /// A reader with an empty buffer of [`READ_BUF`] bytes.
     pub fn new() -> FileReader {
         FileReader {
-            buf: Vec::with_capacity(READ_BUF),
+            buf: vec![0; READ_BUF],
             path: PathBuf::with_capacity(256),
             dir_fd: None,
             dir_path: PathBuf::with_capacity(256),
@@ -201,7 +204,7 @@ impl FileReader {
     /// `dir`, else by the full path. The text borrows the reader's buffer.
     pub fn read_bytes(&mut self, dir: &Path, name: &str) -> io::Result<&[u8]> {
         let mut f = self.open(dir, name)?;
-        let n = read_to_end(&mut f, &mut self.buf, MAX_FILE)?;
+        let n = fill(&mut f, &mut self.buf, MAX_FILE)?;
         Ok(&self.buf[..n])
     }
 
@@ -214,7 +217,7 @@ impl FileReader {
     /// Reads the file at `path` (full path, no directory fd) to its end, as UTF-8.
     pub fn read_path(&mut self, path: &Path) -> io::Result<&str> {
         let mut f = open_read(path)?;
-        let n = read_to_end(&mut f, &mut self.buf, MAX_FILE)?;
+        let n = fill(&mut f, &mut self.buf, MAX_FILE)?;
         std::str::from_utf8(&self.buf[..n]).map_err(|_| not_utf8())
     }
 }
@@ -294,6 +297,11 @@ mod tests {
         std::fs::write(t.path().join("cpu.stat"), "usage_usec 5\n").unwrap();
         std::fs::write(t.path().join("bad"), b"\xff\xfe").unwrap();
         let mut r = FileReader::new();
+        assert_eq!(r.read(t.path(), "cpu.stat").unwrap(), "usage_usec 5\n");
+        // A big file grows the buffer; a small one after it reads only itself.
+        let big = "1\n".repeat(3 * READ_BUF);
+        std::fs::write(t.path().join("cgroup.procs"), &big).unwrap();
+        assert_eq!(r.read(t.path(), "cgroup.procs").unwrap(), big);
         assert_eq!(r.read(t.path(), "cpu.stat").unwrap(), "usage_usec 5\n");
         r.enter(t.path()).unwrap();
         assert_eq!(r.read(t.path(), "cpu.stat").unwrap(), "usage_usec 5\n");
