@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use cgctl::cli::LsArgs;
+use cgroupkit::walk::{Visit, Walk};
 use cgroupkit::{CgroupPath, Hierarchy, Layout, Mount, Pid, Procfs, Version};
 
 use crate::cmd::{Failure, Result};
@@ -67,36 +68,43 @@ pub fn merged(
     Ok(root)
 }
 
-fn add(node: &mut Node, dir: &Path, label: &str, depth: Option<usize>, procs: bool) {
-    node.hierarchies.push(label.to_owned());
-    if procs && let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        node.pids
-            .extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-    }
-    if depth == Some(0) {
-        return;
-    }
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        // cgroupfs holds only files and directories; symlinks are never followed.
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
-        };
-        let child = node.children.entry(name.clone()).or_insert_with(|| Node {
-            path: if node.path == "/" || node.path.is_empty() {
-                name.clone()
-            } else {
-                format!("{}/{name}", node.path)
-            },
-            ..Node::default()
-        });
-        add(child, &e.path(), label, depth.map(|d| d - 1), procs);
-    }
+/// Adds the tree under `dir` (one hierarchy, labelled `label`) to `root`, through
+/// cgroupkit's walker.
+fn add(root: &mut Node, dir: &Path, label: &str, depth: Option<usize>, procs: bool) {
+    // A cgroup removed meanwhile, or one we may not list, leaves a gap, not an error.
+    let _ = Walk::new(dir).max_depth(depth).run(
+        |e| {
+            let mut node = &mut *root;
+            for name in e.rel.split('/').filter(|n| !n.is_empty()) {
+                let parent_path = node.path.clone();
+                node = node
+                    .children
+                    .entry(name.to_owned())
+                    .or_insert_with(|| Node {
+                        path: if parent_path == "/" || parent_path.is_empty() {
+                            name.to_owned()
+                        } else {
+                            format!("{parent_path}/{name}")
+                        },
+                        ..Node::default()
+                    });
+            }
+            node.hierarchies.push(label.to_owned());
+            if procs {
+                let d = if e.rel.is_empty() {
+                    dir.to_path_buf()
+                } else {
+                    dir.join(e.rel)
+                };
+                if let Ok(text) = cgroupkit::reader::read_string(&d.join("cgroup.procs")) {
+                    node.pids
+                        .extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                }
+            }
+            Visit::Descend
+        },
+        |_, _| {},
+    );
 }
 
 /// `cgctl ls`.

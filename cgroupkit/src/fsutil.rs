@@ -5,59 +5,23 @@
 //! Opens refuse symlinks (`O_NOFOLLOW`): cgroupfs has none, so one is an attack.
 
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// The first read's size: every cgroup file this crate reads fits (v1 memory.stat,
-/// the largest, is about 1.5 KiB); longer files (mountinfo) grow the buffer.
-const READ_BUF: usize = 4096;
-
-/// Reads a whole (small) file: open, read(2) into a buffer until EOF, close.
+/// Reads a whole (small) file: open, read(2) until a read returns 0, close (the one
+/// loop, [`crate::reader::read_to_end`]: a short read of a seq_file is not its end).
 ///
 /// Not `std::fs::read_to_string`: on cgroupfs and procfs (files of size 0) std adds
 /// an fstat and an lseek per file for a size hint that is always 0, and then reads
 /// in growing steps from 32 bytes (v1 memory.stat took 7 read calls). Here a typical
 /// file costs four syscalls: openat, read, read (EOF), close.
 pub(crate) fn read_to_string(path: &Path) -> Result<String> {
-    let read = || -> std::io::Result<String> {
-        let mut f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)?;
-        read_all(&mut f)
-    };
-    read().map_err(|source| Error::Read {
+    crate::reader::read_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
-    })
-}
-
-/// Reads `r` to its end as UTF-8, starting with a [`READ_BUF`] buffer and doubling
-/// it while reads fill it. A short read is not taken as the end: seq_file files
-/// (mountinfo) return one page at a time.
-fn read_all(r: &mut impl Read) -> std::io::Result<String> {
-    let mut buf = vec![0u8; READ_BUF];
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        match r.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(len);
-    String::from_utf8(buf).map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "stream did not contain valid UTF-8",
-        )
     })
 }
 
@@ -144,59 +108,6 @@ pub(crate) fn read_u64_if_exists(path: &Path) -> Result<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Hands out at most `step` bytes a call, with an EINTR before the first.
-    struct Trickle<'a> {
-        data: &'a [u8],
-        step: usize,
-        interrupted: bool,
-    }
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            if !self.interrupted {
-                self.interrupted = true;
-                return Err(std::io::ErrorKind::Interrupted.into());
-            }
-            let n = self.step.min(buf.len()).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn read_all_takes_short_reads_and_grows() {
-        for len in [
-            0,
-            1,
-            100,
-            READ_BUF - 1,
-            READ_BUF,
-            READ_BUF + 1,
-            3 * READ_BUF + 7,
-        ] {
-            let text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-            for step in [1, 7, 4096, usize::MAX] {
-                let mut r = Trickle {
-                    data: text.as_bytes(),
-                    step,
-                    interrupted: false,
-                };
-                assert_eq!(read_all(&mut r).unwrap(), text, "len {len} step {step}");
-            }
-        }
-    }
-
-    #[test]
-    fn read_all_refuses_invalid_utf8() {
-        let mut r = Trickle {
-            data: b"ok \xff\xfe",
-            step: 2,
-            interrupted: true,
-        };
-        let e = read_all(&mut r).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
-    }
 
     #[test]
     fn reads_files_and_missing_optional_ones() {

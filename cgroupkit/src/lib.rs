@@ -36,15 +36,18 @@ pub mod hierarchy;
 pub mod hugetlb;
 pub mod io;
 pub mod lifecycle;
+pub mod membership;
 pub mod memory;
 mod path;
 pub mod pids;
 pub mod proc;
 pub mod psi;
+pub mod reader;
 mod resources;
 mod sys;
 #[cfg(test)]
 mod testutil;
+pub mod walk;
 
 pub use attach::SpawnHandles;
 pub use cgroup::{Cgroup, CgroupDir};

@@ -16,6 +16,7 @@ use crate::fsutil;
 use crate::hierarchy::{Controller, Version};
 use crate::path::CgroupPath;
 use crate::proc::Pid;
+use crate::walk::{Visit, Walk};
 
 /// v2: write 1 to freeze, 0 to thaw (kernel 5.2+).
 pub const CGROUP_FREEZE: &str = "cgroup.freeze";
@@ -202,38 +203,71 @@ impl Cgroup {
     }
 }
 
-/// Names of the child directories of a cgroup directory.
+/// Names of the child directories of a cgroup directory, sorted.
 fn child_dirs(dir: &Path) -> Result<Vec<String>> {
-    let rd = std::fs::read_dir(dir).map_err(|source| Error::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
     let mut out = Vec::new();
-    for e in rd.flatten() {
-        // cgroupfs holds only files and directories; symlinks are never followed.
-        if e.file_type().is_ok_and(|t| t.is_dir())
-            && let Some(n) = e.file_name().to_str()
-        {
-            out.push(n.to_owned());
-        }
-    }
+    let mut first_err = None;
+    Walk::new(dir)
+        .max_depth(Some(1))
+        .run(
+            |e| {
+                if e.depth == 1 {
+                    out.push(e.rel.to_owned());
+                }
+                Visit::Descend
+            },
+            |_, err| {
+                first_err.get_or_insert(err);
+            },
+        )
+        .and_then(|()| first_err.map_or(Ok(()), Err))
+        .map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     out.sort();
     Ok(out)
 }
 
+/// Pre-order list of the cgroup directories of the tree under `dir` (top first).
+fn tree_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    Walk::new(dir)
+        .collect()
+        .map(|rels| {
+            rels.iter()
+                .map(|r| {
+                    if r.is_empty() {
+                        dir.to_path_buf()
+                    } else {
+                        dir.join(r)
+                    }
+                })
+                .collect()
+        })
+        .map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
 fn collect_procs(dir: &Path, out: &mut Vec<Pid>) -> Result<()> {
-    match fsutil::read_to_string(&dir.join(CGROUP_PROCS)) {
-        Ok(text) => out.extend(
-            text.lines()
-                .filter_map(|l| l.trim().parse::<i64>().ok())
-                .filter_map(|n| Pid::new(n).ok()),
-        ),
+    let dirs = match tree_dirs(dir) {
+        Ok(d) => d,
         // Removed meanwhile.
         Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return Ok(()),
         Err(e) => return Err(e),
-    }
-    for c in child_dirs(dir)? {
-        collect_procs(&dir.join(c), out)?;
+    };
+    for d in dirs {
+        match fsutil::read_to_string(&d.join(CGROUP_PROCS)) {
+            Ok(text) => out.extend(
+                text.lines()
+                    .filter_map(|l| l.trim().parse::<i64>().ok())
+                    .filter_map(|n| Pid::new(n).ok()),
+            ),
+            // Removed meanwhile.
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -354,9 +388,7 @@ fn thaw_tree(d: &CgroupDir) -> Result<()> {
     if !has_freezer {
         return Ok(());
     }
-    let mut dirs = Vec::new();
-    walk(&d.path, &mut dirs)?;
-    for p in dirs {
+    for p in tree_dirs(&d.path)? {
         let sub = CgroupDir {
             path: p,
             ..d.clone()
@@ -382,22 +414,12 @@ fn drain_tree(cg: &Cgroup) -> Result<()> {
     Ok(())
 }
 
-/// Pre-order list of a directory tree (top first).
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    out.push(dir.to_path_buf());
-    for c in child_dirs(dir)? {
-        walk(&dir.join(c), out)?;
-    }
-    Ok(())
-}
-
 fn remove_tree(dir: &Path) -> Result<()> {
-    let mut dirs = Vec::new();
-    match walk(dir, &mut dirs) {
-        Ok(()) => {}
+    let dirs = match tree_dirs(dir) {
+        Ok(d) => d,
         Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return Ok(()),
         Err(e) => return Err(e),
-    }
+    };
     for p in dirs.iter().rev() {
         match crate::cgroup::rmdir_retry(p) {
             Ok(()) => {}

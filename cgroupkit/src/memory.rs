@@ -632,6 +632,33 @@ impl MemoryStat {
     }
 }
 
+/// Picks the values of `keys` out of memory.stat text (either version) without
+/// building [`MemoryStat`]'s map: what a scraper that reads a few keys of thousands
+/// of cgroups needs. The same line parser as [`MemoryStat::parse_stat`]: a line that
+/// is not `key <u64>` is an error; a key not shown is `None`.
+///
+/// # Examples
+/// ```
+/// let t = "anon 4096\nfile 8192\ninactive_file 100\n";
+/// let [anon, file, x] =
+///     cgroupkit::memory::stat_values(t, "memory.stat".as_ref(), ["anon", "file", "x"])?;
+/// assert_eq!((anon, file, x), (Some(4096), Some(8192), None));
+/// # Ok::<(), cgroupkit::Error>(())
+/// ```
+pub fn stat_values<const N: usize>(
+    text: &str,
+    path: &Path,
+    keys: [&str; N],
+) -> Result<[Option<u64>; N]> {
+    let mut out = [None; N];
+    for (k, v) in fsutil::parse_flat_keyed(path, text)? {
+        if let Some(i) = keys.iter().position(|&want| want == k) {
+            out[i] = Some(v);
+        }
+    }
+    Ok(out)
+}
+
 /// Reads usage, memory.stat and events from the memory controller's directory.
 pub(crate) fn stat(dir: &CgroupDir) -> Result<MemoryStat> {
     let p = dir.file(MEMORY_STAT);

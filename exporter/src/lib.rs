@@ -4,8 +4,11 @@
 //!
 //! The [`Collector`] walks the cgroup hierarchies that cgroupkit finds (v1, v2 or
 //! hybrid; on v1 and hybrid hosts the per-controller trees are merged by relative
-//! path into one `id` label set), reads each cgroup's files with one `read(2)` per
-//! file, and writes the exposition text directly into one buffer. Nothing is polled
+//! path into one `id` label set) with cgroupkit's walker, reads each cgroup's files
+//! with cgroupkit's reader (to the end of each file: `cgroup.procs` of a busy cgroup
+//! spans several `read(2)` calls), and writes the exposition text directly into one
+//! buffer. Scrapes may run at once from several threads (`collect` takes `&self`).
+//! Nothing is polled
 //! in the background: a cgroup made just now is on the next scrape, one removed (even
 //! mid-scrape) drops out without an error, and malformed or unreadable files count as
 //! read errors (`cgroup_exporter_read_errors_total{kind}`), never panics.
@@ -13,30 +16,40 @@
 //! ```no_run
 //! use exporter::{Collector, Config, Format};
 //! let h = cgroupkit::Hierarchy::detect()?;
-//! let mut c = Collector::new(h, Config::default())?;
+//! let c = Collector::new(h, Config::default())?;
 //! let text = c.collect(Format::Text);
 //! assert!(text.contains("container_cpu_usage_seconds_total"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The HTTP server, flags and eBPF loading live in the `cgroup_exporter` binary.
+//! The HTTP server, flags and eBPF loading live in the `cgroup_exporter` binary (its
+//! own package, `cgroup-exporter`): this crate depends on no CLI, HTTP or async crate.
 #![deny(missing_docs)]
 
 mod expo;
+mod families;
+mod pattern;
 mod read;
+mod walk;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
-use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cgroupkit::{CgroupPath, Controller, Hierarchy, Layout, Mount, Version};
-use probes::{HIST_BUCKETS, Probe, ThrottleStats, bucket_low_usec};
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use probes::{HIST_BUCKETS, Probe, Strategy, ThrottleStats, bucket_low_usec};
 
 pub use expo::Format;
-use expo::{Kind, Value, header, series};
-use read::{FileReader, Miss, Sample};
+use expo::Value;
+pub use families::METRIC_NAMES;
+use families::{SelfMetrics, write_families, write_throttle_families};
+pub use pattern::Pattern;
+use read::{FileReader, Sample};
+use walk::{
+    MULTI_FILE_ROLES, Node, ROLE_CPU, ROLE_CPUACCT, ROLE_MEMORY, ROLE_PROCS, ROLE_PSI, Source,
+};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -94,65 +107,6 @@ impl ErrorKind {
     }
 }
 
-/// A shell-style pattern matched against a cgroup's `id` (its path, `/` for the
-/// root): `*` matches any run of characters, `/` included; `?` one character.
-///
-/// # Examples
-/// ```
-/// use exporter::Pattern;
-/// let p: Pattern = "/kubepods*".parse()?;
-/// assert!(p.matches("/kubepods.slice/pod1"));
-/// assert!(!p.matches("/system.slice"));
-/// # Ok::<(), exporter::Error>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pattern(String);
-
-impl std::str::FromStr for Pattern {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Pattern, Error> {
-        if s.is_empty() {
-            return Err(Error::Pattern {
-                pattern: s.into(),
-                reason: "empty; use `*` to match everything",
-            });
-        }
-        Ok(Pattern(s.to_owned()))
-    }
-}
-
-impl fmt::Display for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Pattern {
-    /// Whether `id` matches the whole pattern.
-    pub fn matches(&self, id: &str) -> bool {
-        let (p, t): (Vec<char>, Vec<char>) = (self.0.chars().collect(), id.chars().collect());
-        // Iterative wildcard match: remember the last `*` and retry from there.
-        let (mut pi, mut ti) = (0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while ti < t.len() {
-            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-                pi += 1;
-                ti += 1;
-            } else if pi < p.len() && p[pi] == '*' {
-                star = Some((pi, ti));
-                pi += 1;
-            } else if let Some((sp, st)) = star {
-                pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
-            } else {
-                return false;
-            }
-        }
-        p[pi..].iter().all(|&c| c == '*')
-    }
-}
-
 /// What to export.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -199,85 +153,6 @@ impl Config {
     }
 }
 
-const ROLE_CPU: u8 = 1;
-const ROLE_CPUACCT: u8 = 2;
-const ROLE_MEMORY: u8 = 4;
-const ROLE_PROCS: u8 = 8;
-const ROLE_PSI: u8 = 16;
-/// Roles that read more than one file of a directory (all but processes alone): their
-/// reads go through an O_PATH fd of it ([`read::FileReader::enter`]).
-const MULTI_FILE_ROLES: u8 = ROLE_CPU | ROLE_CPUACCT | ROLE_MEMORY | ROLE_PSI;
-
-/// One hierarchy the collector walks and what it reads there.
-#[derive(Debug)]
-struct Source {
-    mount_point: String,
-    version: Version,
-    roles: u8,
-}
-
-/// A cgroup found by the walk: on which sources it exists, and its cgroup id on the
-/// cpu hierarchy (the key of the eBPF probe's maps).
-#[derive(Debug, Default)]
-struct Node {
-    present: u32,
-    cpu_ino: Option<u64>,
-}
-
-/// The exporter's self metrics.
-#[derive(Debug)]
-struct SelfMetrics {
-    registry: Registry,
-    duration: Histogram,
-    cgroups: IntGauge,
-    errors: IntCounterVec,
-    ebpf_up: IntGauge,
-}
-
-impl SelfMetrics {
-    fn new() -> Result<SelfMetrics, prometheus::Error> {
-        let registry = Registry::new();
-        let duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "cgroup_exporter_scrape_duration_seconds",
-                "Time to read every cgroup and write the metrics, per scrape.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
-        )?;
-        let cgroups = IntGauge::new(
-            "cgroup_exporter_cgroups",
-            "Cgroups exported by the last scrape.",
-        )?;
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "cgroup_exporter_read_errors_total",
-                "Cgroup or eBPF map reads that failed, by kind (vanished cgroups are not errors).",
-            ),
-            &["kind"],
-        )?;
-        let ebpf_up = IntGauge::new(
-            "cgroup_exporter_ebpf_probe_up",
-            "1 when the eBPF throttle probe is attached, 0 when it is off.",
-        )?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(cgroups.clone()))?;
-        registry.register(Box::new(errors.clone()))?;
-        registry.register(Box::new(ebpf_up.clone()))?;
-        for k in ErrorKind::ALL {
-            errors.with_label_values(&[k.label()]);
-        }
-        Ok(SelfMetrics {
-            registry,
-            duration,
-            cgroups,
-            errors,
-            ebpf_up,
-        })
-    }
-}
-
 /// What one scrape did, besides the text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScrapeStats {
@@ -292,20 +167,41 @@ pub struct ScrapeStats {
 /// Reads the cgroups at scrape time and writes metric families.
 ///
 /// Holds only buffers between scrapes (reused to keep allocations and RSS low) and,
-/// optionally, the attached eBPF [`Probe`].
+/// optionally, the attached eBPF [`Probe`]. `Sync`: scrapes may run at once from
+/// several threads (each takes its own buffers from a pool, so concurrent scrapes
+/// never wait for each other; only the probe's map read is one at a time). How many
+/// run at once is the caller's bound (the binary's `--max-concurrent-scrapes`).
 pub struct Collector {
     hierarchy: Hierarchy,
     config: Config,
     sources: Vec<Source>,
+    /// Buffers of finished scrapes, for the next ones.
+    pool: Mutex<Vec<Scratch>>,
+    probe: Mutex<Option<Probe>>,
+    strategy: Option<Strategy>,
+    metrics: SelfMetrics,
+    /// `le` labels of the throttle histogram: bucket i ends at 2^(i+1) us.
+    le: Vec<String>,
+    last_len: AtomicUsize,
+}
+
+/// One scrape's reusable state.
+#[derive(Debug)]
+struct Scratch {
     reader: FileReader,
     /// The readers of the other threads of a parallel scrape (buffers kept).
     workers: Vec<FileReader>,
     samples: Vec<Sample>,
-    probe: Option<Probe>,
-    metrics: SelfMetrics,
-    /// `le` labels of the throttle histogram: bucket i ends at 2^(i+1) us.
-    le: Vec<String>,
-    last_len: usize,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            reader: FileReader::new(),
+            workers: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for Collector {
@@ -314,8 +210,17 @@ impl fmt::Debug for Collector {
             .field("layout", &self.hierarchy.layout())
             .field("config", &self.config)
             .field("sources", &self.sources)
-            .field("probe", &self.probe)
+            .field("probe", &self.strategy)
             .finish_non_exhaustive()
+    }
+}
+
+/// Decrements the in-flight gauge when a scrape ends, even by a panic.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -376,26 +281,26 @@ impl Collector {
             hierarchy: h,
             config,
             sources,
-            reader: FileReader::new(),
-            workers: Vec::new(),
-            samples: Vec::new(),
-            probe: None,
+            pool: Mutex::new(Vec::new()),
+            probe: Mutex::new(None),
+            strategy: None,
             metrics,
             le,
-            last_len: 0,
+            last_len: AtomicUsize::new(0),
         })
     }
 
     /// Exports the probe's per-cgroup throttle events and duration histograms from
     /// now on (`cgroup_cpu_throttle_*`), and reports it up.
     pub fn set_probe(&mut self, probe: Probe) {
-        self.probe = Some(probe);
+        self.strategy = Some(probe.strategy());
+        *self.probe.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(probe);
         self.metrics.ebpf_up.set(1);
     }
 
-    /// The attached probe, if any.
-    pub fn probe(&self) -> Option<&Probe> {
-        self.probe.as_ref()
+    /// How the attached probe attached, if one is.
+    pub fn probe_strategy(&self) -> Option<Strategy> {
+        self.strategy
     }
 
     /// The host's cgroup layout.
@@ -404,44 +309,55 @@ impl Collector {
     }
 
     /// One scrape: reads every cgroup now and returns the exposition text.
-    pub fn collect(&mut self, format: Format) -> String {
-        let mut out = String::with_capacity(self.last_len + self.last_len / 8 + 4096);
+    pub fn collect(&self, format: Format) -> String {
+        let last = self.last_len.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(last + last / 8 + 4096);
         self.collect_into(format, &mut out);
-        self.last_len = out.len();
+        self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }
 
     /// One scrape, appended to `out`.
-    pub fn collect_into(&mut self, format: Format, out: &mut String) -> ScrapeStats {
+    pub fn collect_into(&self, format: Format, out: &mut String) -> ScrapeStats {
         let start = Instant::now();
-        self.reader.errors = [0; ErrorKind::ALL.len()];
-        let nodes = self.walk();
-        let want_ino = self.probe.is_some();
+        self.metrics.in_flight.inc();
+        let _in_flight = InFlight(&self.metrics.in_flight);
+        let mut sc = self
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_else(Scratch::new);
+        sc.reader.errors = [0; ErrorKind::ALL.len()];
+        let want_ino = self.strategy.is_some();
+        let nodes = walk::walk(&self.sources, &self.config, want_ino, &mut sc.reader);
         let mut by_ino: HashMap<u64, usize> = HashMap::new();
-        self.samples.clear();
+        sc.samples.clear();
         let wanted: Vec<(String, Node)> = nodes
             .into_iter()
             .map(|(rel, node)| (if rel.is_empty() { "/".to_owned() } else { rel }, node))
             .filter(|(id, _)| self.config.wants(id))
             .collect();
-        let read = self.read_all(&wanted);
+        let read = self.read_all(&mut sc, &wanted);
         for ((id, node), s) in wanted.into_iter().zip(read) {
             let Some(mut s) = s else {
                 continue; // vanished while we looked
             };
             s.id = id;
             if want_ino && let Some(ino) = node.cpu_ino {
-                by_ino.insert(ino, self.samples.len());
+                by_ino.insert(ino, sc.samples.len());
             }
-            self.samples.push(s);
+            sc.samples.push(s);
         }
-        let throttles = self.throttles(&by_ino);
-        write_families(out, format, &self.samples);
-        self.write_throttles(out, format, &throttles);
+        let throttles = self.throttles(&mut sc.reader, &by_ino);
+        write_families(out, format, &sc.samples);
+        if self.strategy.is_some() {
+            write_throttle_families(out, format, &sc.samples, &throttles, &self.le);
+        }
 
-        let errors: u64 = self.reader.errors.iter().sum();
+        let errors: u64 = sc.reader.errors.iter().sum();
         for k in ErrorKind::ALL {
-            let n = self.reader.errors[k.index()];
+            let n = sc.reader.errors[k.index()];
             if n > 0 {
                 self.metrics
                     .errors
@@ -449,113 +365,26 @@ impl Collector {
                     .inc_by(n);
             }
         }
-        self.metrics.cgroups.set(self.samples.len() as i64);
+        let cgroups = sc.samples.len();
+        self.metrics.cgroups.set(cgroups as i64);
         self.metrics.duration.observe(start.elapsed().as_secs_f64());
         expo::families(out, format, &self.metrics.registry.gather());
         if format == Format::OpenMetrics {
             out.push_str("# EOF\n");
         }
+        // Keep the buffers for the next scrape, but not the samples' strings.
+        sc.samples.clear();
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(sc);
         ScrapeStats {
-            cgroups: self.samples.len(),
+            cgroups,
             errors,
             throttled_cgroups: throttles.len(),
         }
     }
 
-    /// Walks every source from the configured subtree, merging by relative path.
-    fn walk(&mut self) -> BTreeMap<String, Node> {
-        let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-        let root_rel = if self.config.cgroup_root.is_root() {
-            String::new()
-        } else {
-            format!("/{}", self.config.cgroup_root.as_str())
-        };
-        let max_depth = self.config.max_depth.unwrap_or(usize::MAX);
-        let want_ino = self.probe.is_some();
-        let mut dir = String::with_capacity(256);
-        for (si, src) in self.sources.iter().enumerate() {
-            let ino_here = want_ino && src.roles & ROLE_CPU != 0;
-            let root_ino = if ino_here {
-                std::fs::metadata(format!("{}{root_rel}", src.mount_point))
-                    .ok()
-                    .map(|m| m.ino())
-            } else {
-                None
-            };
-            // (path, depth, inode when this is the cpu source and the probe wants it,
-            // known to have no subdirectories)
-            let mut stack: Vec<(String, usize, Option<u64>, bool)> =
-                vec![(root_rel.clone(), 0, root_ino, false)];
-            let mut first = true;
-            while let Some((rel, depth, ino, leaf)) = stack.pop() {
-                let list = depth < max_depth
-                    && !self.config.prunes(if rel.is_empty() { "/" } else { &rel });
-                // Most cgroups are leaves, and listing a directory costs an open, two
-                // getdents over its 10-30 files and a close (the walk was a seventh of
-                // a scrape): a directory the parent's listing found leaf-like, or
-                // whose children are not wanted, is recorded without it. The subtree
-                // root is always listed.
-                if !first && (leaf || !list) {
-                    mark(&mut nodes, rel, si, ino);
-                    continue;
-                }
-                dir.clear();
-                dir.push_str(&src.mount_point);
-                dir.push_str(&rel);
-                let rd = match std::fs::read_dir(&dir) {
-                    Ok(rd) => rd,
-                    Err(e) => {
-                        // The subtree root missing on a hierarchy, or a cgroup removed
-                        // since its parent was listed: nothing to export there.
-                        if !(first || Miss::from_io(&e) == Miss::Gone) {
-                            self.reader.count_io(&e);
-                        }
-                        first = false;
-                        continue;
-                    }
-                };
-                first = false;
-                if list {
-                    for e in rd.flatten() {
-                        // d_type from getdents: no stat per entry.
-                        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                            continue;
-                        }
-                        let name = e.file_name();
-                        let Some(name) = name.to_str() else { continue };
-                        // kernfs keeps a directory's link count at 2 + its
-                        // subdirectories: a stat relative to this directory (fstatat,
-                        // one name to look up) tells a leaf. Other counts: list it.
-                        let leaf = if depth + 1 < max_depth {
-                            match e.metadata() {
-                                Ok(m) => m.nlink() == 2,
-                                Err(err) => {
-                                    // Removed since the listing: nothing to export.
-                                    if Miss::from_io(&err) != Miss::Gone {
-                                        self.reader.count_io(&err);
-                                    }
-                                    continue;
-                                }
-                            }
-                        } else {
-                            true
-                        };
-                        let mut child = String::with_capacity(rel.len() + 1 + name.len());
-                        child.push_str(&rel);
-                        child.push('/');
-                        child.push_str(name);
-                        stack.push((child, depth + 1, ino_here.then(|| e.ino()), leaf));
-                    }
-                }
-                mark(&mut nodes, rel, si, ino);
-            }
-        }
-        nodes
-    }
-
     /// Reads the wanted cgroups (id, node), in order: on this thread, or split in
     /// contiguous parts over [`Config::threads`] threads, each with its own reader.
-    fn read_all(&mut self, wanted: &[(String, Node)]) -> Vec<Option<Sample>> {
+    fn read_all(&self, sc: &mut Scratch, wanted: &[(String, Node)]) -> Vec<Option<Sample>> {
         let threads = self.config.threads();
         let sources = &self.sources;
         let one = |reader: &mut FileReader, part: &[(String, Node)]| -> Vec<Option<Sample>> {
@@ -564,20 +393,20 @@ impl Collector {
                 .collect()
         };
         if threads == 1 || wanted.len() < PARALLEL_MIN {
-            return one(&mut self.reader, wanted);
+            return one(&mut sc.reader, wanted);
         }
-        while self.workers.len() < threads - 1 {
-            self.workers.push(FileReader::new());
+        while sc.workers.len() < threads - 1 {
+            sc.workers.push(FileReader::new());
         }
         let mut parts = wanted.chunks(wanted.len().div_ceil(threads));
         let first = parts.next().unwrap_or_default();
-        let (reader, workers) = (&mut self.reader, &mut self.workers);
-        let out = std::thread::scope(|sc| {
+        let (reader, workers) = (&mut sc.reader, &mut sc.workers);
+        let out = std::thread::scope(|scope| {
             let handles: Vec<_> = parts
                 .zip(workers.iter_mut())
                 .map(|(part, w)| {
                     w.errors = [0; ErrorKind::ALL.len()];
-                    sc.spawn(move || one(w, part))
+                    scope.spawn(move || one(w, part))
                 })
                 .collect();
             let mut out = one(reader, first);
@@ -589,16 +418,22 @@ impl Collector {
             }
             out
         });
-        for w in &self.workers {
-            for (total, n) in self.reader.errors.iter_mut().zip(w.errors) {
+        for w in &sc.workers {
+            for (total, n) in sc.reader.errors.iter_mut().zip(w.errors) {
                 *total += n;
             }
         }
         out
     }
+
     /// The probe's counters of the exported cgroups, as (sample index, stats).
-    fn throttles(&mut self, by_ino: &HashMap<u64, usize>) -> Vec<(usize, ThrottleStats)> {
-        let Some(probe) = &mut self.probe else {
+    fn throttles(
+        &self,
+        reader: &mut FileReader,
+        by_ino: &HashMap<u64, usize>,
+    ) -> Vec<(usize, ThrottleStats)> {
+        let mut probe = self.probe.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(probe) = probe.as_mut() else {
             return Vec::new();
         };
         match probe.snapshot() {
@@ -612,17 +447,10 @@ impl Collector {
                 v
             }
             Err(_) => {
-                self.reader.errors[ErrorKind::Ebpf.index()] += 1;
+                reader.errors[ErrorKind::Ebpf.index()] += 1;
                 Vec::new()
             }
         }
-    }
-
-    fn write_throttles(&self, out: &mut String, f: Format, t: &[(usize, ThrottleStats)]) {
-        if self.probe.is_none() {
-            return;
-        }
-        write_throttle_families(out, f, &self.samples, t, &self.le);
     }
 }
 
@@ -682,292 +510,10 @@ fn read_node(
     Some(s)
 }
 
-/// The probe's families: events counter and the duration histogram (log2 buckets of
-/// the probe, in seconds; bucket i ends at 2^(i+1) us, the last one is `+Inf`).
-fn write_throttle_families(
-    out: &mut String,
-    f: Format,
-    samples: &[Sample],
-    t: &[(usize, ThrottleStats)],
-    le: &[String],
-) {
-    const EVENTS: &str = "cgroup_cpu_throttle_events_total";
-    const DURATION: &str = "cgroup_cpu_throttle_duration_seconds";
-    header(
-        out,
-        f,
-        EVENTS,
-        "CPU throttle events seen by the eBPF probe since it attached (per cfs_rq with fentry, per task with sched_switch).",
-        Kind::Counter,
-    );
-    for (i, st) in t {
-        series(out, EVENTS, &samples[*i].id, None, Value::Int(st.events));
-    }
-    header(
-        out,
-        f,
-        DURATION,
-        "Durations of CPU throttle events seen by the eBPF probe.",
-        Kind::Histogram,
-    );
-    let bucket = format!("{DURATION}_bucket");
-    let sum = format!("{DURATION}_sum");
-    let count = format!("{DURATION}_count");
-    for (i, st) in t {
-        let id = &samples[*i].id;
-        let mut cum = 0u64;
-        for (b, le) in le.iter().enumerate() {
-            cum += st.hist.get(b).copied().unwrap_or(0);
-            series(out, &bucket, id, Some(le), Value::Int(cum));
-        }
-        cum += st.hist.get(le.len()..).map_or(0, |r| r.iter().sum());
-        // The map is read while the probe updates it: keep the buckets monotonic.
-        let total = cum.max(st.events);
-        series(out, &bucket, id, Some("+Inf"), Value::Int(total));
-        series(
-            out,
-            &sum,
-            id,
-            None,
-            Value::Float(st.throttled_ns as f64 / 1e9),
-        );
-        series(out, &count, id, None, Value::Int(total));
-    }
-}
-
-type Getter = fn(&Sample) -> Option<Value>;
-
-/// The cgroup families, named and defined as cAdvisor's.
-const FAMILIES: &[(&str, &str, Kind, Getter)] = &[
-    (
-        "container_cpu_usage_seconds_total",
-        "Cumulative cpu time consumed in seconds.",
-        Kind::Counter,
-        |s| s.usage_usec.map(Value::usec),
-    ),
-    (
-        "container_cpu_user_seconds_total",
-        "Cumulative user cpu time consumed in seconds.",
-        Kind::Counter,
-        |s| s.user_usec.map(Value::usec),
-    ),
-    (
-        "container_cpu_system_seconds_total",
-        "Cumulative system cpu time consumed in seconds.",
-        Kind::Counter,
-        |s| s.system_usec.map(Value::usec),
-    ),
-    (
-        "container_cpu_cfs_periods_total",
-        "Number of elapsed enforcement period intervals.",
-        Kind::Counter,
-        |s| s.nr_periods.map(Value::Int),
-    ),
-    (
-        "container_cpu_cfs_throttled_periods_total",
-        "Number of throttled period intervals.",
-        Kind::Counter,
-        |s| s.nr_throttled.map(Value::Int),
-    ),
-    (
-        "container_cpu_cfs_throttled_seconds_total",
-        "Total time duration the container has been throttled.",
-        Kind::Counter,
-        |s| s.throttled_usec.map(Value::usec),
-    ),
-    (
-        "container_cpu_cfs_burst_periods_total",
-        "Number of periods when burst occurs.",
-        Kind::Counter,
-        |s| s.nr_bursts.map(Value::Int),
-    ),
-    (
-        "container_cpu_cfs_burst_seconds_total",
-        "Total time duration the container has been bursted.",
-        Kind::Counter,
-        |s| s.burst_usec.map(Value::usec),
-    ),
-    (
-        "container_spec_cpu_quota",
-        "CPU quota of the container (microseconds per period); absent when unlimited.",
-        Kind::Gauge,
-        |s| s.quota_usec.map(Value::Int),
-    ),
-    (
-        "container_spec_cpu_period",
-        "CPU period of the container (microseconds).",
-        Kind::Gauge,
-        |s| s.period_usec.map(Value::Int),
-    ),
-    (
-        "container_spec_cpu_shares",
-        "CPU share of the container (v2 cpu.weight converted to shares).",
-        Kind::Gauge,
-        |s| s.shares.map(Value::Int),
-    ),
-    (
-        "container_memory_usage_bytes",
-        "Current memory usage in bytes, including all memory regardless of when it was accessed.",
-        Kind::Gauge,
-        |s| s.mem_usage.map(Value::Int),
-    ),
-    (
-        "container_memory_working_set_bytes",
-        "Current working set in bytes (usage minus inactive file pages).",
-        Kind::Gauge,
-        |s| s.mem_working_set.map(Value::Int),
-    ),
-    (
-        "container_memory_rss",
-        "Size of RSS in bytes (v2 anon, v1 total_rss).",
-        Kind::Gauge,
-        |s| s.mem_rss.map(Value::Int),
-    ),
-    (
-        "container_memory_cache",
-        "Number of bytes of page cache memory (v2 file, v1 total_cache).",
-        Kind::Gauge,
-        |s| s.mem_cache.map(Value::Int),
-    ),
-    (
-        "container_spec_memory_limit_bytes",
-        "Memory limit for the container (0: unlimited).",
-        Kind::Gauge,
-        |s| s.mem_limit.map(Value::Int),
-    ),
-    (
-        "container_oom_events_total",
-        "Count of out of memory events observed for the container (OOM kills).",
-        Kind::Counter,
-        |s| s.oom_kills.map(Value::Int),
-    ),
-    (
-        "container_processes",
-        "Number of processes running inside the container.",
-        Kind::Gauge,
-        |s| s.processes.map(Value::Int),
-    ),
-    (
-        "container_pressure_cpu_waiting_seconds_total",
-        "Total time duration tasks in the container have waited due to CPU congestion.",
-        Kind::Counter,
-        |s| s.psi[0][0].map(Value::usec),
-    ),
-    (
-        "container_pressure_cpu_stalled_seconds_total",
-        "Total time duration no tasks in the container could make progress due to CPU congestion.",
-        Kind::Counter,
-        |s| s.psi[0][1].map(Value::usec),
-    ),
-    (
-        "container_pressure_memory_waiting_seconds_total",
-        "Total time duration tasks in the container have waited due to memory congestion.",
-        Kind::Counter,
-        |s| s.psi[1][0].map(Value::usec),
-    ),
-    (
-        "container_pressure_memory_stalled_seconds_total",
-        "Total time duration no tasks in the container could make progress due to memory congestion.",
-        Kind::Counter,
-        |s| s.psi[1][1].map(Value::usec),
-    ),
-    (
-        "container_pressure_io_waiting_seconds_total",
-        "Total time duration tasks in the container have waited due to IO congestion.",
-        Kind::Counter,
-        |s| s.psi[2][0].map(Value::usec),
-    ),
-    (
-        "container_pressure_io_stalled_seconds_total",
-        "Total time duration no tasks in the container could make progress due to IO congestion.",
-        Kind::Counter,
-        |s| s.psi[2][1].map(Value::usec),
-    ),
-];
-
-fn write_families(out: &mut String, f: Format, samples: &[Sample]) {
-    for (name, help, kind, get) in FAMILIES {
-        if !samples.iter().any(|s| get(s).is_some()) {
-            continue;
-        }
-        header(out, f, name, help, *kind);
-        for s in samples {
-            if let Some(v) = get(s) {
-                series(out, name, &s.id, None, v);
-            }
-        }
-    }
-}
-
-/// Every metric family name the exporter can write (cgroup, eBPF and self metrics).
-pub const METRIC_NAMES: &[&str] = &[
-    "container_cpu_usage_seconds_total",
-    "container_cpu_user_seconds_total",
-    "container_cpu_system_seconds_total",
-    "container_cpu_cfs_periods_total",
-    "container_cpu_cfs_throttled_periods_total",
-    "container_cpu_cfs_throttled_seconds_total",
-    "container_cpu_cfs_burst_periods_total",
-    "container_cpu_cfs_burst_seconds_total",
-    "container_spec_cpu_quota",
-    "container_spec_cpu_period",
-    "container_spec_cpu_shares",
-    "container_memory_usage_bytes",
-    "container_memory_working_set_bytes",
-    "container_memory_rss",
-    "container_memory_cache",
-    "container_spec_memory_limit_bytes",
-    "container_oom_events_total",
-    "container_processes",
-    "container_pressure_cpu_waiting_seconds_total",
-    "container_pressure_cpu_stalled_seconds_total",
-    "container_pressure_memory_waiting_seconds_total",
-    "container_pressure_memory_stalled_seconds_total",
-    "container_pressure_io_waiting_seconds_total",
-    "container_pressure_io_stalled_seconds_total",
-    "cgroup_cpu_throttle_events_total",
-    "cgroup_cpu_throttle_duration_seconds",
-    "cgroup_exporter_scrape_duration_seconds",
-    "cgroup_exporter_cgroups",
-    "cgroup_exporter_read_errors_total",
-    "cgroup_exporter_ebpf_probe_up",
-];
-
-/// Records that cgroup `rel` exists on source `si` (with its inode on the cpu source).
-fn mark(nodes: &mut BTreeMap<String, Node>, rel: String, si: usize, cpu_ino: Option<u64>) {
-    let node = match nodes.get_mut(&rel) {
-        Some(n) => n,
-        None => nodes.entry(rel).or_default(),
-    };
-    node.present |= 1 << si;
-    if cpu_ino.is_some() {
-        node.cpu_ino = cpu_ino;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
-
-    #[test]
-    fn patterns() {
-        let p = |s: &str| s.parse::<Pattern>().unwrap();
-        assert!(p("*").matches("/"));
-        assert!(p("/a/*/c").matches("/a/b/x/c"));
-        assert!(!p("/a/*/c").matches("/a/c"));
-        assert!(p("/a?").matches("/ab"));
-        assert!(!p("/a?").matches("/a"));
-        assert!(p("*test*").matches("/exporter-test-1-2"));
-        assert!("".parse::<Pattern>().is_err());
-    }
-
-    #[test]
-    fn families_match_the_name_list() {
-        for (n, ..) in FAMILIES {
-            assert!(METRIC_NAMES.contains(n), "{n}");
-        }
-    }
 
     /// A hybrid-like host in a tempdir: v1 cpu, cpuacct, memory, pids and a cgroup2
     /// mount, with real-format files; one cgroup only on some hierarchies.
@@ -1034,7 +580,7 @@ mod tests {
     fn merges_hierarchies_by_path() {
         let (_t, h) = fake_host();
         assert_eq!(h.layout(), Layout::Hybrid);
-        let mut c = Collector::new(h, Config::default()).unwrap();
+        let c = Collector::new(h, Config::default()).unwrap();
         let mut out = String::new();
         let st = c.collect_into(Format::Text, &mut out);
         assert_eq!(st.cgroups, 4, "{out}");
@@ -1072,7 +618,7 @@ mod tests {
             max_depth: Some(0),
             ..Config::default()
         };
-        let mut c = Collector::new(h.clone(), cfg).unwrap();
+        let c = Collector::new(h.clone(), cfg).unwrap();
         let out = c.collect(Format::Text);
         assert!(out.contains("{id=\"/app\"}"));
         assert!(!out.contains("odd"));
@@ -1095,8 +641,10 @@ mod tests {
                 exclude: vec![exclude.parse().unwrap()],
                 ..Config::default()
             };
-            let mut c = Collector::new(h.clone(), cfg).unwrap();
-            c.walk().into_keys().collect::<Vec<_>>()
+            let c = Collector::new(h.clone(), cfg).unwrap();
+            walk::walk(&c.sources, &c.config, false, &mut FileReader::new())
+                .into_keys()
+                .collect::<Vec<_>>()
         };
         // `/app*` matches /app and all below it: the subtree is not even listed.
         let pruned = walked("/app*");
@@ -1137,7 +685,7 @@ mod tests {
                 threads: Some(threads),
                 ..Config::default()
             };
-            let mut c = Collector::new(h.clone(), cfg).unwrap();
+            let c = Collector::new(h.clone(), cfg).unwrap();
             let out = c.collect(Format::Text);
             // Self metrics differ (scrape duration); the cgroup series must not.
             let series: String = out

@@ -2,10 +2,7 @@
 //! buffer reused for the whole scrape, parsers from cgroupkit where they do not
 //! allocate per key, and every failure sorted into "gone" (silent) or a counted kind.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 
 use cgroupkit::cpu::{
@@ -15,17 +12,12 @@ use cgroupkit::cpu::{
 };
 use cgroupkit::memory::{
     LIMIT_IN_BYTES, MEMORY_CURRENT, MEMORY_EVENTS, MEMORY_MAX, MEMORY_STAT, OOM_CONTROL,
-    UNLIMITED_THRESHOLD, USAGE_IN_BYTES,
+    UNLIMITED_THRESHOLD, USAGE_IN_BYTES, stat_values,
 };
 use cgroupkit::psi::{Pressure, PsiResource};
-use cgroupkit::{CpuQuota, CpuStat, Version};
+use cgroupkit::{CpuQuota, CpuStat, MemoryEvents, Version};
 
 use crate::ErrorKind;
-
-/// The first buffer size; every cgroup stat file fits (v1 memory.stat is ~1.5 KiB).
-const READ_BUF: usize = 8192;
-/// Files larger than this are refused (a cgroup.procs of millions of pids).
-const MAX_FILE: usize = 16 << 20;
 
 /// What one cgroup's files said. `None`: the file or field is absent here.
 #[derive(Clone, Debug, Default)]
@@ -78,15 +70,12 @@ impl Miss {
     }
 }
 
-/// Reads small kernel files into one reused buffer and counts errors by kind.
+/// Reads a cgroup's files through cgroupkit's [`cgroupkit::reader::FileReader`] (one
+/// reused buffer, files opened relative to an O_PATH fd of the directory, read until
+/// read(2) returns 0) and counts errors by kind.
 #[derive(Debug)]
 pub(crate) struct FileReader {
-    buf: Vec<u8>,
-    path: String,
-    /// An O_PATH fd of the directory [`FileReader::enter`] was given, and its path:
-    /// files there are opened relative to it.
-    dir_fd: Option<OwnedFd>,
-    dir_path: String,
+    files: cgroupkit::reader::FileReader,
     /// Read errors of this scrape, indexed by [`ErrorKind::index`].
     pub errors: [u64; ErrorKind::ALL.len()],
     /// Set once a pressure file answered EOPNOTSUPP (PSI disabled at boot).
@@ -96,88 +85,28 @@ pub(crate) struct FileReader {
 impl FileReader {
     pub fn new() -> FileReader {
         FileReader {
-            buf: vec![0; READ_BUF],
-            path: String::with_capacity(256),
-            dir_fd: None,
-            dir_path: String::with_capacity(256),
+            files: cgroupkit::reader::FileReader::new(),
             errors: [0; ErrorKind::ALL.len()],
             psi_off: false,
         }
     }
 
     /// Opens `dir` (O_PATH) for the reads that follow in it: each is then a lookup of
-    /// one name instead of the whole path. On this VM an open + close of a cgroup file
-    /// by its full path took 10 us, relative to its directory 6.5 us, and the O_PATH
-    /// open of the directory 6 us; so it pays from two files on. If the open fails,
-    /// reads use full paths and report what they meet.
+    /// one name instead of the whole path. If the open fails, reads use full paths
+    /// and report what they meet.
     pub fn enter(&mut self, dir: &str) {
-        if self.dir_fd.is_some() && self.dir_path == dir {
-            return;
-        }
-        self.dir_fd = None;
-        self.dir_path.clear();
-        if let Ok(f) = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(Path::new(dir))
-        {
-            self.dir_fd = Some(f.into());
-            self.dir_path.push_str(dir);
+        if self.files.enter(Path::new(dir)).is_err() {
+            self.files.leave();
         }
     }
 
-    /// Opens `dir/name` for reading: relative to the [`FileReader::enter`]ed directory
-    /// when that is `dir`, else by the full path (O_NOFOLLOW: cgroupfs has no symlinks).
-    fn open(&mut self, dir: &str, name: &str) -> io::Result<File> {
-        if let Some(fd) = self.dir_fd.as_ref().filter(|_| self.dir_path == dir) {
-            use nix::fcntl::OFlag;
-            return nix::fcntl::openat(
-                fd,
-                name,
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map(File::from)
-            .map_err(io::Error::from);
-        }
-        self.path.clear();
-        self.path.push_str(dir);
-        self.path.push('/');
-        self.path.push_str(name);
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(Path::new(&self.path))
-    }
-
-    /// Reads `dir/name`: open, read(2) until a short read, close. Not
-    /// `std::fs::read`: on cgroupfs that adds an fstat and an lseek per file for a size
-    /// hint that is always 0.
+    /// Reads `dir/name` to its end. A short read is not the end: `cgroup.procs` of a
+    /// busy cgroup is a multi-page seq_file (issue #12: 1000 processes were exported
+    /// as 894 when the first short read was taken for the end).
     fn read(&mut self, dir: &str, name: &str) -> Result<&str, Miss> {
-        let mut f = self.open(dir, name).map_err(|e| Miss::from_io(&e))?;
-        let mut len = 0;
-        loop {
-            if len == self.buf.len() {
-                if self.buf.len() >= MAX_FILE {
-                    return Err(Miss::Error(ErrorKind::Parse));
-                }
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-            match f.read(&mut self.buf[len..]) {
-                Ok(0) => break,
-                // cgroupfs files are seq_files: a read(2) is filled until the buffer is
-                // full or the file ends, so a short read is the end (one read(2) a
-                // file instead of two; this is a quarter of a scrape's syscalls).
-                Ok(n) if len + n < self.buf.len() => {
-                    len += n;
-                    break;
-                }
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Miss::from_io(&e)),
-            }
-        }
-        std::str::from_utf8(&self.buf[..len]).map_err(|_| Miss::Error(ErrorKind::Parse))
+        self.files
+            .read(Path::new(dir), name)
+            .map_err(|e| Miss::from_io(&e))
     }
 
     /// Counts an I/O error by kind (a vanished file is not counted).
@@ -217,9 +146,7 @@ impl FileReader {
     /// cgroup itself is gone: the caller drops it.
     pub fn processes(&mut self, dir: &str) -> Result<Option<u64>, Miss> {
         match self.read(dir, "cgroup.procs") {
-            Ok(t) => Ok(Some(
-                t.lines().filter(|l| !l.trim().is_empty()).count() as u64
-            )),
+            Ok(t) => Ok(Some(cgroupkit::reader::count_ids(t))),
             Err(Miss::Gone) => Err(Miss::Gone),
             Err(m) => {
                 self.count(m);
@@ -313,27 +240,12 @@ impl FileReader {
             Version::V1 => ("total_rss", "total_cache", "total_inactive_file"),
         };
         let stat = self.get(dir, MEMORY_STAT, |t| {
-            let mut out = [None; 3];
-            for line in t.lines() {
-                let mut it = line.split_ascii_whitespace();
-                let (Some(k), Some(v)) = (it.next(), it.next()) else {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    return None;
-                };
-                let slot = if k == rss_key {
-                    0
-                } else if k == cache_key {
-                    1
-                } else if k == inactive_key {
-                    2
-                } else {
-                    continue;
-                };
-                out[slot] = Some(v.parse::<u64>().ok()?);
-            }
-            Some(out)
+            stat_values(
+                t,
+                Path::new(MEMORY_STAT),
+                [rss_key, cache_key, inactive_key],
+            )
+            .ok()
         });
         if let Some([rss, cache, inactive]) = stat {
             s.mem_rss = rss;
@@ -351,23 +263,15 @@ impl FileReader {
             Version::V2 => MEMORY_EVENTS,
             Version::V1 => OOM_CONTROL,
         };
-        s.oom_kills = self
-            .get(dir, events, |t| {
-                let mut kills = Some(0);
-                for line in t.lines() {
-                    let mut it = line.split_ascii_whitespace();
-                    match (it.next(), it.next()) {
-                        (Some("oom_kill"), Some(v)) => kills = Some(v.parse::<u64>().ok()?),
-                        (Some(_), Some(v)) => {
-                            v.parse::<u64>().ok()?;
-                        }
-                        (None, _) => {}
-                        (Some(_), None) => return None,
-                    }
-                }
-                Some(kills)
-            })
-            .flatten();
+        // A kernel without the oom_kill key (v1 before 4.13) counts 0, as cAdvisor.
+        s.oom_kills = self.get(dir, events, |t| {
+            let p = Path::new(events);
+            let ev = match version {
+                Version::V2 => MemoryEvents::parse_v2(t, p),
+                Version::V1 => MemoryEvents::parse_v1_oom_control(t, p),
+            };
+            ev.ok().map(|e| e.oom_kill.unwrap_or(0))
+        });
     }
 
     /// cpu.pressure, memory.pressure, io.pressure (v2 directories only).
@@ -480,13 +384,5 @@ mod tests {
         r.memory(dir, Version::V1, &mut s);
         r.pressure(dir, &mut s);
         assert_eq!(r.errors, [0; ErrorKind::ALL.len()]);
-    }
-
-    #[test]
-    fn big_files_grow_the_buffer() {
-        let pids: String = (1..5000).map(|p| format!("{p}\n")).collect();
-        let d = dir_with(&[("cgroup.procs", &pids)]);
-        let mut r = FileReader::new();
-        assert_eq!(r.processes(d.path().to_str().unwrap()), Ok(Some(4999)));
     }
 }

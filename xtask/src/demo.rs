@@ -94,7 +94,7 @@ pub fn run(args: Args) -> Result<()> {
         "-p",
         "cgctl",
         "-p",
-        "exporter",
+        "cgroup-exporter",
         "-p",
         "sandbox-cli",
     ]))?;

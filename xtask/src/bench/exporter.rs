@@ -42,7 +42,7 @@ pub fn run(count: usize, scrapes: usize, wrk_secs: u64) -> Result<()> {
     if count == 0 || scrapes < 2 {
         bail!("--count must be at least 1 and --scrapes at least 2");
     }
-    util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "exporter"]))?;
+    util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "cgroup-exporter"]))?;
     let exporter = util::release_bin("cgroup_exporter");
     let wrk = match util::apt_install(&["wrk"]) {
         Ok(()) => true,

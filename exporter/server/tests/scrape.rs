@@ -173,3 +173,61 @@ fn without_the_ebpf_object_it_says_why_and_serves() {
     assert!(text.contains("container_cpu_usage_seconds_total{id=\"/\"}"));
     assert!(!text.contains("cgroup_cpu_throttle_events_total"));
 }
+
+/// Issue #12 item 10's EPIPE rule: with stdout and stderr both closed pipes
+/// (`cgroup_exporter 2>&1 | head -0`), the exporter neither aborts nor stops: it
+/// serves, and exits 0 on SIGTERM.
+#[test]
+fn closed_stdout_and_stderr_are_not_fatal() {
+    require_root();
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    // A free loopback port: the address line cannot be read through a closed pipe.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cgroup_exporter"))
+        .args([
+            "--no-ebpf",
+            "--max-depth",
+            "0",
+            "--listen",
+            &addr.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read ends: every write of the child now fails with EPIPE.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let start = Instant::now();
+    let body = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            use std::io::{Read, Write};
+            write!(
+                s,
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut b = String::new();
+            s.read_to_string(&mut b).unwrap();
+            break b;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the exporter exited with its output closed"
+        );
+        assert!(start.elapsed() < Duration::from_secs(30), "never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    // SAFETY: kill(2) on the pid of our own child, not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "{st}");
+}

@@ -40,7 +40,42 @@ impl Exporter {
     }
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Exporter {
+        Exporter::start_with(args, env, None)
+    }
+
+    /// Started with RLIMIT_NOFILE `n` (soft and hard), so it cannot raise it.
+    pub fn start_nofile(args: &[&str], n: u64) -> Exporter {
+        Exporter::start_with(args, &[], Some(n))
+    }
+
+    fn start_with(args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Exporter {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cgroup_exporter"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let rl = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: between fork and exec only the raw prlimit64 syscall runs (musl's
+            // setrlimit would take the thread-list lock of a threaded parent); `rl`
+            // is a copy owned by the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::syscall(
+                        libc::SYS_prlimit64,
+                        0,
+                        libc::RLIMIT_NOFILE,
+                        &rl as *const libc::rlimit,
+                        std::ptr::null_mut::<libc::rlimit>(),
+                    );
+                    if r == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())

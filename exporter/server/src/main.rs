@@ -1,35 +1,32 @@
 //! `cgroup_exporter`: serves per-cgroup metrics and eBPF throttle histograms to
-//! Prometheus. Flags, the tokio runtime (one thread), HTTP (hyper 1) and SIGTERM live
-//! here; reading and encoding are the `exporter` library's.
-#![allow(clippy::print_stdout, clippy::print_stderr)] // a server logs to its operator
+//! Prometheus. Flags, the tokio runtime (one thread for the connections, a bounded
+//! pool for scrapes), HTTP (hyper 1), connection limits and SIGTERM live here;
+//! reading and encoding are the `exporter` library's.
 
-use std::cell::RefCell;
-use std::convert::Infallible;
+mod conn;
+
 use std::error::Error as StdError;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cgroupkit::{CgroupPath, Hierarchy};
 use clap::Parser;
-use exporter::{Collector, Config, Format, Pattern};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use exporter::{Collector, Config, Pattern};
 use probes::{Probe, Strategy};
-use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 
-/// How long SIGTERM waits for scrapes in flight before exiting anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+use conn::Limits;
+
+/// Writes one line to stderr; a closed stderr is ignored (eprintln! would panic).
+macro_rules! log {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+pub(crate) use log;
 
 /// Serves per-cgroup CPU, memory, process and pressure metrics (named as cAdvisor
 /// names them) and eBPF CPU-throttle histograms, read from the cgroup files at every
@@ -76,6 +73,46 @@ struct Cli {
     /// The mountinfo file the cgroup hierarchies are found from.
     #[arg(long, default_value = cgroupkit::hierarchy::MOUNTINFO, value_name = "FILE")]
     mountinfo: PathBuf,
+    /// Close a connection whose request headers are not complete this long after it
+    /// opened or after its previous response (half-sent requests; also bounds how
+    /// long an idle keep-alive connection waits for its next request).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Close a connection on which no byte has moved either way for this long while
+    /// no scrape of it is being computed (a client that stops reading its response).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Open connections at most. At the cap a new connection closes the oldest one
+    /// that is not being answered (so a flood of slow clients cannot lock scrapers
+    /// out); the start-up raises the soft RLIMIT_NOFILE towards the hard one and
+    /// lowers this cap to fit.
+    #[arg(long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Scrapes computed at once (more wait for a slot); each reads with up to
+    /// --threads threads.
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    max_concurrent_scrapes: u16,
+}
+
+/// `10s`, `500ms`, `2m` or plain seconds (`10`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with ms, s or m (e.g. 10s)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s or m")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(d)
 }
 
 fn main() -> ExitCode {
@@ -89,7 +126,7 @@ fn main() -> ExitCode {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            eprintln!("{msg}");
+            log!("{msg}");
             ExitCode::FAILURE
         }
     }
@@ -111,7 +148,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
     let h = Hierarchy::from_mountinfo(&cli.mountinfo)?;
     let mut collector = Collector::new(h, config)?;
     if cli.no_ebpf {
-        eprintln!("cgroup_exporter: eBPF throttle probe off: --no-ebpf");
+        log!("cgroup_exporter: eBPF throttle probe off: --no-ebpf");
     } else {
         // The object: $PROBES_EBPF_OBJECT, else where `cargo xtask build-ebpf` put it
         // in the workspace this binary was built from (the first folder above these
@@ -131,7 +168,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
         }
         match b.load() {
             Ok(p) => {
-                eprintln!("cgroup_exporter: eBPF throttle probe on: {}", p.strategy());
+                log!("cgroup_exporter: eBPF throttle probe on: {}", p.strategy());
                 collector.set_probe(p);
                 // Loading parsed the kernel's BTF (megabytes, now freed): hand the
                 // freed heap back so the long-running RSS stays small.
@@ -142,116 +179,27 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
                     libc::malloc_trim(0);
                 }
             }
-            Err(e) => eprintln!(
+            Err(e) => log!(
                 "cgroup_exporter: eBPF throttle probe off ({e}); serving the cgroup metrics without it"
             ),
         }
     }
-    eprintln!(
+    log!(
         "cgroup_exporter: {} host, watching {}",
         collector.layout(),
         if root.is_empty() { "/" } else { root }
     );
+    let limits = Limits {
+        header_timeout: cli.header_timeout,
+        idle_timeout: cli.idle_timeout,
+        max_connections: conn::fit_max_connections(cli.max_connections as usize),
+        max_scrapes: usize::from(cli.max_concurrent_scrapes),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
+        .max_blocking_threads(limits.max_scrapes)
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, serve(cli.listen, collector))
-}
-
-async fn serve(addr: SocketAddr, collector: Collector) -> Result<(), Box<dyn StdError>> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "cgroup_exporter listening on http://{bound}/metrics")?;
-        out.flush()?;
-    }
-    let collector = Rc::new(RefCell::new(collector));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            r = listener.accept() => {
-                let stream = match r {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        // EMFILE and friends: wait a moment instead of spinning.
-                        eprintln!("cgroup_exporter: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let c = Rc::clone(&collector);
-                let svc = service_fn(move |req| {
-                    let resp = handle(&c, &req);
-                    async move { Ok::<_, Infallible>(resp) }
-                });
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::task::spawn_local(async move {
-                    // A client that goes away mid-response is not our error.
-                    let _ = conn.await;
-                });
-            }
-            _ = term.recv() => {
-                eprintln!("cgroup_exporter: SIGTERM, shutting down");
-                break;
-            }
-            _ = int.recv() => {
-                eprintln!("cgroup_exporter: SIGINT, shutting down");
-                break;
-            }
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            eprintln!("cgroup_exporter: connections still open after {DRAIN_TIMEOUT:?}; exiting");
-        }
-    }
-    Ok(())
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-fn handle(c: &RefCell<Collector>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-        r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
-    }
-    match req.uri().path() {
-        "/metrics" => {
-            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-            let format = Format::negotiate(accept);
-            let body = c.borrow_mut().collect(format);
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(format.content_type()),
-            );
-            r
-        }
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/" => text(
-            StatusCode::OK,
-            "cgroup_exporter: metrics at /metrics, health at /healthz\n",
-        ),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics\n"),
-    }
+    local.block_on(&rt, conn::serve(cli.listen, Arc::new(collector), limits))
 }

@@ -9,9 +9,9 @@ use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-const DAEMONSET: &str = include_str!("../../deploy/daemonset.yaml");
-const PROMETHEUS: &str = include_str!("../../deploy/prometheus.yml");
-const DASHBOARD: &str = include_str!("../../deploy/grafana-dashboard.json");
+const DAEMONSET: &str = include_str!("../../../deploy/daemonset.yaml");
+const PROMETHEUS: &str = include_str!("../../../deploy/prometheus.yml");
+const DASHBOARD: &str = include_str!("../../../deploy/grafana-dashboard.json");
 
 fn strs(y: &Yaml) -> Vec<&str> {
     y.as_vec()
