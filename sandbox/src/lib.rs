@@ -4,7 +4,8 @@
 //! CLI builds one ([`spec::build`]) and [`run::run`] consumes it, so a `config.json`
 //! reader is a front end, not a rewrite.
 //!
-//! - [`store`]: the content-addressed layer store and OCI image-layout import.
+//! - [`image`]: the content-addressed image store and OCI image-layout import
+//!   ([`store`] is its former name, kept for callers).
 //! - [`rootfs`]: the init layer and the overlay of image layers + init + upper.
 //! - [`security`]: capabilities, no_new_privs, the default seccomp filter and the
 //!   async-signal-safe steps that apply them between clone and exec.
@@ -13,11 +14,13 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod image;
 pub mod rootfs;
 pub mod run;
 pub mod security;
 pub mod spec;
 pub mod state;
-pub mod store;
+
+pub use image::store;
 
 pub use error::{Error, Result};
