@@ -468,12 +468,11 @@ impl Store {
         let mut w = Writer::new(root, &self.limits, &what);
         while let Some((m, mut e)) = members.next_member()? {
             let kind = e.header().entry_type();
-            let comps = components(&m.path).map_err(|why| {
-                Error::Image(format!(
-                    "{what}: entry {:?}: {why}",
-                    String::from_utf8_lossy(&m.path)
-                ))
-            })?;
+            // Only the names a layout is made of are taken: anything else (`..`,
+            // symlinks, devices, other files) is skipped.
+            let Ok(comps) = components(&m.path) else {
+                continue;
+            };
             let c: Vec<&str> = comps.iter().filter_map(|c| c.to_str()).collect();
             let wanted = c.len() == comps.len()
                 && match c.as_slice() {
@@ -662,8 +661,8 @@ impl Store {
             .create(&tmp)
             .map_err(ioe("mkdir", &tmp))?;
         let what = format!("layer {digest}");
+        let raw = Hashed::new(u64::MAX);
         let res = (|| {
-            let raw = Hashed::new(u64::MAX);
             let plain = Hashed::new(self.limits.max_layer_bytes);
             let compressed = BufReader::new(Tee {
                 inner: &file,
@@ -719,6 +718,18 @@ impl Store {
             Ok(()) => Ok(true),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
+                // A blob that is not what its digest says explains any failure
+                // reading it: report that.
+                let mut tail = Tee {
+                    inner: &file,
+                    state: raw.clone(),
+                };
+                if std::io::copy(&mut tail, &mut std::io::sink()).is_ok() {
+                    let got = raw.borrow().hex();
+                    if got != hexd {
+                        return Err(corrupt(&blob, &got, digest));
+                    }
+                }
                 Err(e)
             }
         }

@@ -145,6 +145,8 @@ pub(crate) struct Member {
     pub mode: u32,
     /// Device major and minor numbers (character and block devices).
     pub dev: (u32, u32),
+    /// The data size its header gives.
+    pub size: u64,
 }
 
 /// Iterates a tar's members in raw mode, applying GNU long names and PAX records
@@ -250,6 +252,7 @@ impl<'a, R: Read> Members<'a, R> {
                     .unwrap_or(0),
                 xattrs: Vec::new(),
                 mode: h.mode().map_err(|e| self.err(format_args!("mode: {e}")))?,
+                size,
                 dev: (
                     h.device_major().ok().flatten().unwrap_or(0),
                     h.device_minor().ok().flatten().unwrap_or(0),
@@ -400,6 +403,16 @@ impl<'l> Writer<'l> {
                         ),
                     ));
                 }
+                Err(Errno::ENOENT) => {
+                    return Err(self.err(
+                        path,
+                        format_args!(
+                            "{} does not exist in this layer (a hard link's target must be \
+                             an earlier entry of this layer)",
+                            at()
+                        ),
+                    ));
+                }
                 Err(e) => return Err(self.err(path, format_args!("openat {}: {e}", at()))),
             };
         }
@@ -541,7 +554,7 @@ impl<'l> Writer<'l> {
             )
             .map_err(|e| self.err(path, format_args!("openat (create): {e}")))?;
             let mut f = std::fs::File::from(fd);
-            self.copy(data, &mut f, path)?;
+            self.copy(data, &mut f, m.size, path)?;
             self.own(f.as_fd(), uid, gid, mode(m.mode), path)?;
             self.xattrs(f.as_fd(), m, path)?;
             futimens(&f, &times(m.mtime), &times(m.mtime))
@@ -712,12 +725,28 @@ impl<'l> Writer<'l> {
         Ok(())
     }
 
-    fn copy<R: Read>(&mut self, data: &mut R, f: &mut std::fs::File, path: &[u8]) -> Result<()> {
+    fn copy<R: Read>(
+        &mut self,
+        data: &mut R,
+        f: &mut std::fs::File,
+        size: u64,
+        path: &[u8],
+    ) -> Result<()> {
         let mut buf = vec![0u8; 1 << 16];
         let mut since_check = 0u64;
+        let mut copied = 0u64;
         loop {
             let n = match data.read(&mut buf) {
-                Ok(0) => return Ok(()),
+                Ok(0) if copied == size => return Ok(()),
+                Ok(0) => {
+                    return Err(self.err(
+                        path,
+                        format_args!(
+                            "the archive ends inside it ({copied} of the {size} bytes its \
+                             header gives)"
+                        ),
+                    ));
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -727,6 +756,7 @@ impl<'l> Writer<'l> {
             f.write_all(&buf[..n])
                 .map_err(|e| self.err(path, format_args!("write: {e} ({})", errno_of(&e))))?;
             self.written += n as u64;
+            copied += n as u64;
             since_check += n as u64;
             if since_check >= SPACE_CHECK_BYTES {
                 since_check = 0;
