@@ -260,7 +260,7 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
     let id = random_hex(6);
     let name = cfg.name.clone().unwrap_or_else(|| format!("c-{id}"));
     state::check_name(&name)?;
-    std::fs::create_dir_all(&paths.state).map_err(ioe("mkdir", &paths.state))?;
+    state::create_root(&paths.state)?;
     let store = Store::at(&paths.store);
     let dir = paths.state.join(&name);
     let rootfs = dir.join(state::ROOTFS_DIR);
@@ -369,6 +369,7 @@ fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32
         })
         .flatten();
     let owner = userns_root.map(|u| (u, u));
+    state::restrict(&dir, owner)?;
 
     let mut lowers = match &cfg.source {
         Source::Image(r) => {

@@ -980,3 +980,44 @@ fn killed_runs_leave_no_user_records() {
         .unwrap();
     assert!(rm.status.success(), "{}", common::err(&rm));
 }
+
+#[test]
+fn the_state_root_is_private() {
+    let e = common::Env::new();
+    std::fs::create_dir_all(&e.state).unwrap();
+    // A root an older version made 0755 is closed by the next run.
+    std::fs::set_permissions(&e.state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The tempdir above is 0755: only the state root's own modes stand between
+    // nobody and a container's root filesystem.
+    let n = common::name("priv");
+    let rootfs = e.rootfs();
+    std::fs::copy(common::BUSYBOX, rootfs.join("bin/suid")).unwrap();
+    std::fs::set_permissions(
+        rootfs.join("bin/suid"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let mut child = e
+        .cmd()
+        .args(["run", "--rootfs"])
+        .arg(&rootfs)
+        .args(["--name", &n, "--", "sleep", "100"])
+        .spawn()
+        .unwrap();
+    wait_running(&e.state, &n);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&e.state), 0o711);
+    assert_eq!(mode(&e.state.join(&n)), 0o700);
+    let suid = e.state.join(&n).join("layers/rootfs/bin/suid");
+    assert!(suid.exists());
+    let (ok, err) = as_nobody(&[&suid, Path::new("id")]);
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "nobody ran {}: {err}",
+        suid.display()
+    );
+    let o = e.cmd().args(["kill", &n]).output().unwrap();
+    assert!(o.status.success(), "{}", common::err(&o));
+    child.wait().unwrap();
+    e.assert_clean();
+}
