@@ -1021,3 +1021,39 @@ fn the_state_root_is_private() {
     child.wait().unwrap();
     e.assert_clean();
 }
+
+#[test]
+fn a_store_of_the_old_layout_is_migrated_and_closed() {
+    let lab = Lab::new();
+    let imgs = lab.import(&one(Tar::default().file("a", b"a"))).unwrap();
+    let images = lab.store_path().join("images");
+    // Rewrite the record as an older version kept it: `images/NAME_TAG.json`, `/`
+    // written `+`, and the store folders 0755.
+    let key = imgs[0].key();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(images.join(format!("{key}.json"))).unwrap())
+            .unwrap();
+    v["name"] = "org+app".into();
+    std::fs::remove_file(images.join(format!("{key}.json"))).unwrap();
+    std::fs::write(images.join("org+app_test.json"), v.to_string()).unwrap();
+    for d in [lab.store_path(), images.clone()] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // An import holds the store lock while it migrates (no second lock, no hang).
+    let mut bad = one(Tar::default().file("b", b"b"));
+    bad.spoil = Spoil::LayerDigest;
+    let path = lab.layout(&bad);
+    let e = lab.store().import(&path, None).unwrap_err();
+    assert!(chain(&e).contains("corrupt"), "{e}");
+    let img = lab.store().get("org/app:test").unwrap();
+    assert_eq!(img.name, "org/app");
+    assert!(!images.join("org+app_test.json").exists());
+    for d in [lab.store_path(), images] {
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+    lab.store().remove("org/app:test").unwrap();
+    assert!(lab.store().list().unwrap().is_empty());
+}

@@ -202,6 +202,12 @@ impl Store {
     /// are left alone. Returns how many were moved.
     fn migrate(&self) -> Result<usize> {
         let _l = self.lock()?;
+        self.migrate_locked()
+    }
+
+    /// [`migrate`](Self::migrate) with the store lock already held (flock locks
+    /// are per open file: taking it twice in one process would wait forever).
+    fn migrate_locked(&self) -> Result<usize> {
         let dir = self.root.join(IMAGES);
         let rd = std::fs::read_dir(&dir).map_err(ioe("read_dir", &dir))?;
         let mut n = 0;
@@ -248,6 +254,10 @@ impl Store {
 
     /// Every image.
     pub fn list(&self) -> Result<Vec<Image>> {
+        self.list_images(false)
+    }
+
+    fn list_images(&self, locked: bool) -> Result<Vec<Image>> {
         let dir = self.root.join(IMAGES);
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -271,8 +281,13 @@ impl Store {
                 })?);
             }
         }
-        if old && self.migrate()? > 0 {
-            return self.list();
+        let migrated = match (old, locked) {
+            (false, _) => 0,
+            (true, false) => self.migrate()?,
+            (true, true) => self.migrate_locked()?,
+        };
+        if migrated > 0 {
+            return self.list_images(locked);
         }
         out.sort_by(|a: &Image, b| (&a.name, &a.tag).cmp(&(&b.name, &b.tag)));
         Ok(out)
@@ -380,7 +395,7 @@ impl Store {
 
     /// Deletes the layers (and config blob) given that no image record names.
     fn drop_unused(&self, layers: &[String], config: Option<&str>) -> Result<()> {
-        let images = self.list()?;
+        let images = self.list_images(true)?;
         for l in layers {
             if !images.iter().any(|i| i.layers.contains(l)) {
                 let d = self.layer_dir(l)?;
@@ -430,6 +445,7 @@ impl Store {
         self.prepare()?;
         let _l = self.lock()?;
         self.clean_stale();
+        self.migrate_locked()?;
         self.prune_users_locked()?;
         if path.is_dir() {
             return self.import_dir(path, name, path);
