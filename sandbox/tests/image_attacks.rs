@@ -801,6 +801,10 @@ fn as_nobody(args: &[&Path]) -> (bool, String) {
 }
 
 #[test]
+#[cfg_attr(
+    vm_lane,
+    ignore = "VM lane: the busybox initramfs has no util-linux setpriv to drop to nobody; the host lane runs it"
+)]
 fn setuid_files_and_devices_are_out_of_reach_of_host_users() {
     let lab = Lab::new();
     let bb = std::fs::read(common::BUSYBOX).unwrap();
@@ -982,6 +986,10 @@ fn killed_runs_leave_no_user_records() {
 }
 
 #[test]
+#[cfg_attr(
+    vm_lane,
+    ignore = "VM lane: the busybox initramfs has no util-linux setpriv to drop to nobody; the host lane runs it"
+)]
 fn the_state_root_is_private() {
     let e = common::Env::new();
     std::fs::create_dir_all(&e.state).unwrap();
