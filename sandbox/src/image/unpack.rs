@@ -423,7 +423,8 @@ impl<'l> Writer<'l> {
         let st = nix::sys::statvfs::fstatvfs(&self.root)
             .map_err(|e| self.err(path, format_args!("fstatvfs: {e}")))?;
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
-        if free < self.limits.min_free_bytes {
+        // Filesystems without a size (ramfs) report 0 blocks in total.
+        if st.blocks() > 0 && free < self.limits.min_free_bytes {
             return Err(self.err(
                 path,
                 format_args!(
