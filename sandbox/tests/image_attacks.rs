@@ -717,6 +717,10 @@ fn tar_headers_that_lie_are_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    vm_lane,
+    ignore = "VM lane: 64+ MiB through the unoptimised inflate under TCG took 520 s on 6.1 (passed); the bounds are ours, not the kernel's; the host lane runs it"
+)]
 fn a_compression_bomb_is_bounded() {
     let lab = Lab::new();
     // 256 MiB of zeros in one file: about 250 KB of gzip.
