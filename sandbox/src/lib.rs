@@ -4,7 +4,8 @@
 //! CLI (the `sandbox-cli` package, `sandbox/cli`) builds one ([`spec::build`]) and [`assembly::run`] consumes it, so a `config.json`
 //! reader is a front end, not a rewrite.
 //!
-//! - [`store`]: the content-addressed layer store and OCI image-layout import.
+//! - [`image`]: the content-addressed image store and OCI image-layout import
+//!   ([`store`] is its former name, kept for callers).
 //! - [`rootfs`]: the init layer and the overlay of image layers + init + upper.
 //! - [`security`]: capabilities, no_new_privs, the default seccomp filter and the
 //!   async-signal-safe steps that apply them between clone and exec.
@@ -15,11 +16,13 @@
 
 pub mod assembly;
 pub mod error;
+pub mod image;
 pub mod lifecycle;
 pub mod rootfs;
 pub mod security;
 pub mod spec;
 pub mod state;
-pub mod store;
+
+pub use image::store;
 
 pub use error::{Error, Result};

@@ -80,6 +80,47 @@ pub fn state_root(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT))
 }
 
+/// The mode of the state root: host users may pass through it but not list it;
+/// each container's folder below is 0700 ([`restrict`]), so the root filesystems
+/// mounted there, with the image's setuid files and devices, are out of their
+/// reach (the CVE-2021-41091 class). 0711 rather than 0700: a container in a user
+/// namespace resolves its own folder as its mapped root.
+pub const STATE_ROOT_MODE: u32 = 0o711;
+/// The mode of a container's folder.
+pub const CONTAINER_DIR_MODE: u32 = 0o700;
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::symlink_metadata(p).map_err(ioe("stat", p))?;
+    if md.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .map_err(ioe("chmod", p))?;
+    }
+    Ok(())
+}
+
+/// Creates the state root (0711), or sets that mode on an existing one.
+pub fn create_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(STATE_ROOT_MODE)
+        .create(root)
+        .map_err(ioe("mkdir", root))?;
+    set_mode(root, STATE_ROOT_MODE)
+}
+
+/// Makes a container's folder 0700, owned by the container's root (`owner`, its
+/// user namespace's root on the host) when it has one, before its root filesystem
+/// is mounted in it.
+pub fn restrict(dir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    set_mode(dir, CONTAINER_DIR_MODE)?;
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::chown(dir, Some(u), Some(g)).map_err(ioe("chown", dir))?;
+    }
+    Ok(())
+}
+
 /// Checks a container name: `[A-Za-z0-9_.-]`, 1..=64, not starting with `.`.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()

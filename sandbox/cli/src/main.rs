@@ -301,6 +301,8 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                     printable(&c.name.unwrap_or_else(|| c.dir.display().to_string()))
                 );
             }
+            // The collected containers' records of image use go with them.
+            store::Store::at(&paths.store).prune_users()?;
             Ok(0)
         }
         Cmd::Stats { name } => {

@@ -125,7 +125,7 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
     let id = random_hex(6);
     let name = cfg.name.clone().unwrap_or_else(|| format!("c-{id}"));
     state::check_name(&name)?;
-    std::fs::create_dir_all(&paths.state).map_err(ioe("mkdir", &paths.state))?;
+    state::create_root(&paths.state)?;
     let store = Store::at(&paths.store);
     let dir = paths.state.join(&name);
     let rootfs = dir.join(state::ROOTFS_DIR);
@@ -133,8 +133,13 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
         // The image's WorkingDir when --workdir is absent (relative: from /, as
         // Docker takes it).
         (Source::Image(r), None) => {
+            let img = store.get(r)?;
+            let workdir = store
+                .config(&img)?
+                .and_then(|c| c.config().as_ref().and_then(|c| c.working_dir().clone()))
+                .filter(|w| !w.is_empty());
             let opts = RunOptions {
-                workdir: store.get(r)?.workdir.map(|w| {
+                workdir: workdir.map(|w| {
                     if w.starts_with('/') {
                         w
                     } else {

@@ -274,6 +274,7 @@ pub(super) fn start_and_wait(
         .ok_or_else(|| Error::Config("the spec has no linux section".into()))?;
     let kinds = kinds_of(linux);
     let owner = userns_owner(linux, kinds);
+    state::restrict(&dir, owner)?;
 
     let rootfs = make_rootfs(g, cfg, spec, owner)?;
     spec.save(dir.join(state::CONFIG_FILE))
