@@ -6,8 +6,9 @@
 //!
 //! - [`store`]: the content-addressed layer store and OCI image-layout import.
 //! - [`rootfs`]: the init layer and the overlay of image layers + init + upper.
-//! - [`security`]: capabilities, no_new_privs, the default seccomp filter and the
-//!   async-signal-safe steps that apply them between clone and exec.
+//! - [`security`]: capabilities, no_new_privs, seccomp and the async-signal-safe
+//!   steps that apply them between clone and exec.
+//! - [`seccomp`]: OCI seccomp profiles compiled to BPF; Docker's default profile.
 //! - [`state`]: the state directory, locking, `ps` and `gc`.
 //! - [`run`]: assembly of one container, all-or-nothing, and its supervision.
 #![deny(missing_docs)]
@@ -15,6 +16,7 @@
 pub mod error;
 pub mod rootfs;
 pub mod run;
+pub mod seccomp;
 pub mod security;
 pub mod spec;
 pub mod state;

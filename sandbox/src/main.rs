@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sandbox::run::{Paths, RunConfig, Source};
-use sandbox::spec::{Net, RunOptions, Volume, parse_bytes};
+use sandbox::spec::{Net, RunOptions, Seccomp, Volume, parse_bytes};
 use sandbox::{Error, state, store};
 
 #[derive(Parser, Debug)]
@@ -152,6 +152,10 @@ struct RunArgs {
     /// Keep the container's state and writable layer after exit.
     #[arg(long)]
     keep: bool,
+    /// An OCI `linux.seccomp` profile (JSON file) instead of Docker's default
+    /// profile, or `unconfined` for no filter.
+    #[arg(long, value_name = "PROFILE.json|unconfined")]
+    seccomp: Option<PathBuf>,
     /// The command.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -190,6 +194,16 @@ fn run_opts(a: &RunArgs) -> Result<RunOptions, Error> {
         cpus: a.cpu,
         memory_bytes: a.memory.as_deref().map(parse_bytes).transpose()?,
         pids: a.pids,
+        seccomp: match a.seccomp.as_deref() {
+            None => Seccomp::Default,
+            Some(p) if p.as_os_str() == "unconfined" => Seccomp::Unconfined,
+            Some(p) => Seccomp::Profile(Box::new(
+                serde_json::from_slice(
+                    &std::fs::read(p).map_err(|e| Error::io("read --seccomp", p, e))?,
+                )
+                .map_err(|e| Error::Config(format!("--seccomp {}: {e}", p.display())))?,
+            )),
+        },
     })
 }
 

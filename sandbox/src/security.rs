@@ -1,22 +1,18 @@
 //! Dropping privileges between clone and exec: capabilities (bounding set, then
-//! capset), no_new_privs, every fd above stdio marked close-on-exec, the default
-//! seccomp filter last; optionally a tiny PID 1 that reaps zombies.
+//! capset), no_new_privs, every fd above stdio marked close-on-exec, the spec's
+//! seccomp filter last ([`crate::seccomp`]); optionally a tiny PID 1 that reaps zombies.
 //!
 //! [`Confine`] is prepared in the parent (every buffer allocated there) and
 //! [`Confine::apply`] runs in the cloned child through nskit's `pre_exec`: raw
 //! syscalls only, async-signal-safe.
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
 
 use oci_spec::runtime::{Capability, Spec};
-use seccompiler::{
-    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
-};
 
 use crate::error::{Error, Result};
+use crate::seccomp;
 
 /// Capability names in kernel order (`include/uapi/linux/capability.h`).
 pub const CAP_NAMES: [&str; 41] = [
@@ -77,124 +73,6 @@ pub fn cap_mask<'a>(caps: impl IntoIterator<Item = &'a Capability>) -> u64 {
         .fold(0u64, |m, n| m | (1u64 << n))
 }
 
-/// Syscalls the default filter answers with EPERM: what Docker's default profile
-/// leaves out of its allow list for a container without extra capabilities (kernel
-/// modules, kexec, keyrings, bpf, perf, mount API, namespaces, clock setting,
-/// swap, reboot, handle-based opens, io_uring, userfaultfd, cross-process memory).
-/// Docker allows a list and denies the rest; this filter denies the dangerous list
-/// and allows the rest, so new harmless syscalls keep working.
-const DENIED: &[i64] = &[
-    libc::SYS_acct,
-    libc::SYS_add_key,
-    libc::SYS_bpf,
-    libc::SYS_clock_adjtime,
-    libc::SYS_clock_settime,
-    libc::SYS_delete_module,
-    libc::SYS_finit_module,
-    libc::SYS_fsconfig,
-    libc::SYS_fsmount,
-    libc::SYS_fsopen,
-    libc::SYS_fspick,
-    libc::SYS_init_module,
-    libc::SYS_io_uring_enter,
-    libc::SYS_io_uring_register,
-    libc::SYS_io_uring_setup,
-    libc::SYS_ioperm,
-    libc::SYS_iopl,
-    libc::SYS_kcmp,
-    libc::SYS_kexec_file_load,
-    libc::SYS_kexec_load,
-    libc::SYS_keyctl,
-    libc::SYS_lookup_dcookie,
-    libc::SYS_mount,
-    libc::SYS_mount_setattr,
-    libc::SYS_move_mount,
-    libc::SYS_name_to_handle_at,
-    libc::SYS_nfsservctl,
-    libc::SYS_open_by_handle_at,
-    libc::SYS_open_tree,
-    libc::SYS_perf_event_open,
-    libc::SYS_pivot_root,
-    libc::SYS_process_vm_readv,
-    libc::SYS_process_vm_writev,
-    libc::SYS_quotactl,
-    libc::SYS_reboot,
-    libc::SYS_request_key,
-    libc::SYS_setns,
-    libc::SYS_settimeofday,
-    libc::SYS_swapoff,
-    libc::SYS_swapon,
-    libc::SYS_syslog,
-    libc::SYS_sysfs,
-    libc::SYS__sysctl,
-    libc::SYS_umount2,
-    libc::SYS_unshare,
-    libc::SYS_uselib,
-    libc::SYS_userfaultfd,
-    libc::SYS_ustat,
-    libc::SYS_vhangup,
-];
-
-/// `CLONE_NEW*` flags that clone(2) may not carry inside the container.
-const CLONE_NS_FLAGS: [u64; 7] = [
-    libc::CLONE_NEWNS as u64,
-    libc::CLONE_NEWUTS as u64,
-    libc::CLONE_NEWIPC as u64,
-    libc::CLONE_NEWUSER as u64,
-    libc::CLONE_NEWPID as u64,
-    libc::CLONE_NEWNET as u64,
-    libc::CLONE_NEWCGROUP as u64,
-];
-
-fn sc<E: std::fmt::Display>(e: E) -> Error {
-    Error::Config(format!("building the seccomp filter: {e}"))
-}
-
-/// The default seccomp filters (x86_64; other architectures' syscalls are killed by
-/// the arch check seccompiler emits): one answering EPERM to [`DENIED`] and to clone
-/// with namespace flags, one answering ENOSYS to clone3 (whose flags a filter cannot
-/// read), so that libc falls back to clone, as Docker does.
-pub fn default_filters() -> Result<Vec<Vec<libc::sock_filter>>> {
-    let mut deny: BTreeMap<i64, Vec<SeccompRule>> =
-        DENIED.iter().map(|n| (*n, Vec::new())).collect();
-    let mut clone_rules = Vec::new();
-    for f in CLONE_NS_FLAGS {
-        let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(f), f)
-            .map_err(sc)?;
-        clone_rules.push(SeccompRule::new(vec![cond]).map_err(sc)?);
-    }
-    deny.insert(libc::SYS_clone, clone_rules);
-    let eperm = SeccompFilter::new(
-        deny,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        TargetArch::x86_64,
-    )
-    .map_err(sc)?;
-    let enosys = SeccompFilter::new(
-        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        TargetArch::x86_64,
-    )
-    .map_err(sc)?;
-    let mut out = Vec::new();
-    for f in [eperm, enosys] {
-        let prog: seccompiler::BpfProgram = f.try_into().map_err(sc)?;
-        out.push(
-            prog.into_iter()
-                .map(|i| libc::sock_filter {
-                    code: i.code,
-                    jt: i.jt,
-                    jf: i.jf,
-                    k: i.k,
-                })
-                .collect(),
-        );
-    }
-    Ok(out)
-}
-
 /// The kernel's highest capability number (`/proc/sys/kernel/cap_last_cap`).
 pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -214,8 +92,8 @@ pub struct Confine {
     pub user: Option<(u32, u32)>,
     /// Set no_new_privs.
     pub no_new_privs: bool,
-    /// Seccomp programs, installed in order.
-    pub filters: Vec<Vec<libc::sock_filter>>,
+    /// The seccomp filter (`linux.seccomp`), compiled in the parent.
+    pub seccomp: Option<seccomp::Program>,
     /// cgroup.procs fds to write "0" to (v1 and hybrid hosts).
     pub cgroup: Option<cgroupkit::SpawnHandles>,
     /// unshare(CLONE_NEWCGROUP) after joining the cgroup.
@@ -252,7 +130,6 @@ struct CapData {
 }
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-const SECCOMP_SET_MODE_FILTER: libc::c_long = 1;
 
 impl Confine {
     /// Applies every step. Async-signal-safe: raw syscalls on data prepared in the
@@ -353,20 +230,8 @@ impl Confine {
         check(unsafe {
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC)
         })?;
-        for f in &self.filters {
-            let prog = libc::sock_fprog {
-                len: f.len() as libc::c_ushort,
-                filter: f.as_ptr().cast_mut(),
-            };
-            // SAFETY: prog points at a filter array that outlives the call.
-            check(unsafe {
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    SECCOMP_SET_MODE_FILTER,
-                    0,
-                    &raw const prog,
-                )
-            })?;
+        if let Some(p) = &self.seccomp {
+            p.install()?;
         }
         if self.init {
             init_fork()?;
@@ -494,7 +359,12 @@ pub fn from_spec(spec: &Spec) -> Result<Confine> {
         last_cap: last_cap(),
         user,
         no_new_privs: process.no_new_privileges().unwrap_or(true),
-        filters: default_filters()?,
+        seccomp: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(|s| seccomp::Profile::from_oci(s)?.compile())
+            .transpose()?,
         cgroup: None,
         unshare_cgroup: false,
         move_root: None,
@@ -511,12 +381,5 @@ mod tests {
     fn docker_default_mask() {
         // CapEff of a root process in a default Docker container.
         assert_eq!(cap_mask(crate::spec::DEFAULT_CAPS.iter()), 0xa804_25fb);
-    }
-
-    #[test]
-    fn filters_build() {
-        let f = default_filters().unwrap();
-        assert_eq!(f.len(), 2);
-        assert!(f[0].len() > DENIED.len());
     }
 }

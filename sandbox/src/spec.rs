@@ -122,6 +122,18 @@ pub enum Net {
     Host,
 }
 
+/// The seccomp filter of a container (`--seccomp`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Seccomp {
+    /// Docker's default profile ([`crate::seccomp::docker_default`]).
+    #[default]
+    Default,
+    /// No filter.
+    Unconfined,
+    /// An OCI `linux.seccomp` profile.
+    Profile(Box<oci_spec::runtime::LinuxSeccomp>),
+}
+
 /// Options of `sandbox run` that shape the spec.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -151,6 +163,8 @@ pub struct RunOptions {
     pub memory_bytes: Option<i64>,
     /// Maximum number of tasks.
     pub pids: Option<i64>,
+    /// The seccomp filter.
+    pub seccomp: Seccomp,
 }
 
 /// Parses `64M`, `1G`, `512k`, `1048576` (binary units) into bytes.
@@ -387,6 +401,11 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         );
+    match &o.seccomp {
+        Seccomp::Default => linux = linux.seccomp(crate::seccomp::docker_default()?),
+        Seccomp::Profile(p) => linux = linux.seccomp(p.as_ref().clone()),
+        Seccomp::Unconfined => {}
+    }
     if o.userns {
         let map = |_: ()| {
             LinuxIdMappingBuilder::default()
