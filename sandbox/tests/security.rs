@@ -200,7 +200,7 @@ const ENOSYS: &str = "errno=38";
 const SIGSYS: &str = "signal=31";
 
 #[test]
-fn default_filter_from_inside() {
+fn seccomp_default_filter_from_inside() {
     let e = Env::new();
     let f = run_probe(&e, &[]);
     let want = [
@@ -230,7 +230,7 @@ fn default_filter_from_inside() {
 /// above come from the filter (int 0x80 works on every kernel of ours; x32 answers
 /// ENOSYS where the kernel lacks it, here, and runs on Debian's kernels).
 #[test]
-fn unconfined_probes_reach_the_kernel() {
+fn seccomp_unconfined_probes_reach_the_kernel() {
     let e = Env::new();
     let f = run_probe(&e, &["--seccomp", "unconfined"]);
     assert_eq!(f["keyctl"].as_str(), "ok", "{f:?}");
@@ -242,7 +242,7 @@ fn unconfined_probes_reach_the_kernel() {
 }
 
 #[test]
-fn busybox_workload_under_the_default_filter() {
+fn seccomp_busybox_workload_under_the_default_filter() {
     let e = Env::new();
     let r = e.rootfs();
     for a in ["wget", "ping", "nc"] {
@@ -285,7 +285,7 @@ fn write_profile(e: &Env, name: &str, json: &str) -> PathBuf {
 }
 
 #[test]
-fn spec_profile_is_honoured() {
+fn seccomp_spec_profile_is_honoured() {
     let e = Env::new();
     // Default allow; getppid answers 42; getpriority 43 but only for PRIO_USER.
     let p = write_profile(
@@ -311,7 +311,7 @@ fn spec_profile_is_honoured() {
 }
 
 #[test]
-fn unsupported_profile_is_refused_naming_the_field() {
+fn seccomp_unsupported_profile_is_refused_naming_the_field() {
     let e = Env::new();
     for (json, field) in [
         (
