@@ -8,11 +8,13 @@
 //! - [`rootfs`]: the init layer and the overlay of image layers + init + upper.
 //! - [`security`]: capabilities, no_new_privs, seccomp and the async-signal-safe
 //!   steps that apply them between clone and exec.
+//! - [`devices`]: the device allow-list (Docker's default plus the spec's rules).
 //! - [`seccomp`]: OCI seccomp profiles compiled to BPF; Docker's default profile.
 //! - [`state`]: the state directory, locking, `ps` and `gc`.
 //! - [`run`]: assembly of one container, all-or-nothing, and its supervision.
 #![deny(missing_docs)]
 
+pub mod devices;
 pub mod error;
 pub mod rootfs;
 pub mod run;

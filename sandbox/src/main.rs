@@ -125,7 +125,8 @@ struct RunArgs {
     /// none (own network namespace, lo only) or host.
     #[arg(long, default_value = "none")]
     net: String,
-    /// SRC:DST[:ro] bind mount.
+    /// SRC:DST[:OPTS] bind mount; OPTS comma-separated: ro, rw, dev, suid. Volumes are
+    /// nosuid,nodev unless `suid` / `dev` is given.
     #[arg(long, short = 'v')]
     volume: Vec<String>,
     /// tmpfs mount point.

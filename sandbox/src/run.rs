@@ -156,9 +156,13 @@ pub fn exit_code(st: ExitStatus) -> i32 {
         .unwrap_or(255)
 }
 
-/// cgroupkit resources for the spec's `linux.resources`.
+/// cgroupkit resources for the spec's `linux.resources`, with the device allow-list
+/// ([`crate::devices`]) always.
 pub fn resources(r: Option<&LinuxResources>) -> Result<Resources> {
     let mut out = Resources::default();
+    out.devices = Some(crate::devices::for_spec(
+        r.and_then(|r| r.devices().as_ref()),
+    )?);
     let Some(r) = r else { return Ok(out) };
     if let Some(c) = r.cpu()
         && let Some(q) = c.quota()
@@ -412,10 +416,15 @@ fn start_and_wait(g: &mut Guard<'_>, cfg: &RunConfig, spec: &Spec) -> Result<i32
     let mountinfo =
         std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
     let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
-    let controllers: Vec<Controller> = [Controller::Cpu, Controller::Memory, Controller::Pids]
-        .into_iter()
-        .filter(|c| h.mount_for(*c).is_some())
-        .collect();
+    let controllers: Vec<Controller> = [
+        Controller::Cpu,
+        Controller::Memory,
+        Controller::Pids,
+        Controller::Devices,
+    ]
+    .into_iter()
+    .filter(|c| h.mount_for(*c).is_some())
+    .collect();
     let cg = Cgroup::create(&h, &CgroupPath::new(&g.state.cgroup)?, &controllers)?;
     let res = resources(linux.resources().as_ref());
     g.cgroup = Some(cg);

@@ -74,7 +74,9 @@ pub const USERNS_HOST_BASE: u32 = 100_000;
 /// How many ids are mapped under `--userns`.
 pub const USERNS_SIZE: u32 = 65_536;
 
-/// A `--volume SRC:DST[:ro]`.
+/// A `--volume SRC:DST[:OPTS]`, OPTS a comma-separated list of `ro`, `rw`, `dev`,
+/// `suid`. A volume is `nosuid,nodev` unless `suid` / `dev` is given: a device node
+/// or a setuid file made in a writable host folder must not work as one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Volume {
     /// Host path.
@@ -83,22 +85,39 @@ pub struct Volume {
     pub destination: PathBuf,
     /// Mounted read-only.
     pub readonly: bool,
+    /// Device nodes in it may be opened (no `nodev`).
+    pub dev: bool,
+    /// setuid and setgid bits in it take effect (no `nosuid`).
+    pub suid: bool,
 }
 
 impl std::str::FromStr for Volume {
     type Err = Error;
     fn from_str(s: &str) -> Result<Volume> {
         let parts: Vec<&str> = s.split(':').collect();
-        let (src, dst, ro) = match parts.as_slice() {
-            [s, d] => (*s, *d, false),
-            [s, d, "ro"] => (*s, *d, true),
-            [s, d, "rw"] => (*s, *d, false),
+        let (src, dst, opts) = match parts.as_slice() {
+            [s, d] => (*s, *d, ""),
+            [s, d, o] => (*s, *d, *o),
             _ => {
                 return Err(Error::Config(format!(
-                    "--volume {s:?}: expected SRC:DST or SRC:DST:ro"
+                    "--volume {s:?}: expected SRC:DST or SRC:DST:OPTS (ro, rw, dev, suid)"
                 )));
             }
         };
+        let (mut readonly, mut dev, mut suid) = (false, false, false);
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "ro" => readonly = true,
+                "rw" => readonly = false,
+                "dev" => dev = true,
+                "suid" => suid = true,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "--volume {s:?}: unknown option {o:?}; use ro, rw, dev or suid"
+                    )));
+                }
+            }
+        }
         if !src.starts_with('/') || !dst.starts_with('/') {
             return Err(Error::Config(format!(
                 "--volume {s:?}: both paths must be absolute"
@@ -107,7 +126,9 @@ impl std::str::FromStr for Volume {
         Ok(Volume {
             source: PathBuf::from(src),
             destination: PathBuf::from(dst),
-            readonly: ro,
+            readonly,
+            dev,
+            suid,
         })
     }
 }
@@ -318,6 +339,12 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
         if v.readonly {
             opts.push("ro");
         }
+        if !v.suid {
+            opts.push("nosuid");
+        }
+        if !v.dev {
+            opts.push("nodev");
+        }
         mounts.push(mount(
             &v.destination.to_string_lossy(),
             "bind",
@@ -451,8 +478,12 @@ mod tests {
     #[test]
     fn volume() {
         let v: Volume = "/a:/b:ro".parse().unwrap();
-        assert!(v.readonly);
+        assert!(v.readonly && !v.dev && !v.suid);
+        let v: Volume = "/a:/b:rw,dev,suid".parse().unwrap();
+        assert!(!v.readonly && v.dev && v.suid);
         assert!("a:/b".parse::<Volume>().is_err());
+        let e = "/a:/b:exec".parse::<Volume>().unwrap_err().to_string();
+        assert!(e.contains("exec"), "{e}");
     }
 
     #[test]

@@ -330,3 +330,110 @@ fn seccomp_unsupported_profile_is_refused_naming_the_field() {
     }
     e.assert_clean();
 }
+
+/// A marker unique to this test run, to look for in the host's kernel log.
+fn marker(tag: &str) -> String {
+    format!("sandbox-test-{}-{tag}", std::process::id())
+}
+
+/// Whether the host's kernel log holds `needle` (/dev/kmsg read without blocking).
+fn host_kmsg_contains(needle: &str) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .unwrap();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if String::from_utf8_lossy(&buf[..n]).contains(needle) {
+                    return true;
+                }
+            }
+            // EPIPE: a record was overwritten while reading; go on.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) => panic!("read /dev/kmsg: {e}"),
+        }
+    }
+}
+
+/// The issue's attack: mknod of /dev/kmsg's numbers (1:11) in a read-write volume,
+/// then a write to it. A volume is nodev now (open fails with EACCES), and the
+/// node never reaches the host's kernel log.
+#[test]
+fn devices_volume_is_nodev_and_nosuid() {
+    let e = Env::new();
+    let data = e.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let m = marker("nodev");
+    let vol = format!("{}:/data", data.display());
+    let o = e.run(
+        &["--volume", &vol],
+        &format!(
+            "mknod /data/kmsg c 1 11 && echo MKNOD-OK; echo {m} > /data/kmsg && echo WRITE-OK; \
+             echo x > /dev/null && echo DEVNULL-OK; grep ' /data ' /proc/self/mountinfo"
+        ),
+    );
+    let s = format!("{}{}", out(&o), err(&o));
+    assert!(s.contains("MKNOD-OK"), "{s}");
+    assert!(!s.contains("WRITE-OK"), "the node worked: {s}");
+    assert!(s.contains("Permission denied"), "{s}");
+    assert!(s.contains("DEVNULL-OK"), "{s}");
+    let line = s
+        .lines()
+        .find(|l| l.contains(" /data "))
+        .unwrap_or_default();
+    assert!(line.contains("nodev") && line.contains("nosuid"), "{s}");
+    assert!(
+        !host_kmsg_contains(&m),
+        "the marker reached the host's kernel log"
+    );
+    e.assert_clean();
+}
+
+/// With the volume opened up to device nodes (`:dev`), the device allow-list is
+/// what refuses the node: the kernel answers EPERM (the v1 devices controller on
+/// hybrid hosts, the eBPF device program on cgroup v2), while a node in the list
+/// (/dev/null's 1:3) still works, there and in /dev.
+#[test]
+fn devices_allow_list_refuses_kmsg_on_a_dev_volume() {
+    let e = Env::new();
+    let data = e.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let m = marker("cgroup");
+    let vol = format!("{}:/data:rw,dev", data.display());
+    let o = e.run(
+        &["--volume", &vol],
+        &format!(
+            "mknod /data/kmsg c 1 11 && echo MKNOD-OK; echo {m} > /data/kmsg && echo WRITE-OK; \
+             cat /data/kmsg >/dev/null && echo READ-OK; \
+             mknod /data/null c 1 3 && echo x > /data/null && echo NULL-OK; \
+             head -c 4 /dev/urandom | wc -c; echo x > /dev/null && echo DEVNULL-OK; \
+             grep ' /data ' /proc/self/mountinfo"
+        ),
+    );
+    let s = format!("{}{}", out(&o), err(&o));
+    assert!(s.contains("MKNOD-OK"), "{s}");
+    assert!(
+        !s.contains("WRITE-OK") && !s.contains("READ-OK"),
+        "kmsg opened: {s}"
+    );
+    assert!(s.contains("Operation not permitted"), "EPERM expected: {s}");
+    assert!(s.contains("NULL-OK") && s.contains("DEVNULL-OK"), "{s}");
+    assert!(s.lines().any(|l| l.trim() == "4"), "/dev/urandom: {s}");
+    let line = s
+        .lines()
+        .find(|l| l.contains(" /data "))
+        .unwrap_or_default();
+    assert!(!line.contains("nodev"), "dev was asked for: {s}");
+    assert!(
+        !host_kmsg_contains(&m),
+        "the marker reached the host's kernel log"
+    );
+    e.assert_clean();
+}
