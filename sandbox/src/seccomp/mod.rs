@@ -191,7 +191,10 @@ fn bad(msg: String) -> Error {
 
 /// The x86_64 number of a syscall name.
 pub fn syscall_number(name: &str) -> Option<u32> {
-    SYSCALLS.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
+    SYSCALLS
+        .binary_search_by(|(n, _)| n.as_bytes().cmp(name.as_bytes()))
+        .ok()
+        .map(|i| SYSCALLS[i].1)
 }
 
 impl Profile {
@@ -1143,6 +1146,23 @@ mod tests {
             RET_KILL_PROCESS,
             "x32"
         );
+    }
+
+    #[test]
+    fn table_is_sorted_and_complete() {
+        assert!(
+            SYSCALLS
+                .windows(2)
+                .all(|w| w[0].0.as_bytes() < w[1].0.as_bytes())
+        );
+        assert_eq!(syscall_number("read"), Some(0));
+        assert_eq!(syscall_number("clone3"), Some(435));
+        assert_eq!(syscall_number("file_setattr"), Some(469));
+        assert_eq!(syscall_number("chown32"), None);
+        let mut nrs: Vec<u32> = SYSCALLS.iter().map(|(_, nr)| *nr).collect();
+        nrs.sort_unstable();
+        nrs.dedup();
+        assert_eq!(nrs.len(), SYSCALLS.len(), "one name per number");
     }
 
     #[test]
