@@ -177,8 +177,11 @@ pub struct Rule {
 pub struct Profile {
     /// Action for syscalls without a rule.
     pub default: Action,
-    /// Rules per syscall number, in the order they are checked.
-    pub rules: BTreeMap<u32, Vec<Rule>>,
+    /// Syscalls with an unconditional action, sorted by number, one each.
+    pub plain: Vec<(u32, Action)>,
+    /// Rules with argument conditions per syscall number, in the order they are
+    /// checked (before the number's `plain` action, or the default).
+    pub conditional: BTreeMap<u32, Vec<Rule>>,
     /// Numbers above this one answer ENOSYS.
     pub enosys_above: Option<u32>,
     /// seccomp(2) filter flags.
@@ -237,7 +240,8 @@ impl Profile {
         let default = Action::from_oci(s.default_action(), s.default_errno_ret(), "defaultAction")?;
         // Per number: conditional rules in order, then the first unconditional one.
         let mut cond: BTreeMap<u32, Vec<Rule>> = BTreeMap::new();
-        let mut plain: BTreeMap<u32, Rule> = BTreeMap::new();
+        // One allocation for the hundreds of plain entries (the cost of a start).
+        let mut plain: Vec<(u32, Action)> = Vec::with_capacity(512);
         for (i, sc) in s.syscalls().iter().flatten().enumerate() {
             let field = format!("syscalls[{i}]");
             let action = Action::from_oci(sc.action(), sc.errno_ret(), &field)?;
@@ -276,28 +280,30 @@ impl Profile {
                 let Some(nr) = syscall_number(name) else {
                     continue;
                 };
-                let rule = Rule {
-                    conds: conds.clone(),
-                    action,
-                };
                 if conds.is_empty() {
-                    plain.entry(nr).or_insert(rule);
+                    plain.push((nr, action));
                 } else {
-                    cond.entry(nr).or_default().push(rule);
+                    cond.entry(nr).or_default().push(Rule {
+                        conds: conds.clone(),
+                        action,
+                    });
                 }
             }
         }
-        let mut rules = cond;
-        for (nr, r) in plain {
-            rules.entry(nr).or_default().push(r);
-        }
+        // The first unconditional rule of a number wins (a stable sort keeps order).
+        plain.sort_by_key(|(nr, _)| *nr);
+        plain.dedup_by_key(|(nr, _)| *nr);
         let enosys_above = match default {
             Action::Allow | Action::Log => None,
-            _ => rules.keys().next_back().copied(),
+            _ => plain
+                .last()
+                .map(|(nr, _)| *nr)
+                .max(cond.keys().next_back().copied()),
         };
         Ok(Profile {
             default,
-            rules,
+            plain,
+            conditional: cond,
             enosys_above,
             flags,
         })
@@ -330,34 +336,39 @@ impl Profile {
         }
         // 4. ranges of numbers with one outcome
         let mut outcomes: Vec<(u32, Outcome)> = Vec::new();
-        let mut bodies: Vec<(usize, &[Rule])> = Vec::new();
+        let mut bodies: Vec<(usize, &[Rule], Action)> = Vec::new();
         let mut next = 0u32;
-        for (nr, rules) in &self.rules {
-            if *nr > next {
+        let mut numbers: Vec<u32> = self.plain.iter().map(|(nr, _)| *nr).collect();
+        numbers.extend(self.conditional.keys());
+        numbers.sort_unstable();
+        numbers.dedup();
+        for nr in numbers {
+            if nr > next {
                 push_range(&mut outcomes, next, Outcome::Ret(self.default.ret()));
             }
-            let o = match rules.as_slice() {
-                [r] if r.conds.is_empty() => Outcome::Ret(r.action.ret()),
-                _ => {
+            let plain = self
+                .plain
+                .binary_search_by_key(&nr, |(n, _)| *n)
+                .ok()
+                .map(|i| self.plain[i].1);
+            let o = match (self.conditional.get(&nr), plain) {
+                (Some(rules), fallback) => {
                     let l = a.label();
-                    bodies.push((l, rules));
+                    bodies.push((l, rules, fallback.unwrap_or(self.default)));
                     Outcome::Body(l)
                 }
+                (None, Some(action)) => Outcome::Ret(action.ret()),
+                (None, None) => Outcome::Ret(self.default.ret()),
             };
-            push_range(&mut outcomes, *nr, o);
+            push_range(&mut outcomes, nr, o);
             next = nr + 1;
         }
         push_range(&mut outcomes, next, Outcome::Ret(self.default.ret()));
         search(&mut a, &outcomes);
         // Rules of syscalls with argument conditions.
-        for (l, rules) in bodies {
+        for (l, rules, fallback) in bodies {
             a.bind(l);
-            let mut fallback = self.default;
             for r in rules {
-                if r.conds.is_empty() {
-                    fallback = r.action;
-                    break;
-                }
                 let fail = a.label();
                 for c in &r.conds {
                     cond(&mut a, c, fail);
