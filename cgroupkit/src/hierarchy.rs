@@ -491,12 +491,11 @@ mod tests {
         ] {
             assert_eq!(h.mount_for(c).unwrap().version, Version::V2, "{c}");
         }
-        // Freezing is core on v2.
-        assert_eq!(
-            h.mount_for(Controller::Freezer).unwrap().version,
-            Version::V2
-        );
-        assert!(h.mount_for(Controller::Devices).is_none());
+        // Freezing and device programs are core on v2.
+        for c in [Controller::Freezer, Controller::Devices] {
+            assert_eq!(h.mount_for(c).unwrap().version, Version::V2, "{c}");
+        }
+        assert!(h.mount_for(Controller::NetCls).is_none());
         assert_eq!(
             h.mounts_for(&[Controller::Cpu, Controller::Memory])
                 .unwrap()
