@@ -273,9 +273,9 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
 
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        // runc's /dev plus noexec and nodev: without a devices cgroup, nodev is what
-        // keeps a node the container makes (it has CAP_MKNOD) from opening a host
-        // device; the device files are bind mounts, which keep their own flags.
+        // runc's /dev plus noexec and nodev: with the device allow-list
+        // ([`crate::devices`]), a second wall against a node the container makes (it
+        // has CAP_MKNOD); the device files are bind mounts, which keep their own flags.
         mount(
             DEV,
             "tmpfs",
