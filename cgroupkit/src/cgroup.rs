@@ -255,6 +255,9 @@ impl Cgroup {
         if let Some(h) = &resources.hugetlb {
             crate::hugetlb::apply(self.dir_for(Controller::Hugetlb)?, h, &mut w)?;
         }
+        if let Some(d) = &resources.devices {
+            crate::devices::apply(self, d, &mut w)?;
+        }
         Ok(w.into_written())
     }
 

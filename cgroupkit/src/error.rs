@@ -124,6 +124,17 @@ pub enum Error {
         /// Why, with the accepted range.
         reason: String,
     },
+    /// A bpf(2) call for a cgroup failed (loading or attaching a device program).
+    #[error("{op} for {path}")]
+    Bpf {
+        /// The command (BPF_PROG_LOAD, BPF_PROG_ATTACH) and what for.
+        op: &'static str,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The OS error (with the verifier log for a refused program).
+        #[source]
+        source: io::Error,
+    },
     /// The cgroup does not exist on any hierarchy.
     #[error("cgroup {path:?} does not exist")]
     NotFound {
@@ -153,7 +164,8 @@ impl Error {
             Error::Read { source, .. }
             | Error::Write { source, .. }
             | Error::Mkdir { source, .. }
-            | Error::Rmdir { source, .. } => Some(source.kind()),
+            | Error::Rmdir { source, .. }
+            | Error::Bpf { source, .. } => Some(source.kind()),
             _ => None,
         }
     }
@@ -164,7 +176,8 @@ impl Error {
             Error::Read { source, .. }
             | Error::Write { source, .. }
             | Error::Mkdir { source, .. }
-            | Error::Rmdir { source, .. } => source.raw_os_error(),
+            | Error::Rmdir { source, .. }
+            | Error::Bpf { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -366,8 +366,9 @@ impl Hierarchy {
 
     /// The hierarchy that serves `controller`: its v1 mount if one is bound to it,
     /// else the v2 mount if the controller is available there, else `None`.
-    /// The freezer is core on v2 (cgroup.freeze), so the v2 mount serves it when no
-    /// v1 freezer hierarchy is mounted.
+    /// The freezer and device control are core on v2 (cgroup.freeze, eBPF device
+    /// programs), so the v2 mount serves them when no v1 hierarchy of theirs is
+    /// mounted.
     pub fn mount_for(&self, controller: Controller) -> Option<&Mount> {
         let v2 = |m: &&Mount| m.version == Version::V2;
         self.inner
@@ -382,7 +383,8 @@ impl Hierarchy {
                     .find(|m| m.controllers.contains(&controller))
             })
             .or_else(|| match controller {
-                Controller::Freezer => self.inner.mounts.iter().find(v2),
+                // Core on v2: cgroup.freeze, and device programs (eBPF).
+                Controller::Freezer | Controller::Devices => self.inner.mounts.iter().find(v2),
                 _ => None,
             })
     }
@@ -489,12 +491,11 @@ mod tests {
         ] {
             assert_eq!(h.mount_for(c).unwrap().version, Version::V2, "{c}");
         }
-        // Freezing is core on v2.
-        assert_eq!(
-            h.mount_for(Controller::Freezer).unwrap().version,
-            Version::V2
-        );
-        assert!(h.mount_for(Controller::Devices).is_none());
+        // Freezing and device programs are core on v2.
+        for c in [Controller::Freezer, Controller::Devices] {
+            assert_eq!(h.mount_for(c).unwrap().version, Version::V2, "{c}");
+        }
+        assert!(h.mount_for(Controller::NetCls).is_none());
         assert_eq!(
             h.mounts_for(&[Controller::Cpu, Controller::Memory])
                 .unwrap()

@@ -2,6 +2,7 @@
 
 use crate::cpu::Cpu;
 use crate::cpuset::Cpuset;
+use crate::devices::Devices;
 use crate::hierarchy::Controller;
 use crate::hugetlb::Hugetlb;
 use crate::io::Io;
@@ -34,6 +35,8 @@ pub struct Resources {
     pub cpuset: Option<Cpuset>,
     /// hugetlb controller settings.
     pub hugetlb: Option<Hugetlb>,
+    /// Device access rules (v1 devices controller; an eBPF program on v2).
+    pub devices: Option<Devices>,
 }
 
 impl Resources {
@@ -57,6 +60,9 @@ impl Resources {
         }
         if self.hugetlb.is_some() {
             c.push(Controller::Hugetlb);
+        }
+        if self.devices.is_some() {
+            c.push(Controller::Devices);
         }
         c
     }

@@ -7,18 +7,22 @@
 //! - [`image`]: the content-addressed image store and OCI image-layout import
 //!   ([`store`] is its former name, kept for callers).
 //! - [`rootfs`]: the init layer and the overlay of image layers + init + upper.
-//! - [`security`]: capabilities, no_new_privs, the default seccomp filter and the
-//!   async-signal-safe steps that apply them between clone and exec.
+//! - [`security`]: capabilities, no_new_privs, seccomp and the async-signal-safe
+//!   steps that apply them between clone and exec.
+//! - [`devices`]: the device allow-list (Docker's default plus the spec's rules).
+//! - [`seccomp`]: OCI seccomp profiles compiled to BPF; Docker's default profile.
 //! - [`state`]: the state directory, locking, `ps` and `gc`.
 //! - [`assembly`]: assembly of one container, all-or-nothing, and its supervision.
 //! - [`lifecycle`]: `exec`, `kill`, `stop` and `rm` of a container by name.
 #![deny(missing_docs)]
 
 pub mod assembly;
+pub mod devices;
 pub mod error;
 pub mod image;
 pub mod lifecycle;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;
 pub mod spec;
 pub mod state;

@@ -1,22 +1,19 @@
 //! Dropping privileges between clone and exec: capabilities (bounding set, then
-//! capset), no_new_privs, every fd above stdio marked close-on-exec, the default
-//! seccomp filter last; optionally a tiny PID 1 that reaps zombies.
+//! capset), no_new_privs, every fd above stdio marked close-on-exec, the spec's
+//! seccomp filter last ([`crate::seccomp`]); optionally a tiny PID 1 that reaps zombies.
 //!
 //! [`Confine`] is prepared in the parent (every buffer allocated there) and
 //! [`Confine::apply`] runs in the cloned child through nskit's `pre_exec`: raw
 //! syscalls only, async-signal-safe.
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
 
+use nskit::MsFlags;
 use oci_spec::runtime::{Capability, Spec};
-use seccompiler::{
-    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
-};
 
 use crate::error::{Error, Result};
+use crate::seccomp;
 
 /// Capability names in kernel order (`include/uapi/linux/capability.h`).
 pub const CAP_NAMES: [&str; 41] = [
@@ -77,124 +74,6 @@ pub fn cap_mask<'a>(caps: impl IntoIterator<Item = &'a Capability>) -> u64 {
         .fold(0u64, |m, n| m | (1u64 << n))
 }
 
-/// Syscalls the default filter answers with EPERM: what Docker's default profile
-/// leaves out of its allow list for a container without extra capabilities (kernel
-/// modules, kexec, keyrings, bpf, perf, mount API, namespaces, clock setting,
-/// swap, reboot, handle-based opens, io_uring, userfaultfd, cross-process memory).
-/// Docker allows a list and denies the rest; this filter denies the dangerous list
-/// and allows the rest, so new harmless syscalls keep working.
-const DENIED: &[i64] = &[
-    libc::SYS_acct,
-    libc::SYS_add_key,
-    libc::SYS_bpf,
-    libc::SYS_clock_adjtime,
-    libc::SYS_clock_settime,
-    libc::SYS_delete_module,
-    libc::SYS_finit_module,
-    libc::SYS_fsconfig,
-    libc::SYS_fsmount,
-    libc::SYS_fsopen,
-    libc::SYS_fspick,
-    libc::SYS_init_module,
-    libc::SYS_io_uring_enter,
-    libc::SYS_io_uring_register,
-    libc::SYS_io_uring_setup,
-    libc::SYS_ioperm,
-    libc::SYS_iopl,
-    libc::SYS_kcmp,
-    libc::SYS_kexec_file_load,
-    libc::SYS_kexec_load,
-    libc::SYS_keyctl,
-    libc::SYS_lookup_dcookie,
-    libc::SYS_mount,
-    libc::SYS_mount_setattr,
-    libc::SYS_move_mount,
-    libc::SYS_name_to_handle_at,
-    libc::SYS_nfsservctl,
-    libc::SYS_open_by_handle_at,
-    libc::SYS_open_tree,
-    libc::SYS_perf_event_open,
-    libc::SYS_pivot_root,
-    libc::SYS_process_vm_readv,
-    libc::SYS_process_vm_writev,
-    libc::SYS_quotactl,
-    libc::SYS_reboot,
-    libc::SYS_request_key,
-    libc::SYS_setns,
-    libc::SYS_settimeofday,
-    libc::SYS_swapoff,
-    libc::SYS_swapon,
-    libc::SYS_syslog,
-    libc::SYS_sysfs,
-    libc::SYS__sysctl,
-    libc::SYS_umount2,
-    libc::SYS_unshare,
-    libc::SYS_uselib,
-    libc::SYS_userfaultfd,
-    libc::SYS_ustat,
-    libc::SYS_vhangup,
-];
-
-/// `CLONE_NEW*` flags that clone(2) may not carry inside the container.
-const CLONE_NS_FLAGS: [u64; 7] = [
-    libc::CLONE_NEWNS as u64,
-    libc::CLONE_NEWUTS as u64,
-    libc::CLONE_NEWIPC as u64,
-    libc::CLONE_NEWUSER as u64,
-    libc::CLONE_NEWPID as u64,
-    libc::CLONE_NEWNET as u64,
-    libc::CLONE_NEWCGROUP as u64,
-];
-
-fn sc<E: std::fmt::Display>(e: E) -> Error {
-    Error::Config(format!("building the seccomp filter: {e}"))
-}
-
-/// The default seccomp filters (x86_64; other architectures' syscalls are killed by
-/// the arch check seccompiler emits): one answering EPERM to [`DENIED`] and to clone
-/// with namespace flags, one answering ENOSYS to clone3 (whose flags a filter cannot
-/// read), so that libc falls back to clone, as Docker does.
-pub fn default_filters() -> Result<Vec<Vec<libc::sock_filter>>> {
-    let mut deny: BTreeMap<i64, Vec<SeccompRule>> =
-        DENIED.iter().map(|n| (*n, Vec::new())).collect();
-    let mut clone_rules = Vec::new();
-    for f in CLONE_NS_FLAGS {
-        let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(f), f)
-            .map_err(sc)?;
-        clone_rules.push(SeccompRule::new(vec![cond]).map_err(sc)?);
-    }
-    deny.insert(libc::SYS_clone, clone_rules);
-    let eperm = SeccompFilter::new(
-        deny,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        TargetArch::x86_64,
-    )
-    .map_err(sc)?;
-    let enosys = SeccompFilter::new(
-        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        TargetArch::x86_64,
-    )
-    .map_err(sc)?;
-    let mut out = Vec::new();
-    for f in [eperm, enosys] {
-        let prog: seccompiler::BpfProgram = f.try_into().map_err(sc)?;
-        out.push(
-            prog.into_iter()
-                .map(|i| libc::sock_filter {
-                    code: i.code,
-                    jt: i.jt,
-                    jf: i.jf,
-                    k: i.k,
-                })
-                .collect(),
-        );
-    }
-    Ok(out)
-}
-
 /// The kernel's highest capability number (`/proc/sys/kernel/cap_last_cap`).
 pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -214,8 +93,8 @@ pub struct Confine {
     pub user: Option<(u32, u32)>,
     /// Set no_new_privs.
     pub no_new_privs: bool,
-    /// Seccomp programs, installed in order.
-    pub filters: Vec<Vec<libc::sock_filter>>,
+    /// The seccomp filter (`linux.seccomp`), compiled in the parent.
+    pub seccomp: Option<seccomp::Program>,
     /// cgroup.procs fds to write "0" to (v1 and hybrid hosts).
     pub cgroup: Option<cgroupkit::SpawnHandles>,
     /// unshare(CLONE_NEWCGROUP) after joining the cgroup.
@@ -223,6 +102,9 @@ pub struct Confine {
     /// Where pivot_root cannot work (/ is the initramfs): move this mount onto / and
     /// chroot into it.
     pub move_root: Option<CString>,
+    /// Bind mounts (volumes) to remount with these per-mount flags (nosuid, nodev,
+    /// noexec), container paths: nskit applies a bind's flags only with `ro`.
+    pub remount: Vec<(CString, libc::c_ulong)>,
     /// Bring `lo` up (a new network namespace).
     pub loopback: bool,
     /// Fork: the parent stays as PID 1 reaping zombies and forwarding signals, the
@@ -252,7 +134,6 @@ struct CapData {
 }
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-const SECCOMP_SET_MODE_FILTER: libc::c_long = 1;
 
 impl Confine {
     /// Applies every step. Async-signal-safe: raw syscalls on data prepared in the
@@ -285,6 +166,9 @@ impl Confine {
                 check(libc::chroot(c".".as_ptr()) as libc::c_long)?;
                 check(libc::chdir(c"/".as_ptr()) as libc::c_long)?;
             }
+        }
+        for (target, flags) in &self.remount {
+            remount_bind(target, *flags)?;
         }
         if self.loopback {
             loopback_up()?;
@@ -353,26 +237,73 @@ impl Confine {
         check(unsafe {
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC)
         })?;
-        for f in &self.filters {
-            let prog = libc::sock_fprog {
-                len: f.len() as libc::c_ushort,
-                filter: f.as_ptr().cast_mut(),
-            };
-            // SAFETY: prog points at a filter array that outlives the call.
-            check(unsafe {
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    SECCOMP_SET_MODE_FILTER,
-                    0,
-                    &raw const prog,
-                )
-            })?;
+        if let Some(p) = &self.seccomp {
+            p.install()?;
         }
         if self.init {
             init_fork()?;
         }
         Ok(())
     }
+}
+
+/// Remounts the bind mount at `target` adding `flags`, keeping the flags it has
+/// (statfs: read-only, atime settings; a user namespace forbids changing locked
+/// ones). Async-signal-safe.
+fn remount_bind(target: &CString, flags: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: statfs is plain data written by the kernel.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: NUL-terminated path and a writable statfs buffer.
+    check(unsafe { libc::syscall(libc::SYS_statfs, target.as_ptr(), &raw mut st) })?;
+    let f = st.f_flags as libc::c_ulong;
+    let mut keep = f
+        & (libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC
+            | libc::MS_NOATIME
+            | libc::MS_NODIRATIME);
+    // ST_RELATIME (4096) is not MS_RELATIME.
+    if f & 4096 != 0 {
+        keep |= libc::MS_RELATIME;
+    }
+    // SAFETY: NUL-terminated target; NULL source, type and data as a remount takes.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount,
+            std::ptr::null::<libc::c_char>(),
+            target.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            libc::MS_BIND | libc::MS_REMOUNT | keep | flags,
+            std::ptr::null::<libc::c_void>(),
+        )
+    })
+}
+
+/// The volumes of `spec` whose flags nskit leaves out: bind mounts outside /dev
+/// (those are made on the host, [`crate::rootfs::mount_dev`]) with nosuid, nodev or
+/// noexec and not read-only (nskit remounts those).
+fn remounts(spec: &Spec) -> Result<Vec<(CString, libc::c_ulong)>> {
+    let mut out = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let (flags, _, bind, _) = crate::rootfs::mount_options(m);
+        let wanted = flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+        if !bind
+            || wanted.is_empty()
+            || flags.contains(MsFlags::MS_RDONLY)
+            || m.destination().starts_with(crate::spec::DEV)
+        {
+            continue;
+        }
+        let t = CString::new(m.destination().as_os_str().as_encoded_bytes()).map_err(|_| {
+            Error::Config(format!(
+                "mount {}: NUL in the path",
+                m.destination().display()
+            ))
+        })?;
+        out.push((t, wanted.bits() as libc::c_ulong));
+    }
+    Ok(out)
 }
 
 /// `struct ifreq` with the flags member (`<net/if.h>`).
@@ -494,9 +425,15 @@ pub fn from_spec(spec: &Spec) -> Result<Confine> {
         last_cap: last_cap(),
         user,
         no_new_privs: process.no_new_privileges().unwrap_or(true),
-        filters: default_filters()?,
+        seccomp: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(|s| seccomp::Profile::from_oci(s)?.compile())
+            .transpose()?,
         cgroup: None,
         unshare_cgroup: false,
+        remount: remounts(spec)?,
         move_root: None,
         loopback: false,
         init: false,
@@ -511,12 +448,5 @@ mod tests {
     fn docker_default_mask() {
         // CapEff of a root process in a default Docker container.
         assert_eq!(cap_mask(crate::spec::DEFAULT_CAPS.iter()), 0xa804_25fb);
-    }
-
-    #[test]
-    fn filters_build() {
-        let f = default_filters().unwrap();
-        assert_eq!(f.len(), 2);
-        assert!(f[0].len() > DENIED.len());
     }
 }

@@ -74,7 +74,9 @@ pub const USERNS_HOST_BASE: u32 = 100_000;
 /// How many ids are mapped under `--userns`.
 pub const USERNS_SIZE: u32 = 65_536;
 
-/// A `--volume SRC:DST[:ro]`.
+/// A `--volume SRC:DST[:OPTS]`, OPTS a comma-separated list of `ro`, `rw`, `dev`,
+/// `suid`. A volume is `nosuid,nodev` unless `suid` / `dev` is given: a device node
+/// or a setuid file made in a writable host folder must not work as one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Volume {
     /// Host path.
@@ -83,22 +85,39 @@ pub struct Volume {
     pub destination: PathBuf,
     /// Mounted read-only.
     pub readonly: bool,
+    /// Device nodes in it may be opened (no `nodev`).
+    pub dev: bool,
+    /// setuid and setgid bits in it take effect (no `nosuid`).
+    pub suid: bool,
 }
 
 impl std::str::FromStr for Volume {
     type Err = Error;
     fn from_str(s: &str) -> Result<Volume> {
         let parts: Vec<&str> = s.split(':').collect();
-        let (src, dst, ro) = match parts.as_slice() {
-            [s, d] => (*s, *d, false),
-            [s, d, "ro"] => (*s, *d, true),
-            [s, d, "rw"] => (*s, *d, false),
+        let (src, dst, opts) = match parts.as_slice() {
+            [s, d] => (*s, *d, ""),
+            [s, d, o] => (*s, *d, *o),
             _ => {
                 return Err(Error::Config(format!(
-                    "--volume {s:?}: expected SRC:DST or SRC:DST:ro"
+                    "--volume {s:?}: expected SRC:DST or SRC:DST:OPTS (ro, rw, dev, suid)"
                 )));
             }
         };
+        let (mut readonly, mut dev, mut suid) = (false, false, false);
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "ro" => readonly = true,
+                "rw" => readonly = false,
+                "dev" => dev = true,
+                "suid" => suid = true,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "--volume {s:?}: unknown option {o:?}; use ro, rw, dev or suid"
+                    )));
+                }
+            }
+        }
         if !src.starts_with('/') || !dst.starts_with('/') {
             return Err(Error::Config(format!(
                 "--volume {s:?}: both paths must be absolute"
@@ -107,7 +126,9 @@ impl std::str::FromStr for Volume {
         Ok(Volume {
             source: PathBuf::from(src),
             destination: PathBuf::from(dst),
-            readonly: ro,
+            readonly,
+            dev,
+            suid,
         })
     }
 }
@@ -120,6 +141,18 @@ pub enum Net {
     None,
     /// The host's network namespace.
     Host,
+}
+
+/// The seccomp filter of a container (`--seccomp`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Seccomp {
+    /// Docker's default profile ([`crate::seccomp::docker_default`]).
+    #[default]
+    Default,
+    /// No filter.
+    Unconfined,
+    /// An OCI `linux.seccomp` profile.
+    Profile(Box<oci_spec::runtime::LinuxSeccomp>),
 }
 
 /// Options of `sandbox run` that shape the spec.
@@ -151,6 +184,8 @@ pub struct RunOptions {
     pub memory_bytes: Option<i64>,
     /// Maximum number of tasks.
     pub pids: Option<i64>,
+    /// The seccomp filter.
+    pub seccomp: Seccomp,
 }
 
 /// Parses `64M`, `1G`, `512k`, `1048576` (binary units) into bytes.
@@ -238,9 +273,9 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
 
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        // runc's /dev plus noexec and nodev: without a devices cgroup, nodev is what
-        // keeps a node the container makes (it has CAP_MKNOD) from opening a host
-        // device; the device files are bind mounts, which keep their own flags.
+        // runc's /dev plus noexec and nodev: with the device allow-list
+        // ([`crate::devices`]), a second wall against a node the container makes (it
+        // has CAP_MKNOD); the device files are bind mounts, which keep their own flags.
         mount(
             DEV,
             "tmpfs",
@@ -303,6 +338,12 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
         let mut opts = vec!["rbind"];
         if v.readonly {
             opts.push("ro");
+        }
+        if !v.suid {
+            opts.push("nosuid");
+        }
+        if !v.dev {
+            opts.push("nodev");
         }
         mounts.push(mount(
             &v.destination.to_string_lossy(),
@@ -398,6 +439,11 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         );
+    match &o.seccomp {
+        Seccomp::Default => linux = linux.seccomp(crate::seccomp::docker_default()?),
+        Seccomp::Profile(p) => linux = linux.seccomp(p.as_ref().clone()),
+        Seccomp::Unconfined => {}
+    }
     if o.userns {
         let map = |_: ()| {
             LinuxIdMappingBuilder::default()
@@ -443,8 +489,12 @@ mod tests {
     #[test]
     fn volume() {
         let v: Volume = "/a:/b:ro".parse().unwrap();
-        assert!(v.readonly);
+        assert!(v.readonly && !v.dev && !v.suid);
+        let v: Volume = "/a:/b:rw,dev,suid".parse().unwrap();
+        assert!(!v.readonly && v.dev && v.suid);
         assert!("a:/b".parse::<Volume>().is_err());
+        let e = "/a:/b:exec".parse::<Volume>().unwrap_err().to_string();
+        assert!(e.contains("exec"), "{e}");
     }
 
     #[test]

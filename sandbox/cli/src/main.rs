@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sandbox::assembly::{Paths, RunConfig, Source};
-use sandbox::spec::{Net, RunOptions, Volume, parse_bytes};
+use sandbox::spec::{Net, RunOptions, Seccomp, Volume, parse_bytes};
 use sandbox::{Error, state, store};
 
 #[derive(Parser, Debug)]
@@ -126,7 +126,8 @@ struct RunArgs {
     /// none (own network namespace, lo only) or host.
     #[arg(long, default_value = "none")]
     net: String,
-    /// SRC:DST[:ro] bind mount.
+    /// SRC:DST[:OPTS] bind mount; OPTS comma-separated: ro, rw, dev, suid. Volumes are
+    /// nosuid,nodev unless `suid` / `dev` is given.
     #[arg(long, short = 'v')]
     volume: Vec<String>,
     /// tmpfs mount point.
@@ -153,6 +154,10 @@ struct RunArgs {
     /// Keep the container's state and writable layer after exit.
     #[arg(long)]
     keep: bool,
+    /// An OCI `linux.seccomp` profile (JSON file) instead of Docker's default
+    /// profile, or `unconfined` for no filter.
+    #[arg(long, value_name = "PROFILE.json|unconfined")]
+    seccomp: Option<PathBuf>,
     /// The command.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -195,6 +200,16 @@ fn run_opts(a: &RunArgs) -> Result<RunOptions, Error> {
             .map(|m| parse_bytes(m).map_err(|e| Error::Config(format!("--memory {m:?}: {e}"))))
             .transpose()?,
         pids: a.pids,
+        seccomp: match a.seccomp.as_deref() {
+            None => Seccomp::Default,
+            Some(p) if p.as_os_str() == "unconfined" => Seccomp::Unconfined,
+            Some(p) => Seccomp::Profile(Box::new(
+                serde_json::from_slice(
+                    &std::fs::read(p).map_err(|e| Error::io("read --seccomp", p, e))?,
+                )
+                .map_err(|e| Error::Config(format!("--seccomp {}: {e}", p.display())))?,
+            )),
+        },
     })
 }
 

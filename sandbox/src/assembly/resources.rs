@@ -8,9 +8,13 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
 use crate::error::Result;
 use crate::spec;
 
-/// cgroupkit resources for the spec's `linux.resources`.
+/// cgroupkit resources for the spec's `linux.resources`, with the device allow-list
+/// ([`crate::devices`]) always.
 pub fn resources(r: Option<&LinuxResources>) -> Result<Resources> {
     let mut out = Resources::default();
+    out.devices = Some(crate::devices::for_spec(
+        r.and_then(|r| r.devices().as_ref()),
+    )?);
     let Some(r) = r else { return Ok(out) };
     if let Some(c) = r.cpu()
         && let Some(q) = c.quota()

@@ -133,13 +133,18 @@ fn make_rootfs(
     Ok(rootfs)
 }
 
-/// The container's cgroup (cpu, memory, pids where mounted) with the spec's limits,
+/// The container's cgroup (cpu, memory, pids, devices where mounted) with the spec's limits,
 /// kept in the guard so that a failed start removes it.
 fn make_cgroup<'g>(g: &'g mut Guard<'_>, h: &Hierarchy, linux: &Linux) -> Result<&'g Cgroup> {
-    let controllers: Vec<Controller> = [Controller::Cpu, Controller::Memory, Controller::Pids]
-        .into_iter()
-        .filter(|c| h.mount_for(*c).is_some())
-        .collect();
+    let controllers: Vec<Controller> = [
+        Controller::Cpu,
+        Controller::Memory,
+        Controller::Pids,
+        Controller::Devices,
+    ]
+    .into_iter()
+    .filter(|c| h.mount_for(*c).is_some())
+    .collect();
     let cg = Cgroup::create(h, &CgroupPath::new(&g.state.cgroup)?, &controllers)?;
     let res = resources(linux.resources().as_ref());
     let cg = g.cgroup.insert(cg);
