@@ -80,7 +80,15 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), i
     })
 }
 
+/// Tries of an openat2 that answers EAGAIN before its error is returned.
+const OPENAT2_TRIES: usize = 64;
+
 /// openat2(2), 5.6: `path` resolved under `dirfd` with `resolve` flags.
+///
+/// With `RESOLVE_IN_ROOT` or `RESOLVE_BENEATH` the kernel answers EAGAIN to a path
+/// with `..` when any rename or mount happened on the system during the lookup (it
+/// cannot prove the walk stayed inside); the man page's remedy is to try again, which
+/// this does a bounded number of times (seen under parallel tests that mount).
 pub(crate) fn openat2(
     dirfd: BorrowedFd<'_>,
     path: &CStr,
@@ -92,17 +100,25 @@ pub(crate) fn openat2(
         mode: 0,
         resolve,
     };
-    // SAFETY: dirfd is live, path is NUL-terminated, `how` is a valid open_how whose
-    // size is passed; the kernel copies it before returning.
-    fd_result(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dirfd.as_raw_fd(),
-            path.as_ptr(),
-            &raw const how,
-            std::mem::size_of::<OpenHow>(),
-        )
-    })
+    let mut tries = 0;
+    loop {
+        // SAFETY: dirfd is live, path is NUL-terminated, `how` is a valid open_how
+        // whose size is passed; the kernel copies it before returning.
+        let r = fd_result(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd.as_raw_fd(),
+                path.as_ptr(),
+                &raw const how,
+                std::mem::size_of::<OpenHow>(),
+            )
+        });
+        tries += 1;
+        match r {
+            Err(libc::EAGAIN) if tries < OPENAT2_TRIES => continue,
+            r => return r,
+        }
+    }
 }
 
 /// fsopen(2), 5.2.

@@ -230,23 +230,32 @@ pub(super) mod raw {
         openat(libc::AT_FDCWD, path, flags)
     }
 
-    /// openat2(2) (5.6).
+    /// openat2(2) (5.6), tried again (bounded) on EAGAIN: a `..` lookup under
+    /// `RESOLVE_IN_ROOT` that raced with a rename or mount elsewhere on the system.
     pub(super) fn openat2(
         dir: RawFd,
         path: &CStr,
         how: &crate::sys::OpenHow,
     ) -> Result<RawFd, i32> {
-        // SAFETY: path is NUL-terminated, `how` a valid open_how whose size is passed.
-        ret(unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                c_long::from(dir),
-                path.as_ptr(),
-                std::ptr::from_ref(how),
-                std::mem::size_of::<crate::sys::OpenHow>(),
-            )
-        })
-        .map(|fd| fd as RawFd)
+        let mut tries = 0;
+        loop {
+            // SAFETY: path is NUL-terminated, `how` a valid open_how whose size is
+            // passed.
+            let r = ret(unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    c_long::from(dir),
+                    path.as_ptr(),
+                    std::ptr::from_ref(how),
+                    std::mem::size_of::<crate::sys::OpenHow>(),
+                )
+            });
+            tries += 1;
+            match r {
+                Err(libc::EAGAIN) if tries < 64 => {}
+                r => return r.map(|fd| fd as RawFd),
+            }
+        }
     }
 
     /// fcntl(F_DUPFD_CLOEXEC).

@@ -224,18 +224,28 @@ fn enter_in_root(rel: &CString) -> io::Result<()> {
         mode: 0,
         resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     };
-    // SAFETY: root is open, rel NUL-terminated, `how` a valid open_how whose size
-    // is passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root,
-            rel.as_ptr(),
-            &raw const how,
-            std::mem::size_of::<OpenHow>(),
-        )
-    } as RawFd;
-    let open_err = io::Error::last_os_error();
+    // EAGAIN: a `..` lookup raced with a rename or mount somewhere on the system
+    // (openat2(2) asks the caller to retry); bounded.
+    let mut tries = 0;
+    let (fd, open_err) = loop {
+        // SAFETY: root is open, rel NUL-terminated, `how` a valid open_how whose size
+        // is passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root,
+                rel.as_ptr(),
+                &raw const how,
+                std::mem::size_of::<OpenHow>(),
+            )
+        } as RawFd;
+        let e = io::Error::last_os_error();
+        tries += 1;
+        if fd < 0 && e.raw_os_error() == Some(libc::EAGAIN) && tries < 64 {
+            continue;
+        }
+        break (fd, e);
+    };
     // SAFETY: closing our own fd.
     unsafe { libc::close(root) };
     if fd >= 0 {
