@@ -10,7 +10,8 @@
 //!   2 + its subdirectories, so one `fstatat` relative to the parent's open directory
 //!   (one name to look up) tells a leaf, which is then never opened;
 //! - the visitor prunes: [`Visit::Skip`] keeps a subtree (an excluded slice) from
-//!   being listed at all, and [`Walk::max_depth`] stops the descent.
+//!   being listed at all, [`Visit::Stop`] ends the walk (a search that found what
+//!   it looked for), and [`Walk::max_depth`] stops the descent.
 //!
 //! A cgroup removed while the walk runs (ENOENT, ENODEV) is skipped silently; other
 //! errors below the top go to the error callback, and the walk goes on.
@@ -39,6 +40,9 @@ pub enum Visit {
     Descend,
     /// Do not list its children: the whole subtree is skipped.
     Skip,
+    /// End the walk here: nothing more is listed or visited, and
+    /// [`Walk::run`] returns `Ok`.
+    Stop,
 }
 
 /// One cgroup the walk found.
@@ -86,7 +90,7 @@ impl Walk {
     }
 
     /// Runs the walk: `visit` sees every cgroup in pre-order (the top first) and says
-    /// whether to go below it; `on_error` gets the errors met below the top (with the
+    /// whether to go below it or to stop the walk; `on_error` gets the errors met below the top (with the
     /// entry's relative path) other than "removed meanwhile".
     ///
     /// Fails only when the top itself cannot be looked up (`lstat`) or is not a
@@ -115,8 +119,11 @@ impl Walk {
                 ino,
                 leaf,
             };
-            if visit(&e) == Visit::Skip || leaf || depth >= max_depth {
-                continue;
+            match visit(&e) {
+                Visit::Stop => return Ok(()),
+                Visit::Skip => continue,
+                Visit::Descend if leaf || depth >= max_depth => continue,
+                Visit::Descend => {}
             }
             dir.clear();
             dir.push(&self.top);
@@ -270,5 +277,30 @@ mod tests {
                 .collect()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn stop_ends_the_walk_at_once() {
+        let t = tree();
+        let all = Walk::new(t.path()).collect().unwrap();
+        // Stopping at each entry in turn: exactly the entries before it and itself
+        // were visited, in the same order as the full walk, and nothing after.
+        for (i, target) in all.iter().enumerate() {
+            let mut seen = Vec::new();
+            Walk::new(t.path())
+                .run(
+                    |e| {
+                        seen.push(e.rel.to_owned());
+                        if e.rel == target {
+                            Visit::Stop
+                        } else {
+                            Visit::Descend
+                        }
+                    },
+                    |rel, e| panic!("{rel}: {e}"),
+                )
+                .unwrap();
+            assert_eq!(seen, all[..=i], "stopped at {target:?}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The probe keys its stats by `cgroup->kn->id` of the cpu controller's cgroup, which
 //! equals the inode number of the cgroup's directory (v1 and v2). cgroupkit finds the
-//! hierarchy (v1 `cpu` mount or the v2 tree); this walks it and maps inodes to paths.
+//! hierarchy (v1 `cpu` mount or the v2 tree); cgroupkit's walker walks it, and this maps
+//! inodes to paths.
 //!
 //! The index is incremental: an id is looked up once. A walk happens only when asked
 //! for an id that is neither known nor known to be gone, and it stops as soon as every
@@ -18,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use cgroupkit::walk::{Visit, Walk};
 use cgroupkit::{Controller, Hierarchy};
 
 /// The cgroup id of a cgroup directory (its inode number), e.g. of
@@ -77,43 +79,29 @@ impl CgroupIndex {
         self.walks
     }
 
-    /// Walks the cpu hierarchy until every id of `unknown` is found; found ids move to
-    /// `paths`, the rest stay in `unknown`.
+    /// Walks the cpu hierarchy (cgroupkit's walker) until every id of `unknown` is
+    /// found; found ids move to `paths`, the rest stay in `unknown`.
     fn walk(&mut self, unknown: &mut HashSet<u64>) {
         let Some(mount) = self.hierarchy.mount_for(Controller::Cpu) else {
             return;
         };
         self.walks += 1;
-        let root = mount.mount_point.clone();
-        let mut stack = vec![(root, "/".to_owned())];
-        while let Some((dir, rel)) = stack.pop() {
-            // symlink_metadata: a cgroup tree has no symlinks; never follow one out.
-            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-                continue;
-            };
-            if !meta.is_dir() {
-                continue;
-            }
-            if unknown.remove(&meta.ino()) {
-                self.paths.insert(meta.ino(), rel.clone());
-                if unknown.is_empty() {
-                    return;
+        let paths = &mut self.paths;
+        // The walker's entries carry the inode from the parent's listing, which is the
+        // cgroup id; their paths are relative ("" for the root), ours start with `/`.
+        // Errors (the root gone, a directory that cannot be listed) only leave ids
+        // unfound, which then count as removed: nothing to report to the caller.
+        let _ = Walk::new(&mount.mount_point).run(
+            |e| {
+                if unknown.remove(&e.ino) {
+                    paths.insert(e.ino, format!("/{}", e.rel));
+                    if unknown.is_empty() {
+                        return Visit::Stop;
+                    }
                 }
-            }
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let child = if rel == "/" {
-                        format!("/{name}")
-                    } else {
-                        format!("{rel}/{name}")
-                    };
-                    stack.push((e.path(), child));
-                }
-            }
-        }
+                Visit::Descend
+            },
+            |_, _| {},
+        );
     }
 }

@@ -404,45 +404,45 @@ fn attach(
         };
         format!("{what}: {chain}{hint}")
     };
+    // Finds program `$prog` in the object, loads it for `$target` (the kernel function
+    // or tracepoint) and attaches it; `$kind` names the program type in errors.
+    macro_rules! load_attach {
+        ($ty:ty, $prog:expr, $kind:literal, $target:literal) => {
+            (|| -> std::result::Result<(), String> {
+                let prog: &mut $ty = ebpf
+                    .program_mut($prog)
+                    .ok_or_else(|| {
+                        format!(
+                            "the object has no {} program (rebuild it: cargo xtask build-ebpf)",
+                            $prog
+                        )
+                    })?
+                    .try_into()
+                    .map_err(|e| fail(concat!($kind, " program"), &e))?;
+                prog.load($target, aya_btf)
+                    .map_err(|e| fail(concat!("load ", $kind, "/", $target), &e))?;
+                prog.attach()
+                    .map_err(|e| fail(concat!("attach ", $kind, "/", $target), &e))?;
+                Ok(())
+            })()
+        };
+    }
     match strategy {
         Strategy::Fentry => {
-            let prog: &mut FExit = ebpf
-                .program_mut(PROG_THROTTLE)
-                .ok_or("the object has no throttle_cfs_rq_exit program")?
-                .try_into()
-                .map_err(|e| fail("fexit program", &e))?;
-            prog.load("throttle_cfs_rq", aya_btf)
-                .map_err(|e| fail("load fexit/throttle_cfs_rq", &e))?;
-            prog.attach()
-                .map_err(|e| fail("attach fexit/throttle_cfs_rq", &e))?;
-            let prog: &mut FEntry = ebpf
-                .program_mut(PROG_UNTHROTTLE)
-                .ok_or("the object has no unthrottle_cfs_rq_entry program")?
-                .try_into()
-                .map_err(|e| fail("fentry program", &e))?;
-            prog.load("unthrottle_cfs_rq", aya_btf)
-                .map_err(|e| fail("load fentry/unthrottle_cfs_rq", &e))?;
-            prog.attach()
-                .map_err(|e| fail("attach fentry/unthrottle_cfs_rq", &e))?;
+            load_attach!(FExit, PROG_THROTTLE, "fexit", "throttle_cfs_rq")?;
+            load_attach!(FEntry, PROG_UNTHROTTLE, "fentry", "unthrottle_cfs_rq")?;
         }
         Strategy::SchedSwitch => {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(PROG_SWITCH)
-                .ok_or("the object has no sched_switch program")?
-                .try_into()
-                .map_err(|e| fail("tp_btf program", &e))?;
-            prog.load("sched_switch", aya_btf)
-                .map_err(|e| fail("load tp_btf/sched_switch", &e))?;
-            prog.attach()
-                .map_err(|e| fail("attach tp_btf/sched_switch", &e))?;
+            load_attach!(BtfTracePoint, PROG_SWITCH, "tp_btf", "sched_switch")?;
             if offsets.period_timer_fn != 0 {
-                notes.push(match attach_timer(&mut ebpf, aya_btf) {
+                let timer =
+                    load_attach!(BtfTracePoint, PROG_TIMER, "tp_btf", "hrtimer_expire_entry");
+                notes.push(match timer {
                     Ok(()) => "a throttle ends when the group's bandwidth timer unthrottles it \
                                (tp_btf/hrtimer_expire_entry)"
                         .into(),
                     Err(e) => format!(
-                        "{}: a throttle ends at the task's switch-in, run-queue wait included",
-                        fail("tp_btf/hrtimer_expire_entry", &*e)
+                        "{e}: a throttle ends at the task's switch-in, run-queue wait included"
                     ),
                 });
             } else {
@@ -455,30 +455,9 @@ fn attach(
         }
     }
     // Every strategy: a removed cgroup's entry leaves the bounded stats map.
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(PROG_RMDIR)
-        .ok_or("the object has no cgroup_rmdir program (rebuild it: cargo xtask build-ebpf)")?
-        .try_into()
-        .map_err(|e| fail("tp_btf program", &e))?;
-    prog.load("cgroup_rmdir", aya_btf)
-        .map_err(|e| fail("load tp_btf/cgroup_rmdir", &e))?;
-    prog.attach()
-        .map_err(|e| fail("attach tp_btf/cgroup_rmdir", &e))?;
+    load_attach!(BtfTracePoint, PROG_RMDIR, "tp_btf", "cgroup_rmdir")?;
     // Dropping `ebpf` on an error path above detaches and unloads what was attached.
     Ok((ebpf, offsets, notes))
-}
-
-fn attach_timer(
-    ebpf: &mut Ebpf,
-    aya_btf: &aya::Btf,
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(PROG_TIMER)
-        .ok_or("the object has no hrtimer_expire program")?
-        .try_into()?;
-    prog.load("hrtimer_expire_entry", aya_btf)?;
-    prog.attach()?;
-    Ok(())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -444,14 +444,21 @@ fn removed_cgroups_leave_the_stats_map() {
 #[test]
 fn cgroup_index_walks_only_for_new_ids() {
     let h = Hierarchy::detect().unwrap();
+    let root = h.mount_for(Controller::Cpu).unwrap().mount_point.clone();
     let mut index = probes::CgroupIndex::new(h);
     let a = Capped::new();
     let b = Capped::new();
     let (ia, ib) = (a.id(), b.id());
     let paths = index.resolve(&[ia, ib]);
     assert_eq!(index.walks(), 1);
-    assert!(paths[&ia].ends_with(a.dir.file_name().unwrap().to_str().unwrap()));
-    assert!(paths[&ib].ends_with(b.dir.file_name().unwrap().to_str().unwrap()));
+    // Paths are relative to the hierarchy's root, with a leading `/`.
+    let rel = |c: &Capped| format!("/{}", c.dir.strip_prefix(&root).unwrap().display());
+    assert_eq!(paths[&ia], rel(&a));
+    assert_eq!(paths[&ib], rel(&b));
+    // The root itself is `/`.
+    let mut other = probes::CgroupIndex::new(Hierarchy::detect().unwrap());
+    let root_id = probes::cgroup_id(&root).unwrap();
+    assert_eq!(other.resolve(&[root_id])[&root_id], "/");
     for _ in 0..3 {
         assert_eq!(index.resolve(&[ia, ib]), paths);
     }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Exporter, TestCgroup, get, is_root, lane, promtool_check_metrics, value};
@@ -13,6 +14,30 @@ fn require_root() {
         is_root(),
         "these tests create cgroups: run them as root (cargo xtask test does)"
     );
+}
+
+/// Whether the exporter's probe can be on here: `Ok` when the eBPF object exists where
+/// the binary looks for it ($PROBES_EBPF_OBJECT, else the workspace's build path) and
+/// the kernel has BTF (the tests run as root); else the part of the reason the exporter
+/// must log. Found independently of the binary's own lookup, so a lookup that misses
+/// the object fails the test instead of turning the probe off quietly.
+fn probe_expectation() -> Result<(), &'static str> {
+    let object = std::env::var_os("PROBES_EBPF_OBJECT").map_or_else(
+        || {
+            // exporter/server -> the workspace root.
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(probes::BUILD_OBJECT)
+        },
+        PathBuf::from,
+    );
+    if !object.is_file() {
+        Err("run `cargo xtask build-ebpf`")
+    } else if !Path::new(probes::btf::VMLINUX_BTF).exists() {
+        Err("CONFIG_DEBUG_INFO_BTF")
+    } else {
+        Ok(())
+    }
 }
 
 #[test]
@@ -65,15 +90,38 @@ fn throttling_matches_cpu_stat_and_removed_cgroups_vanish() {
     assert!(usage > 0.1 && usage < 2.0, "usage {usage}");
     assert!(value(&text, "container_memory_usage_bytes", &id).is_some());
 
-    if exporter.probe_on() {
-        let events = value(&text, "cgroup_cpu_throttle_events_total", &id)
-            .unwrap_or_else(|| panic!("probe on, but no throttle events for {id}:\n{text}"));
-        assert!(events > 0.0);
-        assert!(text.contains(&format!(
-            "cgroup_cpu_throttle_duration_seconds_bucket{{id=\"{id}\",le=\"+Inf\"}}"
-        )));
-    } else {
-        assert!(exporter.stderr().contains("eBPF throttle probe off ("));
+    // The probe must be on wherever it can be: a probe that silently stays off (an
+    // object the binary no longer finds) would pass every check above.
+    let probe_up = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cgroup_exporter_ebpf_probe_up "))
+        .map(|v| v.trim().to_owned());
+    match probe_expectation() {
+        Ok(()) => {
+            assert!(
+                exporter.probe_on(),
+                "the eBPF object exists and the kernel has BTF, but the probe is off \
+                 in lane {}:\n{}",
+                lane(),
+                exporter.stderr()
+            );
+            assert_eq!(probe_up.as_deref(), Some("1"), "{text}");
+            let events = value(&text, "cgroup_cpu_throttle_events_total", &id)
+                .unwrap_or_else(|| panic!("probe on, but no throttle events for {id}:\n{text}"));
+            assert!(events > 0.0);
+            assert!(text.contains(&format!(
+                "cgroup_cpu_throttle_duration_seconds_bucket{{id=\"{id}\",le=\"+Inf\"}}"
+            )));
+        }
+        Err(reason) => {
+            eprintln!("probe expected off in lane {}: {reason}", lane());
+            let stderr = exporter.stderr();
+            assert!(
+                stderr.contains("eBPF throttle probe off (") && stderr.contains(reason),
+                "expected the probe off with {reason:?}:\n{stderr}"
+            );
+            assert_eq!(probe_up.as_deref(), Some("0"), "{text}");
+        }
     }
 
     match promtool_check_metrics(&text) {
