@@ -23,6 +23,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nskit::Spawn;
 
 use crate::cmd::{Failure, Result, create_apply, error_chain};
+use crate::show::shown;
 /// Shells' status for "command not found" and "not executable".
 const EXIT_NOT_FOUND: u8 = 127;
 const EXIT_CANNOT_EXEC: u8 = 126;
@@ -127,8 +128,8 @@ fn supervise(cg: &Cgroup, plan: &ExecPlan, a: &RunArgs) -> Result<ExitCode> {
         eprintln!(
             "cgctl: pid {} runs {} in cgroup {} (via {how})",
             child.pid(),
-            plan.program.display(),
-            cg.path()
+            shown(&plan.program),
+            shown(cg.path().as_str())
         );
     }
     let code = wait_forwarding(&mut child, &sfd)?;
@@ -190,13 +191,13 @@ fn spawn_failure(program: &Path, e: nskit::Error) -> Failure {
             _ => EXIT_CANNOT_EXEC,
         };
         return Failure::new(
-            format!("cannot execute {}: {source}", program.display()),
+            format!("cannot execute {}: {source}", shown(program)),
             "check the command's path and permissions",
         )
         .with_code(code);
     }
     Failure::new(
-        format!("cannot start {}: {}", program.display(), error_chain(&e)),
+        format!("cannot start {}: {}", shown(program), error_chain(&e)),
         "this is unexpected; report it with the command line",
     )
 }
@@ -241,7 +242,7 @@ fn resolve(name: &OsStr) -> Result<PathBuf> {
         })
         .ok_or_else(|| {
             Failure::new(
-                format!("command not found: {}", Path::new(name).display()),
+                format!("command not found: {}", shown(name)),
                 "check the name, or give its full path",
             )
             .with_code(EXIT_NOT_FOUND)

@@ -306,6 +306,43 @@ fn bad_input_is_refused_and_leaves_nothing() {
         "not `max` or a byte count",
     );
     refused(&parent, &["create", c, "--memory=-5M"], 2, "byte count");
+    // Zero, negative and NaN limits (README: refused before anything is touched).
+    for (args, needle) in [
+        (
+            &["--memory", "0"][..],
+            "memory.max: 0 bytes is not a usable limit",
+        ),
+        (
+            &["--memory", "0K"],
+            "memory.max: 0 bytes is not a usable limit",
+        ),
+        (
+            &["--memory-high", "0"],
+            "memory.high: 0 bytes is not a usable limit",
+        ),
+        (&["--pids", "0"], "pids.max: 0 tasks is not a usable limit"),
+        (&["--cpu", "0"], "0 is not a positive number of CPUs"),
+        (&["--cpu", "-0.5"], "not a positive number of CPUs"),
+        (&["--cpu", "NaN"], "NaN is not a positive number of CPUs"),
+        (&["--cpu", "inf"], "inf is not a positive number of CPUs"),
+        (&["--cpu-weight", "0"], "outside 1..=10000"),
+        (&["--cpu-shares", "0"], "2..=262144"),
+        (&["--io-max", "8:0=riops=0"], "not a limit"),
+        (
+            &["--cpu", "0.1", "--cpu-burst", "20ms"],
+            "more than the quota",
+        ),
+    ] {
+        let mut argv = vec!["create", c];
+        argv.extend_from_slice(args);
+        refused(&parent, &argv, 2, needle);
+    }
+    refused(
+        &parent,
+        &["run", "--cgroup", c, "--memory", "0", "--", "true"],
+        2,
+        "not a usable limit",
+    );
     refused(
         &parent,
         &["create", c, "--io-max", "/dev/cgctl-no-such-disk=wbps=1M"],

@@ -456,8 +456,8 @@ impl CpuStat {
 
 const EINVAL: i32 = 22;
 
-/// Applies `cpu` to the directory of the hierarchy serving the cpu controller.
-pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
+/// What can be checked without the host: a burst no larger than the quota.
+pub(crate) fn validate(cpu: &Cpu) -> Result<()> {
     if let (Some(b), Some(q)) = (cpu.burst_usec, cpu.quota.and_then(|q| q.quota_usec()))
         && b > q
     {
@@ -468,6 +468,12 @@ pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
             ),
         });
     }
+    Ok(())
+}
+
+/// Applies `cpu` to the directory of the hierarchy serving the cpu controller.
+pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
+    validate(cpu)?;
     if let Some(weight) = cpu.weight {
         let (file, value) = match dir.version {
             Version::V2 => (CPU_WEIGHT, weight.as_weight()),

@@ -120,6 +120,54 @@ fn unlimited_quota_round_trips() {
     assert_eq!(cg.cpu_quota().unwrap().quota_usec(), None);
 }
 
+/// README: zero limits are refused, by the library itself, before the first write
+/// (`memory.max` 0 used to be written and OOM-killed everything moved in).
+#[test]
+fn zero_limits_are_refused_before_anything_is_written() {
+    use cgroupkit::{Limit, Memory, Pids, PidsLimit};
+    let s = Scratch::new();
+    let cg = Cgroup::create(&s.h, &s.path("z"), &[Controller::Cpu, Controller::Memory]).unwrap();
+    let before = cg.cpu_quota().unwrap();
+    let quota = || Some(Cpu::with_quota(CpuQuota::from_cpus(0.5, 100_000).unwrap()));
+    let mut cases: Vec<(&str, Resources)> = Vec::new();
+    for (name, m) in [
+        ("memory.max", Memory::with_max(Limit::Bytes(0))),
+        ("memory.high", Memory::default().high(Limit::Bytes(0))),
+    ] {
+        let mut r = Resources::default();
+        r.cpu = quota();
+        r.memory = Some(m);
+        cases.push((name, r));
+    }
+    let mut r = Resources::default();
+    r.cpu = quota();
+    let mut p = Pids::default();
+    p.max = Some(PidsLimit::Tasks(0));
+    r.pids = Some(p);
+    cases.push(("pids.max", r));
+    for (name, r) in cases {
+        let err = cg.apply(&r).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidResource { what, .. } if what == name),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains("not a usable limit"), "{err}");
+        assert_eq!(
+            cg.cpu_quota().unwrap(),
+            before,
+            "{name}: cpu written anyway"
+        );
+    }
+    assert!(Pids::with_max(0).is_err());
+    // Zero where it means "none" stays accepted: no swap, no protection.
+    let m = Memory::with_max(Limit::Bytes(64 << 20)).low(Limit::Bytes(0));
+    m.validate().unwrap();
+    Memory::default()
+        .swap_max(Limit::Bytes(0))
+        .validate()
+        .unwrap();
+}
+
 #[test]
 fn moving_a_missing_or_kernel_process_is_a_typed_error() {
     let s = Scratch::new();
