@@ -60,17 +60,9 @@ impl Failure {
     }
 }
 
-/// `e` and each error below it, joined by `: ` (what a user needs to see of a failure).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
+/// `e` and each error below it, joined by `: ` (what a user needs to see of a
+/// failure): the workspace's one formatter, [`errchain::chain`].
+pub use errchain::chain as error_chain;
 
 impl From<cgroupkit::Error> for Failure {
     fn from(e: cgroupkit::Error) -> Failure {
