@@ -46,7 +46,7 @@ mod sys;
 #[cfg(test)]
 mod testutil;
 
-pub use attach::SpawnHandles;
+pub use attach::{Placement, SpawnHandles};
 pub use cgroup::{Cgroup, CgroupDir};
 pub use cpu::{Cpu, CpuQuota, CpuStat};
 pub use cpuset::{Cpuset, CpusetStat, IdSet};

@@ -309,3 +309,33 @@ fn delegation_is_checked_and_granted_per_kernel_rules() {
     let meta = std::fs::metadata(cg.dirs()[0].file(limit_file)).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
 }
+
+/// The one "spawn into this cgroup" path: clone3's directory fd where the cgroup is
+/// on v2 alone, else a child that writes `0` to each pre-opened file before exec.
+#[test]
+fn spawn_placement_puts_the_child_in_the_cgroup_before_exec() {
+    use cgroupkit::Placement;
+    use std::os::unix::process::CommandExt;
+    let s = Scratch::new();
+    let cg = Cgroup::create(&s.h, &s.path("spawned"), &[Controller::Pids]).unwrap();
+    let v2_only = cg.dirs().iter().all(|d| d.version == Version::V2);
+    match cg.spawn_handles().unwrap().placement(true) {
+        Placement::CloneInto(_) => assert!(v2_only, "a directory fd only on v2 alone"),
+        Placement::JoinSelf(_) => assert!(!v2_only, "pure v2 offers CLONE_INTO_CGROUP"),
+    }
+    let Placement::JoinSelf(handles) = cg.spawn_handles().unwrap().placement(false) else {
+        panic!("placement(false) must join before exec");
+    };
+    let mut cmd = Command::new("cat");
+    cmd.arg("/proc/self/cgroup");
+    // SAFETY: join_self makes only write(2) syscalls on fds opened before the fork.
+    unsafe { cmd.pre_exec(move || handles.join_self()) };
+    let out = cmd.output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Every hierarchy the cgroup spans shows it as the program's cgroup from its
+    // first instruction (cat reads its own /proc/self/cgroup).
+    let want = format!("/{}/spawned", s.name);
+    let lines = text.lines().filter(|l| l.ends_with(&want)).count();
+    assert_eq!(lines, cg.dirs().len(), "{text}");
+}
