@@ -94,10 +94,10 @@ pub fn run(args: Args) -> Result<()> {
     // What this run installs, before it does (each only where missing).
     println!("== cargo xtask demo: what it needs");
     println!(
-        "   the Rust standard library for {} (rustup; checked above)",
+        "   the Rust standard library for {} (rustup, where missing)",
         util::HOST_TARGET
     );
-    println!("   busybox-static (Debian) for the container's image");
+    println!("   busybox-static (apt, where missing) for the container's image");
     util::apt_install(&["busybox-static"])?;
     let probe = util::root().join(crate::ebpf::OBJECT);
     if args.ebpf {
