@@ -191,11 +191,10 @@ fn a_closed_pipe_ends_cgctl_quietly() {
     }
 
     // Through a shell pipeline, as a person types it: `cgctl ls | head -1` and
-    // `| head -0`, with the status of cgctl itself (bash's PIPESTATUS).
+    // `| head -0`, with the status of cgctl itself (POSIX sh: the VM lane has no bash).
     for head in ["head -1", "head -0"] {
-        let script =
-            format!("\"$0\" ls | {head} >/dev/null; s=${{PIPESTATUS[0]}}; echo \"status $s\" >&2");
-        let mut child = Command::new("bash")
+        let script = format!("{{ \"$0\" ls; echo \"status $?\" >&2; }} | {head} >/dev/null");
+        let mut child = Command::new("sh")
             .args(["-c", &script, env!("CARGO_BIN_EXE_cgctl")])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
