@@ -50,7 +50,7 @@ const ESRCH: i32 = 3;
 /// ```
 ///
 /// With a spawner that has clone3 (nskit), the whole choice:
-/// ```ignore
+/// ```text
 /// match cg.spawn_handles()?.placement(true) {
 ///     Placement::CloneInto(dir) => { spawn.cgroup(dir); }
 ///     // SAFETY: join_self makes only write(2) syscalls on fds opened beforehand.
