@@ -307,7 +307,6 @@ impl LimitFlags {
             m.min = self.memory_min;
             m.swap_max = self.swap;
             m.oom_group = self.oom_group.then_some(true);
-            m.validate()?;
             r.memory = Some(m);
         }
         if let Some(p) = self.pids {
@@ -332,6 +331,8 @@ impl LimitFlags {
             }
             r.hugetlb = Some(h);
         }
+        // The library's own checks (zero limits and the like), before anything exists.
+        r.validate()?;
         Ok(r)
     }
 }

@@ -9,6 +9,8 @@ use cgroupkit::{
 };
 use serde::Serialize;
 
+use crate::show::{json_shown, shown};
+
 /// An error as the user sees it: what failed, why, and what to do.
 pub struct Failure {
     msg: String,
@@ -58,17 +60,9 @@ impl Failure {
     }
 }
 
-/// `e` and each error below it, joined by `: ` (what a user needs to see of a failure).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
+/// `e` and each error below it, joined by `: ` (what a user needs to see of a
+/// failure): the workspace's one formatter, [`errchain::chain`].
+pub use errchain::chain as error_chain;
 
 impl From<cgroupkit::Error> for Failure {
     fn from(e: cgroupkit::Error) -> Failure {
@@ -82,19 +76,21 @@ impl From<cgroupkit::Error> for Failure {
             }
             _ => None,
         });
-        Failure {
-            msg,
-            hint,
-            code: EXIT_ERROR,
-        }
+        // A value refused before anything was written is bad input: a usage error.
+        let code = match &e {
+            cgroupkit::Error::InvalidResource { .. } => EXIT_USAGE,
+            _ => EXIT_ERROR,
+        };
+        Failure { msg, hint, code }
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cgctl: error: {}", self.msg)?;
+        // Messages carry cgroup names and paths: never raw to the terminal.
+        write!(f, "cgctl: error: {}", shown(&self.msg))?;
         if let Some(h) = &self.hint {
-            write!(f, "\n  hint: {h}")?;
+            write!(f, "\n  hint: {}", shown(h))?;
         }
         Ok(())
     }
@@ -107,7 +103,7 @@ pub type Result<T> = std::result::Result<T, Failure>;
 pub fn print_json(value: &impl Serialize) -> Result<()> {
     let s = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::new(format!("cannot encode JSON: {e}"), "report this as a bug"))?;
-    println!("{s}");
+    println!("{}", json_shown(s));
     Ok(())
 }
 
@@ -218,18 +214,23 @@ pub fn limit(a: LimitArgs) -> Result<()> {
     match &report.cpu {
         Some(c) => println!(
             "capped pid {} ({}) at {} CPUs: {} us every {} us",
-            report.pid, report.comm, c.cpus, c.quota_usec, c.period_usec
+            report.pid,
+            shown(&report.comm),
+            c.cpus,
+            c.quota_usec,
+            c.period_usec
         ),
-        None => println!("limited pid {} ({})", report.pid, report.comm),
+        None => println!("limited pid {} ({})", report.pid, shown(&report.comm)),
     }
     print_cgroup_line(&report.cgroup, report.created, report.layout);
     print_writes(&report.writes);
     for d in &report.dirs {
         println!(
-            "  moved   pid {} ({} thread{}) -> {d}/cgroup.procs",
+            "  moved   pid {} ({} thread{}) -> {}/cgroup.procs",
             report.pid,
             report.threads,
-            if report.threads == 1 { "" } else { "s" }
+            if report.threads == 1 { "" } else { "s" },
+            shown(d)
         );
     }
     Ok(())
@@ -237,14 +238,15 @@ pub fn limit(a: LimitArgs) -> Result<()> {
 
 fn print_cgroup_line(cgroup: &str, created: bool, layout: cgroupkit::Layout) {
     println!(
-        "  cgroup  {cgroup} ({}, {layout})",
+        "  cgroup  {} ({}, {layout})",
+        shown(cgroup),
         if created { "created" } else { "existing" },
     );
 }
 
 fn print_writes(writes: &[Written]) {
     for w in writes {
-        println!("  wrote   {} = {}", w.path.display(), w.value);
+        println!("  wrote   {} = {}", shown(&w.path), shown(&w.value));
     }
 }
 
@@ -301,7 +303,7 @@ pub fn create_or_set(a: CreateArgs, set: bool) -> Result<()> {
     println!(
         "{} {}",
         if report.created { "created" } else { "updated" },
-        report.cgroup
+        shown(&report.cgroup)
     );
     print_cgroup_line(&report.cgroup, report.created, report.layout);
     print_writes(&report.writes);
@@ -336,7 +338,7 @@ pub fn move_(a: MoveArgs) -> Result<()> {
         println!(
             "moved   {} {pid} -> {}/{}",
             if a.thread { "thread" } else { "pid" },
-            d.path.display(),
+            shown(&d.path),
             if a.thread && d.version == cgroupkit::Version::V1 {
                 "tasks"
             } else if a.thread {
@@ -363,17 +365,18 @@ pub fn freeze(a: NameArgs, what: Lifecycle) -> Result<()> {
     match what {
         Lifecycle::Freeze => {
             cg.freeze()?;
-            println!("frozen  {path}");
+            println!("frozen  {}", shown(path.as_str()));
         }
         Lifecycle::Thaw => {
             cg.thaw()?;
-            println!("thawed  {path}");
+            println!("thawed  {}", shown(path.as_str()));
         }
         Lifecycle::Kill => {
             let n = cg.all_procs()?.len();
             cg.kill()?;
             println!(
-                "killed  {path} ({n} process{})",
+                "killed  {} ({n} process{})",
+                shown(path.as_str()),
                 if n == 1 { "" } else { "es" }
             );
         }
@@ -475,9 +478,9 @@ fn limit_str(l: Option<cgroupkit::Limit>) -> String {
 }
 
 fn print_stat(r: &StatReport) {
-    println!("cgroup {} ({})", r.cgroup, r.layout);
+    println!("cgroup {} ({})", shown(&r.cgroup), r.layout);
     for d in &r.dirs {
-        println!("  dir           {d}");
+        println!("  dir           {}", shown(d));
     }
     let procs: Vec<String> = r.procs.iter().map(|p| p.to_string()).collect();
     println!(
@@ -625,7 +628,7 @@ pub fn rm(a: RmArgs) -> Result<()> {
             }
         } else if a.drain {
             for w in cg.drain_to_parent()? {
-                println!("moved   pid {} -> {}", w.value, w.path.display());
+                println!("moved   pid {} -> {}", w.value, shown(&w.path));
             }
         } else {
             let procs = cg.procs()?;
@@ -643,7 +646,7 @@ pub fn rm(a: RmArgs) -> Result<()> {
         cg.delete()?;
     }
     for d in dirs {
-        println!("removed {d}");
+        println!("removed {}", shown(&d));
     }
     Ok(())
 }

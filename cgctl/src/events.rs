@@ -6,6 +6,7 @@ use cgroupkit::{Cgroup, CgroupPath, Hierarchy};
 use serde::Serialize;
 
 use crate::cmd::{Failure, Result};
+use crate::show::{json_shown, shown};
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -29,9 +30,9 @@ pub fn events(a: EventsArgs) -> Result<()> {
             .map_err(|e| {
                 Failure::new(format!("cannot encode JSON: {e}"), "report this as a bug")
             })?;
-            println!("{line}");
+            println!("{}", json_shown(line));
         } else {
-            println!("{name}  {}", describe(&ev));
+            println!("{}  {}", shown(&name), describe(&ev));
         }
         if a.count.is_some_and(|n| i as u64 + 1 >= n) {
             break;

@@ -15,6 +15,7 @@ static ALLOC: arena::Arena = arena::Arena;
 mod cmd;
 mod events;
 mod run;
+mod show;
 mod throttle;
 mod top;
 mod tree;

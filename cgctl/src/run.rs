@@ -6,7 +6,8 @@
 //! `CLONE_INTO_CGROUP` (kernel 5.7+) creates it there (where the kernel refuses that,
 //! nskit writes its pid to cgroup.procs before releasing it); elsewhere the child
 //! writes itself into each pre-opened cgroup.procs or tasks before exec
-//! ([`cgroupkit::SpawnHandles::join_current`]).
+//! ([`cgroupkit::SpawnHandles::join_self`]); [`cgroupkit::Placement`] chooses. Signals
+//! are passed on by nskit's [`Forwarder`] loop.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -16,13 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cgctl::cli::RunArgs;
-use cgroupkit::{Cgroup, CgroupPath, Hierarchy, Layout, Leftovers};
-use nix::errno::Errno;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use cgroupkit::{Cgroup, CgroupPath, Hierarchy, Layout, Leftovers, Placement};
+use nix::sys::signal::Signal;
 use nskit::Spawn;
+use nskit::forward::Forwarder;
 
 use crate::cmd::{Failure, Result, create_apply, error_chain};
+use crate::show::shown;
 /// Shells' status for "command not found" and "not executable".
 const EXIT_NOT_FOUND: u8 = 127;
 const EXIT_CANNOT_EXEC: u8 = 126;
@@ -83,42 +84,32 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 
 /// Spawns the command in `cg`, forwards signals and waits for it.
 fn supervise(cg: &Cgroup, plan: &ExecPlan, a: &RunArgs) -> Result<ExitCode> {
-    let handles = cg.spawn_handles()?;
-    // Block the forwarded signals and SIGCHLD before the child exists, so that none
-    // is lost: they are read from a signalfd below. The child starts with an empty
-    // signal mask (nskit sets it before exec).
-    let mut mask = SigSet::empty();
-    for s in FORWARDED {
-        mask.add(s);
-    }
-    mask.add(Signal::SIGCHLD);
-    let mut old = SigSet::empty();
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
-        .map_err(|e| sys_failure("block signals", e))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| sys_failure("create a signalfd", e))?;
+    let placement = cg.spawn_handles()?.placement(!a.no_clone3);
+    // Block the forwarded signals before the child exists, so that none is lost
+    // (nor kills cgctl meanwhile). The child starts with an empty signal mask. A
+    // signal from the terminal (^C, ^\, hangup) already reached the whole foreground
+    // process group, the command included: it is not sent twice.
+    let fwd = Forwarder::new(&FORWARDED)
+        .map_err(|e| {
+            Failure::new(
+                format!("cannot set up signal forwarding: {}", error_chain(&e)),
+                "this is unexpected; report it with the command line",
+            )
+        })?
+        .skip_kernel_sent(true);
 
     let mut spawn = Spawn::new(&plan.program);
     spawn.arg0(&plan.argv0).args(&plan.args);
-    let into = match handles.clone_into_fd() {
-        Some(dir) if !a.no_clone3 => Some(dir.try_clone_to_owned().map_err(|e| {
-            Failure::new(
-                format!("cannot duplicate the cgroup's directory fd: {e}"),
-                "raise the open-files limit (ulimit -n)",
-            )
-        })?),
-        _ => None,
-    };
-    let how = match into {
-        Some(dir) => {
+    let how = match placement {
+        Placement::CloneInto(dir) => {
             spawn.cgroup(dir);
             "clone3(CLONE_INTO_CGROUP); where the kernel refuses it, the parent writes \
              cgroup.procs before the child runs"
         }
-        None => {
-            // SAFETY: join_current only calls write(2) on fds opened before the clone;
-            // it neither allocates nor takes locks, so it is async-signal-safe.
-            unsafe { spawn.pre_exec(move || handles.join_current()) };
+        Placement::JoinSelf(handles) => {
+            // SAFETY: join_self makes only write(2) syscalls on fds opened before the
+            // clone; it neither allocates nor takes locks, so it is async-signal-safe.
+            unsafe { spawn.pre_exec(move || handles.join_self()) };
             "a fork-like clone, then a write to cgroup.procs before exec"
         }
     };
@@ -127,58 +118,24 @@ fn supervise(cg: &Cgroup, plan: &ExecPlan, a: &RunArgs) -> Result<ExitCode> {
         eprintln!(
             "cgctl: pid {} runs {} in cgroup {} (via {how})",
             child.pid(),
-            plan.program.display(),
-            cg.path()
+            shown(&plan.program),
+            shown(cg.path().as_str())
         );
     }
-    let code = wait_forwarding(&mut child, &sfd)?;
+    let status = child.wait_forwarding(&fwd).map_err(|e| {
+        Failure::new(
+            format!("cannot wait for the command: {}", error_chain(&e)),
+            "this is unexpected; report it with the command line",
+        )
+    })?;
     // Restore the mask (cleanup may take a while; let ^C stop cgctl then).
-    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    drop(fwd);
+    let code = match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+        (None, None) => 1,
+    };
     Ok(ExitCode::from(code))
-}
-
-/// Waits for `child`, passing the forwarded signals on (through its pidfd, so never to
-/// a recycled pid); returns its exit code, or 128+N when signal N killed it.
-fn wait_forwarding(child: &mut nskit::Child, sfd: &SignalFd) -> Result<u8> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => {
-                return Ok(match (st.code(), st.signal()) {
-                    (Some(c), _) => c as u8,
-                    (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
-                    (None, None) => 1,
-                });
-            }
-            Ok(None) => {}
-            Err(e) => {
-                return Err(Failure::new(
-                    format!("cannot wait for the command: {}", error_chain(&e)),
-                    "this is unexpected; report it with the command line",
-                ));
-            }
-        }
-        match sfd.read_signal() {
-            Ok(Some(info)) => {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                    continue;
-                };
-                // A signal from the terminal (SI_KERNEL: ^C, ^\, hangup) already went
-                // to the whole foreground process group, the command included.
-                if sig != Signal::SIGCHLD && info.ssi_code != libc::SI_KERNEL {
-                    let _ = child.signal(sig);
-                }
-            }
-            Ok(None) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(sys_failure("read signals", e)),
-        }
-    }
-}
-
-fn sys_failure(what: &str, e: Errno) -> Failure {
-    Failure::new(
-        format!("cannot {what}: {}", e.desc()),
-        "this is unexpected; report it with the command line",
-    )
 }
 
 /// A failed spawn: the exec itself (126, or 127 when the program is missing, as
@@ -190,13 +147,13 @@ fn spawn_failure(program: &Path, e: nskit::Error) -> Failure {
             _ => EXIT_CANNOT_EXEC,
         };
         return Failure::new(
-            format!("cannot execute {}: {source}", program.display()),
+            format!("cannot execute {}: {source}", shown(program)),
             "check the command's path and permissions",
         )
         .with_code(code);
     }
     Failure::new(
-        format!("cannot start {}: {}", program.display(), error_chain(&e)),
+        format!("cannot start {}: {}", shown(program), error_chain(&e)),
         "this is unexpected; report it with the command line",
     )
 }
@@ -241,7 +198,7 @@ fn resolve(name: &OsStr) -> Result<PathBuf> {
         })
         .ok_or_else(|| {
             Failure::new(
-                format!("command not found: {}", Path::new(name).display()),
+                format!("command not found: {}", shown(name)),
                 "check the name, or give its full path",
             )
             .with_code(EXIT_NOT_FOUND)

@@ -8,6 +8,7 @@ use cgctl::cli::{SortKey, TopArgs};
 use cgroupkit::{Cgroup, CgroupPath, Controller, Hierarchy};
 
 use crate::cmd::Result;
+use crate::show::shown;
 use crate::tree::{self, Node};
 
 /// One cgroup's counters at one moment.
@@ -79,7 +80,7 @@ pub fn top(a: TopArgs) -> Result<()> {
         for r in &rows {
             out.push_str(&format!(
                 "{:<50} {:>6} {:>7} {:>6} {:>9}\n",
-                r.path,
+                shown(&r.path),
                 r.tasks.map_or("-".into(), |t| t.to_string()),
                 r.cpu_pct.map_or("-".into(), |c| format!("{c:.1}")),
                 r.throttled_pct.map_or("-".into(), |t| format!("{t:.1}")),

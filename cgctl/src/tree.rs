@@ -9,6 +9,7 @@ use cgroupkit::walk::{Visit, Walk};
 use cgroupkit::{CgroupPath, Hierarchy, Layout, Mount, Pid, Procfs, Version};
 
 use crate::cmd::{Failure, Result};
+use crate::show::shown;
 
 /// One cgroup of the merged tree.
 #[derive(Debug, Default)]
@@ -131,7 +132,7 @@ pub fn ls(a: LsArgs) -> Result<()> {
 
 fn line(out: &mut String, prefix: &str, name: &str, n: &Node, show_labels: bool) {
     out.push_str(prefix);
-    out.push_str(name);
+    out.push_str(&shown(name));
     if show_labels {
         out.push_str("  [");
         out.push_str(&n.hierarchies.join(" "));
@@ -150,7 +151,7 @@ fn render(out: &mut String, n: &Node, indent: &str, procfs: &Procfs, show_labels
             .ok()
             .and_then(|p| procfs.stat(p).ok())
             .map_or_else(|| "?".to_owned(), |s| s.comm);
-        out.push_str(&format!("{indent}{branch}{pid} {comm}\n"));
+        out.push_str(&format!("{indent}{branch}{pid} {}\n", shown(&comm)));
     }
     for (name, c) in &n.children {
         i += 1;

@@ -72,9 +72,9 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
     let handles = cg.spawn_handles()?;
     let mut command = Command::new(program);
     command.args(&cmd[1..]);
-    // SAFETY: join_current only calls write(2) on fds opened before the fork; it
+    // SAFETY: join_self only makes write(2) syscalls on fds opened before the fork; it
     // allocates nothing and takes no lock, so it is safe between fork and exec.
-    unsafe { command.pre_exec(move || handles.join_current()) };
+    unsafe { command.pre_exec(move || handles.join_self()) };
     let status = command.status()?;
 
     // 4. What it used, then clean up.

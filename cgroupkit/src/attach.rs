@@ -1,12 +1,16 @@
 //! Putting tasks into a cgroup beyond [`Cgroup::add_process`]: one thread at a time,
 //! and a process being spawned, before it runs a single instruction of the new program.
 //!
-//! A spawner opens [`SpawnHandles`] in the parent, then either
-//! - passes [`SpawnHandles::clone_into_fd`] to clone3(2) as `cgroup` with
-//!   `CLONE_INTO_CGROUP` (pure cgroup v2, kernel 5.7+), or
-//! - calls [`SpawnHandles::join_current`] in the forked child before exec (every
-//!   layout): it writes `0` ("the writer") to each pre-opened file, with nothing but
-//!   write(2), so it is safe between fork and exec.
+//! A spawner opens [`SpawnHandles`] in the parent (before the clone), then takes its
+//! [`Placement`] ([`SpawnHandles::placement`]): either
+//! - [`Placement::CloneInto`]: the directory fd for clone3(2)'s `cgroup` with
+//!   `CLONE_INTO_CGROUP` (pure cgroup v2, kernel 5.7+; nskit's `Spawn::cgroup`), or
+//! - [`Placement::JoinSelf`]: the handles, whose [`SpawnHandles::join_self`] the child
+//!   calls before exec (every layout; nskit's `Spawn::pre_exec`): it writes `0` ("the
+//!   writer") to each pre-opened file with the raw write(2) syscall and nothing else,
+//!   so it is safe between clone and exec, even in a threaded parent.
+//!
+//! `cgctl run` and `sandbox run` both start their child this way.
 //!
 //! On a v1 hierarchy the file is `tasks`, not `cgroup.procs`: a forked child has one
 //! thread, so moving that thread moves the whole process, and the kernel moves the
@@ -39,10 +43,19 @@ const ESRCH: i32 = 3;
 /// let handles = cg.spawn_handles()?;
 /// let mut cmd = std::process::Command::new("sleep");
 /// cmd.arg("1");
-/// // SAFETY: join_current only calls write(2), which is async-signal-safe.
-/// unsafe { cmd.pre_exec(move || handles.join_current()) };
+/// // SAFETY: join_self only makes write(2) syscalls, which is async-signal-safe.
+/// unsafe { cmd.pre_exec(move || handles.join_self()) };
 /// cmd.status().expect("sleep runs");
 /// # Ok::<(), cgroupkit::Error>(())
+/// ```
+///
+/// With a spawner that has clone3 (nskit), the whole choice:
+/// ```text
+/// match cg.spawn_handles()?.placement(true) {
+///     Placement::CloneInto(dir) => { spawn.cgroup(dir); }
+///     // SAFETY: join_self makes only write(2) syscalls on fds opened beforehand.
+///     Placement::JoinSelf(h) => unsafe { spawn.pre_exec(move || h.join_self()); },
+/// }
 /// ```
 #[derive(Debug)]
 pub struct SpawnHandles {
@@ -61,25 +74,62 @@ impl SpawnHandles {
         self.dir.as_ref().map(AsFd::as_fd)
     }
 
+    /// How the child gets into the cgroup: [`Placement::CloneInto`] with the
+    /// directory fd when `clone_into` is allowed and the cgroup lives on the v2
+    /// hierarchy alone, else [`Placement::JoinSelf`] with these handles. (A spawner
+    /// whose clone3 refuses `CLONE_INTO_CGROUP` at run time, as on 5.3-5.6, writes
+    /// the child's pid to `cgroup.procs` through the directory fd itself; nskit does.)
+    pub fn placement(mut self, clone_into: bool) -> Placement {
+        match self.dir.take() {
+            Some(dir) if clone_into => Placement::CloneInto(dir),
+            _ => Placement::JoinSelf(self),
+        }
+    }
+
     /// Moves the calling process into the cgroup on every hierarchy, by writing `0`
     /// to each pre-opened `tasks` (v1) or `cgroup.procs` (v2).
     ///
-    /// The caller must be single-threaded, as a child between fork (or clone) and
-    /// exec is: on v1 only the calling thread is moved (see the [module docs](self)).
+    /// The caller must be single-threaded, as a child between clone and exec is: on
+    /// v1 only the calling thread is moved (see the [module docs](self)).
     ///
-    /// Async-signal-safe: no allocation, no locks, only write(2); meant for
+    /// Async-signal-safe: no allocation, no locks, nothing but the write(2) syscall
+    /// (made directly, not through libc's wrapper); errno is read back as the error
+    /// (an `io::Error` from a raw OS error does not allocate). Meant for
     /// `CommandExt::pre_exec` or a cloned child before exec.
-    pub fn join_current(&self) -> std::io::Result<()> {
+    pub fn join_self(&self) -> std::io::Result<()> {
         for fd in &self.procs {
-            // SAFETY: the fd is open for the lifetime of `self` (OwnedFd), and the
-            // buffer is a one-byte static; write(2) is async-signal-safe.
-            let n = unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
-            if n != 1 {
-                return Err(std::io::Error::last_os_error());
+            loop {
+                // SAFETY: the fd is open for the lifetime of `self` (OwnedFd), and the
+                // buffer is a one-byte static; a raw write(2) is async-signal-safe.
+                let n = unsafe {
+                    libc::syscall(libc::SYS_write, fd.as_raw_fd(), b"0".as_ptr(), 1usize)
+                };
+                if n == 1 {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Err(e);
+                }
             }
         }
         Ok(())
     }
+
+    /// The former name of [`SpawnHandles::join_self`], kept for callers not yet moved.
+    pub fn join_current(&self) -> std::io::Result<()> {
+        self.join_self()
+    }
+}
+
+/// How a spawned child is put into its cgroup; see [`SpawnHandles::placement`].
+#[derive(Debug)]
+pub enum Placement {
+    /// The cgroup's directory, opened `O_RDONLY | O_DIRECTORY`, for clone3's `cgroup`
+    /// field with `CLONE_INTO_CGROUP` (5.7+): the child starts in the cgroup.
+    CloneInto(OwnedFd),
+    /// Handles for [`SpawnHandles::join_self`], called in the child before exec.
+    JoinSelf(SpawnHandles),
 }
 
 impl Cgroup {

@@ -234,8 +234,10 @@ impl Cgroup {
 
     /// Applies `resources`, returning every file written and the value written.
     ///
-    /// v1: cpu.cfs_period_us then cpu.cfs_quota_us; v2: cpu.max.
+    /// v1: cpu.cfs_period_us then cpu.cfs_quota_us; v2: cpu.max. Every value is
+    /// checked first ([`Resources::validate`]): bad input writes nothing.
     pub fn apply(&self, resources: &Resources) -> Result<Vec<Written>> {
+        resources.validate()?;
         let mut w = Writer::default();
         if let Some(c) = &resources.cpu {
             cpu::apply(self.dir_for(Controller::Cpu)?, c, &mut w)?;

@@ -456,8 +456,8 @@ impl CpuStat {
 
 const EINVAL: i32 = 22;
 
-/// Applies `cpu` to the directory of the hierarchy serving the cpu controller.
-pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
+/// What can be checked without the host: a burst no larger than the quota.
+pub(crate) fn validate(cpu: &Cpu) -> Result<()> {
     if let (Some(b), Some(q)) = (cpu.burst_usec, cpu.quota.and_then(|q| q.quota_usec()))
         && b > q
     {
@@ -467,6 +467,36 @@ pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
                 "{b} us is more than the quota of {q} us; the kernel allows at most the quota"
             ),
         });
+    }
+    Ok(())
+}
+
+/// Applies `cpu` to the directory of the hierarchy serving the cpu controller.
+pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
+    validate(cpu)?;
+    // Files older kernels lack are looked for before the first write, so that a
+    // refused burst or idle leaves the quota and weight as they were.
+    let burst_file = match dir.version {
+        Version::V2 => CPU_MAX_BURST,
+        Version::V1 => CFS_BURST_US,
+    };
+    for (set, file, what, why) in [
+        (
+            cpu.burst_usec.is_some(),
+            burst_file,
+            "burst",
+            "CPU burst needs kernel 5.14+",
+        ),
+        (
+            cpu.idle.is_some(),
+            CPU_IDLE,
+            "idle",
+            "cpu.idle needs kernel 5.15+",
+        ),
+    ] {
+        if set {
+            require(dir, file, what, why)?;
+        }
     }
     if let Some(weight) = cpu.weight {
         let (file, value) = match dir.version {
@@ -479,14 +509,10 @@ pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
         apply_quota(dir, q, w)?;
     }
     if let Some(b) = cpu.burst_usec {
-        let file = match dir.version {
-            Version::V2 => CPU_MAX_BURST,
-            Version::V1 => CFS_BURST_US,
-        };
         write_optional(
             dir,
             w,
-            file,
+            burst_file,
             b.to_string(),
             "burst",
             "CPU burst needs kernel 5.14+",
@@ -515,6 +541,12 @@ fn write_optional(
     what: &'static str,
     why: &str,
 ) -> Result<()> {
+    require(dir, file, what, why)?;
+    w.write(dir, file, value)
+}
+
+/// [`Error::Unsupported`] unless `file` exists in `dir`.
+fn require(dir: &CgroupDir, file: &str, what: &'static str, why: &str) -> Result<()> {
     if !dir.file(file).exists() {
         return Err(Error::Unsupported {
             controller: crate::Controller::Cpu,
@@ -526,7 +558,7 @@ fn write_optional(
             reason: format!("{} does not exist. {why}", dir.file(file).display()),
         });
     }
-    w.write(dir, file, value)
+    Ok(())
 }
 
 fn apply_quota(dir: &CgroupDir, q: &CpuQuota, w: &mut Writer) -> Result<()> {

@@ -147,6 +147,17 @@ pub enum Error {
         /// The pid.
         pid: i32,
     },
+    /// Signalling a process of the cgroup failed (other than because it is gone).
+    #[error("cannot {syscall} pid {pid}")]
+    Signal {
+        /// The syscall: `pidfd_open`, `pidfd_send_signal` or `kill`.
+        syscall: &'static str,
+        /// The pid.
+        pid: i32,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// Kernel threads cannot be moved between cgroups by user space.
     #[error("pid {pid} ({comm}) is a kernel thread; kernel threads cannot be moved into a cgroup")]
     KernelThread {
@@ -165,7 +176,8 @@ impl Error {
             | Error::Write { source, .. }
             | Error::Mkdir { source, .. }
             | Error::Rmdir { source, .. }
-            | Error::Bpf { source, .. } => Some(source.kind()),
+            | Error::Bpf { source, .. }
+            | Error::Signal { source, .. } => Some(source.kind()),
             _ => None,
         }
     }
@@ -177,7 +189,8 @@ impl Error {
             | Error::Write { source, .. }
             | Error::Mkdir { source, .. }
             | Error::Rmdir { source, .. }
-            | Error::Bpf { source, .. } => source.raw_os_error(),
+            | Error::Bpf { source, .. }
+            | Error::Signal { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -202,6 +202,14 @@ fn page_size_of(name: &str, suffix: &str) -> Option<PageSize> {
 
 /// Applies the limits; a page size the host does not offer is
 /// [`Error::Unsupported`] naming the sizes it does offer.
+/// What can be checked without the host: whole numbers of pages.
+pub(crate) fn validate(h: &Hugetlb) -> Result<()> {
+    for (&size, &limit) in &h.limits {
+        check_limit(size, limit)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn apply(dir: &CgroupDir, h: &Hugetlb, w: &mut Writer) -> Result<()> {
     for (&size, &limit) in &h.limits {
         check_limit(size, limit)?;

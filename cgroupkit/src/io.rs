@@ -328,7 +328,8 @@ fn unsupported(dir: &CgroupDir, what: &'static str, reason: String) -> Error {
 
 /// Applies `io`: the weight to the first weight file present, the limits to io.max
 /// (v2) or the four throttle files (v1).
-pub(crate) fn apply(dir: &CgroupDir, io: &Io, w: &mut Writer) -> Result<()> {
+/// What can be checked without the host: no rate of 0, a weight in 1..=10000.
+pub(crate) fn validate(io: &Io) -> Result<()> {
     for l in &io.device_limits {
         for r in [l.rbps, l.wbps, l.riops, l.wiops].into_iter().flatten() {
             if r == IoRate::PerSecond(0) {
@@ -338,6 +339,13 @@ pub(crate) fn apply(dir: &CgroupDir, io: &Io, w: &mut Writer) -> Result<()> {
     }
     if let Some(weight) = io.weight {
         check_weight(weight, WEIGHT_MIN, WEIGHT_MAX, IO_WEIGHT)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn apply(dir: &CgroupDir, io: &Io, w: &mut Writer) -> Result<()> {
+    validate(io)?;
+    if let Some(weight) = io.weight {
         // (file, min, max) in order of preference.
         let candidates: &[(&'static str, u16, u16)] = match dir.version {
             Version::V2 => &[(IO_WEIGHT, 1, 10_000), (IO_BFQ_WEIGHT, 1, 1000)],

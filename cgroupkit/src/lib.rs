@@ -50,7 +50,7 @@ mod sys;
 mod testutil;
 pub mod walk;
 
-pub use attach::SpawnHandles;
+pub use attach::{Placement, SpawnHandles};
 pub use cgroup::{Cgroup, CgroupDir};
 pub use cpu::{Cpu, CpuQuota, CpuStat};
 pub use cpuset::{Cpuset, CpusetStat, IdSet};

@@ -4,6 +4,11 @@
 //! |---|---|---|
 //! | freeze / thaw | `cgroup.freeze` 1/0, then wait for `frozen 1/0` in `cgroup.events` (5.2+) | `freezer.state` FROZEN/THAWED, then wait until it reads back so |
 //! | kill | `cgroup.kill` (5.14+), else freeze + SIGKILL each process + thaw | freeze + SIGKILL + thaw (freezer hierarchy), else SIGKILL until empty |
+//!
+//! Without cgroup.kill each process is signalled through a pidfd, and only if it is
+//! still in the cgroup once the pidfd is open ([`kill_listed`]): a pid read from
+//! cgroup.procs whose process exited meanwhile, and whose number now belongs to an
+//! unrelated process, is never signalled.
 //! | delete -r | children first; processes drained or killed; frozen children thawed | the same |
 
 use std::os::unix::fs::MetadataExt;
@@ -119,14 +124,9 @@ impl Cgroup {
             }
             let start = Instant::now();
             loop {
-                let pids = self.all_procs()?;
-                for &pid in &pids {
-                    // SAFETY: kill(2) with a pid read from cgroup.procs and SIGKILL has
-                    // no memory-safety preconditions; ESRCH (already gone) is fine.
-                    unsafe { libc::kill(pid.as_raw(), libc::SIGKILL) };
-                }
+                let listed = kill_listed(|| self.all_procs(), frozen)?;
                 // Frozen, nothing could fork meanwhile: one pass reached everyone.
-                if frozen || pids.is_empty() || start.elapsed() > SETTLE_TIMEOUT {
+                if frozen || listed == 0 || start.elapsed() > SETTLE_TIMEOUT {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -201,6 +201,93 @@ impl Cgroup {
         }
         Ok(())
     }
+}
+
+/// SIGKILLs the processes `list` reports (a read of cgroup.procs), race-free against
+/// pid reuse: every listed pid is opened as a pidfd (pidfd_open, 5.3), `list` is read
+/// again, and only the pids still listed are signalled, each through its pidfd
+/// (pidfd_send_signal). A pidfd opened on a pid whose process had exited and whose
+/// number was given to another process names that other process, which is not in
+/// the second listing (and if it is, it is a member, rightly killed); a process that
+/// exits after its pidfd is open is not replaced by one that reuses its number.
+/// Returns how many pids the first read listed.
+///
+/// Without pidfd_open (ENOSYS, before 5.3) kill(2) is used only when `frozen`: a
+/// task frozen by the v1 freezer does not exit, so its pid cannot be recycled;
+/// otherwise that is [`Error::Unsupported`].
+pub(crate) fn kill_listed(
+    mut list: impl FnMut() -> Result<Vec<Pid>>,
+    frozen: bool,
+) -> Result<usize> {
+    let first = list()?;
+    let mut opened = Vec::with_capacity(first.len());
+    for &pid in &first {
+        match crate::sys::pidfd_open(pid.as_raw()) {
+            Ok(fd) => opened.push((pid, Some(fd))),
+            // Gone already: nothing to kill.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) && frozen => opened.push((pid, None)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                return Err(Error::Unsupported {
+                    controller: Controller::Freezer,
+                    what: "kill without cgroup.kill or a freezer",
+                    layout: crate::Layout::V1,
+                    reason: "signalling pids read from cgroup.procs safely needs pidfd_open \
+                             (kernel 5.3+), cgroup.kill (5.14+) or a freezer hierarchy"
+                        .to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(Error::Signal {
+                    syscall: "pidfd_open",
+                    pid: pid.as_raw(),
+                    source,
+                });
+            }
+        }
+    }
+    if opened.is_empty() {
+        return Ok(first.len());
+    }
+    let mut members = list()?;
+    members.sort_unstable();
+    for (pid, fd) in opened {
+        if members.binary_search(&pid).is_err() {
+            continue;
+        }
+        let (syscall, res) = match fd {
+            Some(fd) => (
+                "pidfd_send_signal",
+                crate::sys::pidfd_send_signal(&fd, libc::SIGKILL),
+            ),
+            None => {
+                // SAFETY: kill(2) has no memory-safety preconditions; the pid is a
+                // frozen member of the cgroup (see above), so it names that member.
+                let r = unsafe { libc::kill(pid.as_raw(), libc::SIGKILL) };
+                (
+                    "kill",
+                    if r < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    },
+                )
+            }
+        };
+        match res {
+            Ok(()) => {}
+            // Exited meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(source) => {
+                return Err(Error::Signal {
+                    syscall,
+                    pid: pid.as_raw(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(first.len())
 }
 
 /// Names of the child directories of a cgroup directory, sorted.
@@ -438,6 +525,54 @@ fn remove_tree(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// A process of the test's own, in no cgroup of a test: what a recycled pid of a
+    /// stale cgroup.procs listing would name.
+    fn bystander() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("start sleep")
+    }
+
+    fn pid_of(c: &std::process::Child) -> Pid {
+        Pid::new(i64::from(c.id())).expect("pid in range")
+    }
+
+    #[test]
+    fn kill_listed_spares_a_pid_that_left_the_listing() {
+        // First read: the pid (as a stale read would show it); second read, after the
+        // pidfd is open: not a member. It must not be signalled.
+        let mut by = bystander();
+        let pid = pid_of(&by);
+        let mut reads = vec![vec![], vec![pid]];
+        let listed = kill_listed(|| Ok(reads.pop().unwrap_or_default()), false).unwrap();
+        assert_eq!(listed, 1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(by.try_wait().unwrap().is_none(), "a non-member was killed");
+
+        // Listed both times: a member, killed through its pidfd.
+        let mut reads = vec![vec![pid], vec![pid]];
+        kill_listed(|| Ok(reads.pop().unwrap_or_default()), false).unwrap();
+        assert_eq!(by.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn kill_listed_skips_processes_already_gone() {
+        let mut by = bystander();
+        let pid = pid_of(&by);
+        by.kill().unwrap();
+        by.wait().unwrap();
+        // Reaped: pidfd_open fails with ESRCH (or the pid names a newer process that
+        // is not listed the second time); either way nothing is signalled, no error.
+        let mut reads = vec![vec![], vec![pid]];
+        assert_eq!(
+            kill_listed(|| Ok(reads.pop().unwrap_or_default()), false).unwrap(),
+            1
+        );
+        assert_eq!(kill_listed(|| Ok(vec![]), false).unwrap(), 0);
+    }
 
     #[test]
     fn parses_cgroup_events() {

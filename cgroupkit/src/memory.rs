@@ -245,9 +245,23 @@ impl Memory {
         self
     }
 
-    /// Checks what can be checked without the host: a finite `low`/`min` above a
-    /// finite `max`, or `high` above `max` is a mistake the kernel would accept.
+    /// Checks what can be checked without the host, refusing what the kernel would
+    /// accept but no one means: a `max` or `high` of 0 bytes (every allocation of the
+    /// group would be reclaimed or OOM-killed at once; `Limit::Max` is "no limit"),
+    /// and a finite `low`/`min` above a finite `max`. Zero is accepted where it means
+    /// "none": `swap_max` 0 (no swap), `low`/`min` 0 (no protection), `soft_limit` 0.
     pub fn validate(&self) -> Result<()> {
+        for (name, v) in [("memory.max", self.max), ("memory.high", self.high)] {
+            if v == Some(Limit::Bytes(0)) {
+                return Err(Error::InvalidResource {
+                    what: name,
+                    reason: "0 bytes is not a usable limit: every process of the cgroup would \
+                             be OOM-killed or reclaimed at once; give a size such as 64M, or \
+                             `max` for no limit"
+                        .to_owned(),
+                });
+            }
+        }
         let Some(Limit::Bytes(max)) = self.max else {
             return Ok(());
         };

@@ -37,15 +37,25 @@ pub const PIDS_EVENTS: &str = "pids.events";
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum PidsLimit {
-    /// At most this many tasks (0 ..= 4194304, the kernel's `PID_MAX_LIMIT`).
+    /// At most this many tasks (1 ..= 4194304, the kernel's `PID_MAX_LIMIT`).
     Tasks(u64),
     /// No limit.
     Max,
 }
 
 impl PidsLimit {
-    /// A limit of `n` tasks, checked against the kernel's range (0 ..= 4194304).
+    /// A limit of `n` tasks, checked against the kernel's range; 0 is refused (no
+    /// process could be started in the cgroup; to forbid forks of one process, give 1).
     pub fn new(n: u64) -> Result<PidsLimit> {
+        if n == 0 {
+            return Err(Error::InvalidResource {
+                what: "pids.max",
+                reason: "0 tasks is not a usable limit: no process could be started in the \
+                         cgroup; give at least 1 (1 forbids forks of a single process), or \
+                         `max` for no limit"
+                    .to_owned(),
+            });
+        }
         if n > PID_MAX_LIMIT as u64 {
             return Err(Error::InvalidResource {
                 what: "pids.max",
@@ -122,11 +132,17 @@ impl PidsStat {
 
 /// Applies `p` (same file on v1 and v2).
 pub(crate) fn apply(dir: &CgroupDir, p: &Pids, w: &mut Writer) -> Result<()> {
+    validate(p)?;
     let Some(max) = p.max else { return Ok(()) };
-    if let PidsLimit::Tasks(n) = max {
+    w.write(dir, PIDS_MAX, max.to_string())
+}
+
+/// The checks of [`PidsLimit::new`], for a limit built from the public variant.
+pub(crate) fn validate(p: &Pids) -> Result<()> {
+    if let Some(PidsLimit::Tasks(n)) = p.max {
         PidsLimit::new(n)?;
     }
-    w.write(dir, PIDS_MAX, max.to_string())
+    Ok(())
 }
 
 pub(crate) fn stat(dir: &CgroupDir) -> Result<PidsStat> {
@@ -175,7 +191,8 @@ mod tests {
 
     #[test]
     fn limit_range() {
-        assert!(PidsLimit::new(0).is_ok());
+        assert!(PidsLimit::new(0).is_err());
+        assert!(PidsLimit::new(1).is_ok());
         assert!(PidsLimit::new(PID_MAX_LIMIT as u64).is_ok());
         assert!(PidsLimit::new(PID_MAX_LIMIT as u64 + 1).is_err());
     }

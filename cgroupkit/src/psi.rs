@@ -201,21 +201,20 @@ impl Cgroup {
         let f = self.psi_file(r)?;
         match fsutil::read_to_string(&f) {
             Ok(t) => Pressure::parse(&t, &f),
-            Err(e)
-                if e.raw_os_error() == Some(libc::EOPNOTSUPP)
-                    || e.io_kind() == Some(std::io::ErrorKind::NotFound) =>
-            {
-                Err(Error::Unsupported {
-                    controller: Controller::Cpu,
-                    what: "pressure stall information",
-                    layout: self.hierarchy().layout(),
-                    reason: format!(
-                        "{} is unavailable: the kernel needs CONFIG_PSI and PSI enabled (boot with psi=1)",
-                        f.display()
-                    ),
-                })
-            }
+            Err(e) if psi_off(e.raw_os_error(), e.io_kind()) => Err(self.psi_unavailable(&f)),
             Err(e) => Err(e),
+        }
+    }
+
+    fn psi_unavailable(&self, f: &std::path::Path) -> Error {
+        Error::Unsupported {
+            controller: Controller::Cpu,
+            what: "pressure stall information",
+            layout: self.hierarchy().layout(),
+            reason: format!(
+                "{} is unavailable: the kernel needs CONFIG_PSI and PSI enabled (boot with psi=1)",
+                f.display()
+            ),
         }
     }
 
@@ -278,9 +277,15 @@ impl Cgroup {
             .write(true)
             .custom_flags_nofollow()
             .open(&path)
-            .map_err(|source| Error::Read {
-                path: path.clone(),
-                source,
+            .map_err(|source| {
+                if psi_off(source.raw_os_error(), Some(source.kind())) {
+                    self.psi_unavailable(&path)
+                } else {
+                    Error::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                }
             })?;
         // The trigger spec goes in one write (with its NUL, as the kernel's docs do).
         file.write_all(format!("{spec}\0").as_bytes())
@@ -291,6 +296,11 @@ impl Cgroup {
             })?;
         Ok(PsiTrigger { file, path })
     }
+}
+
+/// A PSI file that is absent (no CONFIG_PSI) or refuses reads (psi=0: EOPNOTSUPP).
+fn psi_off(errno: Option<i32>, kind: Option<std::io::ErrorKind>) -> bool {
+    errno == Some(libc::EOPNOTSUPP) || kind == Some(std::io::ErrorKind::NotFound)
 }
 
 /// Whether this process has CAP_SYS_RESOURCE in its effective set (/proc/self/status).

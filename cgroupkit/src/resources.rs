@@ -40,6 +40,37 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// Checks every value that can be checked without the host (zero limits, ranges,
+    /// a burst above the quota, whole hugetlb pages, `low`/`min` above `max`), so that
+    /// [`Cgroup::apply`](crate::Cgroup::apply) refuses bad input before its first
+    /// write rather than half-way. What depends on the host (a file the kernel lacks)
+    /// is checked per controller as it is applied.
+    ///
+    /// ```
+    /// use cgroupkit::{Limit, Memory, Resources};
+    /// let mut r = Resources::default();
+    /// r.memory = Some(Memory::with_max(Limit::Bytes(0)));
+    /// assert!(r.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> crate::Result<()> {
+        if let Some(c) = &self.cpu {
+            crate::cpu::validate(c)?;
+        }
+        if let Some(m) = &self.memory {
+            m.validate()?;
+        }
+        if let Some(p) = &self.pids {
+            crate::pids::validate(p)?;
+        }
+        if let Some(io) = &self.io {
+            crate::io::validate(io)?;
+        }
+        if let Some(h) = &self.hugetlb {
+            crate::hugetlb::validate(h)?;
+        }
+        Ok(())
+    }
+
     /// The controllers these resources need.
     pub fn controllers(&self) -> Vec<Controller> {
         let mut c = Vec::new();

@@ -65,6 +65,37 @@ pub(crate) fn inotify_drain(fd: impl AsFd) -> io::Result<Vec<i32>> {
     }
 }
 
+/// `pidfd_open(pid, 0)` (kernel 5.3): an fd that names the process now holding
+/// `pid`, and keeps naming it after it exits; see pidfd_open(2).
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)` (kernel 5.1): signals the process the
+/// pidfd names, never another one that reuses its pid; see pidfd_send_signal(2).
+pub(crate) fn pidfd_send_signal(pidfd: impl AsFd, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: the pidfd is live for the call; a NULL siginfo is allowed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_fd().as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`; see eventfd(2).
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes an initial value and flags and returns a new fd or -1.

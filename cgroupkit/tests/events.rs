@@ -110,6 +110,25 @@ fn a_refused_fork_is_an_event() {
 fn pressure_reads_and_a_cpu_trigger_fires() {
     let s = Scratch::new();
     let cg = Cgroup::create(&s.h, &s.path("psi"), &[Controller::Cpu]).unwrap();
+    // Probed from the kernel's own file: PSI needs CONFIG_PSI and no psi=0 at boot.
+    if std::fs::read_to_string("/proc/pressure/cpu").is_err() {
+        for e in [
+            cg.pressure(PsiResource::Cpu).unwrap_err(),
+            cg.psi_trigger(
+                PsiResource::Cpu,
+                Stall::Some,
+                Duration::from_millis(50),
+                Duration::from_secs(2),
+            )
+            .unwrap_err(),
+        ] {
+            assert!(
+                matches!(&e, cgroupkit::Error::Unsupported { reason, .. } if reason.contains("CONFIG_PSI")),
+                "{e}"
+            );
+        }
+        return;
+    }
     let before = cg.pressure(PsiResource::Cpu).unwrap();
     cg.pressure(PsiResource::Memory).unwrap();
     cg.pressure(PsiResource::Io).unwrap();

@@ -123,29 +123,43 @@ fn delete_recursive_refuses_a_populated_tree_when_asked() {
     );
 }
 
-#[test]
-fn kill_without_cgroup_kill_freezes_signals_and_thaws() {
-    let s = Scratch::new();
-    if s.h.mount_for(Controller::Freezer).unwrap().version != cgroupkit::Version::V1 {
-        // Both VM kernels have cgroup.kill; the fallback is for v1 freezers.
-        assert_eq!(s.h.layout(), cgroupkit::Layout::V2);
-        eprintln!(
-            "[{}] no v1 freezer here; the fallback is tested on the host lane",
-            lane()
-        );
-        return;
-    }
-    // The same host seen without its cgroup2 mount (an injected mountinfo): a pure v1
-    // host, where kill must fall back to freeze + SIGKILL + thaw.
+/// This host seen through an injected mountinfo without its cgroup2 mount (and,
+/// with `freezer` false, without the v1 freezer): a pure v1 host, where kill must
+/// fall back to signalling each process.
+fn v1_only(freezer: bool) -> cgroupkit::Hierarchy {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let v1_only: String = mi
         .lines()
         .filter(|l| !l.contains(" - cgroup2 "))
+        .filter(|l| freezer || !(l.contains(" - cgroup ") && l.ends_with(",freezer")))
         .map(|l| format!("{l}\n"))
         .collect();
     let h = cgroupkit::Hierarchy::from_mountinfo_text(&v1_only, std::path::Path::new("v1-only"))
         .unwrap();
     assert_eq!(h.layout(), cgroupkit::Layout::V1);
+    assert_eq!(h.mount_for(Controller::Freezer).is_some(), freezer);
+    h
+}
+
+fn assert_v1_freezer_host(s: &Scratch) {
+    assert_eq!(
+        s.h.mount_for(Controller::Freezer).unwrap().version,
+        cgroupkit::Version::V1,
+        "[{}] the host lane's machines are hybrid, with a v1 freezer",
+        lane()
+    );
+}
+
+#[test]
+#[cfg_attr(
+    vm_lane,
+    ignore = "the VM kernels are pure v2 with cgroup.kill; the v1 fallback runs on the host lane"
+)]
+fn kill_without_cgroup_kill_freezes_signals_and_thaws() {
+    let s = Scratch::new();
+    assert_v1_freezer_host(&s);
+    // kill must fall back to freeze + SIGKILL + thaw.
+    let h = v1_only(true);
     let cg = Cgroup::create(&h, &s.path("v1kill"), CTRL).unwrap();
     assert!(
         cg.dirs()
@@ -163,4 +177,33 @@ fn kill_without_cgroup_kill_freezes_signals_and_thaws() {
     assert!(cg.all_procs().unwrap().is_empty());
     assert_eq!(cg.freezer_state().unwrap(), FreezerState::Thawed);
     assert!(eventually(Duration::from_secs(5), || sh.exited()));
+}
+
+/// Without cgroup.kill and without a freezer, kill signals what cgroup.procs lists,
+/// through pidfds re-checked against the cgroup, until nothing is left: forks that
+/// race the signals are caught by the next pass.
+#[test]
+#[cfg_attr(
+    vm_lane,
+    ignore = "the VM kernels are pure v2 with cgroup.kill; the v1 fallback runs on the host lane"
+)]
+fn kill_without_cgroup_kill_or_freezer_signals_through_pidfds_until_empty() {
+    let s = Scratch::new();
+    assert_v1_freezer_host(&s);
+    let h = v1_only(false);
+    let cg = Cgroup::create(&h, &s.path("v1pidfd"), &[Controller::Cpu]).unwrap();
+    assert!(cg.freezer_state().is_err(), "no freezer on this view");
+    // A bystander outside the cgroup, to check nothing else is hit.
+    let mut by = Proc::sh("sleep 600");
+    let mut sh = Proc::sh("sleep 0.2; while :; do sleep 600 & sleep 0.01; done");
+    cg.add_process(sh.pid()).unwrap();
+    assert!(eventually(Duration::from_secs(5), || cg
+        .all_procs()
+        .unwrap()
+        .len()
+        >= 5));
+    cg.kill().unwrap();
+    assert!(cg.all_procs().unwrap().is_empty());
+    assert!(eventually(Duration::from_secs(5), || sh.exited()));
+    assert!(!by.exited(), "a process outside the cgroup was killed");
 }

@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod forward;
 pub mod mount;
 mod namespace;
 mod spawn;

@@ -26,6 +26,10 @@ pub struct Args {
     /// CPUs to allow the busy process.
     #[arg(long, default_value = "0.2")]
     cpu: String,
+    /// Build the eBPF throttle probe first (installs nightly rust-src, LLVM 22 dev
+    /// files and bpf-linker once; ~3 minutes), so the scrape shows its histograms.
+    #[arg(long)]
+    ebpf: bool,
 }
 
 /// A process the demo started; killed by pid on drop.
@@ -87,10 +91,32 @@ pub fn run(args: Args) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo creates a cgroup: run it as root");
     }
+    // What this run installs, before it does (each only where missing).
+    println!("== cargo xtask demo: what it needs");
+    println!(
+        "   the Rust standard library for {} (rustup, where missing)",
+        util::HOST_TARGET
+    );
+    println!("   busybox-static (apt, where missing) for the container's image");
+    util::apt_install(&["busybox-static"])?;
+    let probe = util::root().join(crate::ebpf::OBJECT);
+    if args.ebpf {
+        println!("   the eBPF throttle probe (nightly rust-src, LLVM 22 dev files, bpf-linker)");
+        crate::ebpf::build()?;
+    } else if !probe.is_file() {
+        println!(
+            "   (not the eBPF probe: for throttle histograms in the scrape, run `cargo xtask \
+             demo --ebpf` or `cargo xtask build-ebpf` once, ~3 min)"
+        );
+    }
+    // A first build takes minutes: cargo's own progress shows it is working.
+    println!(
+        "\n== cargo build --release -p cgctl -p exporter -p sandbox (a first build takes a \
+         few minutes; quick afterwards)"
+    );
     util::run(util::cargo().args([
         "build",
         "--release",
-        "--quiet",
         "-p",
         "cgctl",
         "-p",

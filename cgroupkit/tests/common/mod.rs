@@ -165,10 +165,17 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// stdin ([`wait_for_go`]) so the test can move it into a cgroup first.
 pub fn helper(name: &str, env: &[(&str, String)]) -> Proc {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    // Helpers are `#[ignore]`d so that they never pass as tests of their own.
+    c.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     for (k, v) in env {
         c.env(k, v);
     }
