@@ -116,9 +116,24 @@ impl SpawnHandles {
         Ok(())
     }
 
-    /// The former name of [`SpawnHandles::join_self`], kept for callers not yet moved.
-    pub fn join_current(&self) -> std::io::Result<()> {
-        self.join_self()
+    /// [`SpawnHandles::join_self`], then closes every handle's fd in the calling
+    /// process with the raw close(2) syscall: for a child that must not keep them
+    /// until exec (close-on-exec is not enough where a process of the child never
+    /// execs, as a container's init, or where anything before exec could reach them
+    /// through `/proc/self/fd`). Async-signal-safe, as `join_self`.
+    ///
+    /// # Safety
+    /// The fds are closed behind the handles' back: the calling process must not use
+    /// or drop these handles afterwards (a cloned child that then execs or exits;
+    /// the parent's copies are its own and stay valid).
+    pub unsafe fn join_self_and_close(&self) -> std::io::Result<()> {
+        let joined = self.join_self();
+        for fd in self.procs.iter().chain(&self.dir) {
+            // SAFETY: the caller promises these handles are not used or dropped in
+            // this process afterwards, so nothing closes or uses the numbers again.
+            unsafe { libc::syscall(libc::SYS_close, fd.as_raw_fd()) };
+        }
+        joined
     }
 }
 

@@ -100,6 +100,14 @@ impl Forwarder {
     }
 }
 
+/// The signalfd, for a spawner that closes the runtime's fds in its child before exec
+/// (it is close-on-exec already).
+impl AsFd for Forwarder {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sfd.as_fd()
+    }
+}
+
 impl Drop for Forwarder {
     fn drop(&mut self) {
         // Signals still pending are delivered now, with their usual effect.

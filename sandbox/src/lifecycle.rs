@@ -11,13 +11,13 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use cgroupkit::{Cgroup, CgroupPath, Hierarchy, Layout};
+use cgroupkit::{Cgroup, CgroupPath, Hierarchy, Placement};
 use nix::sys::signal::Signal;
 use nskit::{Namespace, NsHandle, NsId, Spawn};
 use oci_spec::runtime::Spec;
 
 use crate::assembly::{Paths, exit_code};
-use crate::error::{Error, Result, ioe};
+use crate::error::{Error, Result};
 use crate::security;
 use crate::state::{self, State, Status};
 use crate::store::Store;
@@ -198,16 +198,13 @@ pub fn exec(paths: &Paths, name: &str, args: &[String], env: &[String]) -> Resul
     // directory fd closed in the child right after), the child joins by its
     // pre-opened cgroup.procs files elsewhere; the working directory is entered
     // inside the container's root, the runtime's fds closed first.
-    let handles = proc.cgroup().spawn_handles()?;
     let mut close = Vec::new();
-    if let (Some(fd), Layout::V2) = (handles.clone_into_fd(), proc.cgroup().hierarchy().layout()) {
-        let fd = fd
-            .try_clone_to_owned()
-            .map_err(ioe("dup", &paths.state.join(name)))?;
-        close.push(fd.as_raw_fd());
-        sp.cgroup(fd);
-    } else {
-        confine.cgroup = Some(handles);
+    match proc.cgroup().spawn_handles()?.placement(true) {
+        Placement::CloneInto(dir) => {
+            close.push(dir.as_raw_fd());
+            sp.cgroup(dir);
+        }
+        Placement::JoinSelf(handles) => confine.cgroup = Some(handles),
     }
     let cwd = spec
         .process()

@@ -95,7 +95,8 @@ pub struct Confine {
     pub no_new_privs: bool,
     /// The seccomp filter (`linux.seccomp`), compiled in the parent.
     pub seccomp: Option<seccomp::Program>,
-    /// cgroup.procs fds to write "0" to (v1 and hybrid hosts).
+    /// The cgroup's `tasks`/`cgroup.procs` fds to write "0" to, then close (v1 and
+    /// hybrid hosts, or pure v2 without clone3's placement).
     pub cgroup: Option<cgroupkit::SpawnHandles>,
     /// unshare(CLONE_NEWCGROUP) after joining the cgroup.
     pub unshare_cgroup: bool,
@@ -146,7 +147,12 @@ impl Confine {
             check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) as libc::c_long)?;
         }
         if let Some(h) = &self.cgroup {
-            h.join_current()?;
+            // Closed right after joining, not left to close-on-exec: an `--init`
+            // never execs, and nothing of the runtime stays reachable in the
+            // container through /proc/self/fd until exec.
+            // SAFETY: the child never uses or drops these handles again (it execs
+            // or exits); the parent keeps its own fds.
+            unsafe { h.join_self_and_close()? };
         }
         if self.unshare_cgroup {
             // SAFETY: unshare takes flags only.

@@ -115,6 +115,9 @@ pub(super) struct Prepared {
     /// `report` instead (it shares our memory, and we resume only once it has
     /// exec'd or exited).
     pub(super) err_w: RawFd,
+    /// The error pipe's read end (the parent's), which the child closes first; -1
+    /// for a vfork-style child.
+    pub(super) err_r: RawFd,
     /// A vfork-style child's failure: (step, index, errno), valid once `failed`.
     pub(super) report: [std::sync::atomic::AtomicU32; 3],
     pub(super) failed: std::sync::atomic::AtomicBool,
@@ -534,6 +537,12 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
     // Every buffer read here was prepared by the parent before the clone and stays
     // valid in this copy (or, vfork-style, this borrow) of its address space.
 
+    // The parent's ends of our pipes are of no use here: closed now rather than at
+    // exec, so nothing before exec can reach them through /proc/self/fd.
+    if p.err_r >= 0 {
+        raw::close(p.err_r);
+    }
+
     // Signals: default dispositions for all of them (handlers, and SIGPIPE, which
     // Rust ignores and an ignored signal would stay ignored across exec), then
     // unblock (the parent blocked everything across the clone, so no handler of
@@ -556,7 +565,10 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
         let mut b = [0u8; 1];
         loop {
             match raw::read(r, &mut b) {
-                Ok(1) => break,
+                Ok(1) => {
+                    raw::close(r);
+                    break;
+                }
                 Err(libc::EINTR) => continue,
                 Ok(_) => fail(p, Step::Sync, 0, libc::EPIPE),
                 Err(e) => fail(p, Step::Sync, 0, e),

@@ -22,7 +22,7 @@ use crate::sys;
 impl Spawn {
     fn prepare(
         &self,
-        err_w: RawFd,
+        (err_r, err_w): (RawFd, RawFd),
         sync: Option<(RawFd, RawFd)>,
         stdio: [Option<RawFd>; 3],
     ) -> Result<Prepared> {
@@ -225,6 +225,7 @@ impl Spawn {
             pivot_root: self.pivot_root,
             mounts,
             stdio,
+            err_r,
             err_w,
             report: Default::default(),
             failed: std::sync::atomic::AtomicBool::new(false),
@@ -292,7 +293,9 @@ impl Spawn {
             }
         }
         let prepared = self.prepare(
-            err_pipe.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+            err_pipe
+                .as_ref()
+                .map_or((-1, -1), |(r, w)| (r.as_raw_fd(), w.as_raw_fd())),
             sync.as_ref().map(|(r, w)| (r.as_raw_fd(), w.as_raw_fd())),
             stdio_raw,
         )?;

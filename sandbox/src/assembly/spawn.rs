@@ -3,14 +3,15 @@
 //! and the supervision loop that forwards signals until it exits.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
-use cgroupkit::{Cgroup, CgroupPath, Controller, Hierarchy, Layout};
+use cgroupkit::{Cgroup, CgroupPath, Controller, Hierarchy, Placement};
 use nix::sys::signal::Signal;
-use nskit::{Child, IdMap, Namespace, Spawn};
+use nskit::forward::Forwarder;
+use nskit::{IdMap, Namespace, Spawn};
 use oci_spec::runtime::{Linux, Spec};
 
 use super::mounts::{MOUNTINFO, mounts, root_is_initramfs};
@@ -22,32 +23,15 @@ use crate::security;
 use crate::state::{self, Status};
 
 /// The signals `sandbox run` forwards to the container.
-const FORWARDED: [libc::c_int; 7] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
 ];
-
-fn sigset(extra: &[libc::c_int]) -> libc::sigset_t {
-    // SAFETY: plain-data sigset initialised by sigemptyset, then sigaddset.
-    unsafe {
-        let mut s: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut s);
-        for sig in FORWARDED.iter().chain(extra) {
-            libc::sigaddset(&mut s, *sig);
-        }
-        s
-    }
-}
-
-fn unsafe_zeroed_sigset() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; all-zero is the empty set.
-    unsafe { std::mem::zeroed() }
-}
 
 /// The status a shell would report: the code, or 128+N when killed by signal N.
 pub fn exit_code(st: ExitStatus) -> i32 {
@@ -165,10 +149,8 @@ fn build_spawn(
     linux: &Linux,
     kinds: Namespace,
     cg: &Cgroup,
-    h: &Hierarchy,
     mountinfo: &str,
     rootfs: &Path,
-    dir: &Path,
 ) -> Result<(Spawn, workdir::Report)> {
     let process = spec
         .process()
@@ -189,19 +171,22 @@ fn build_spawn(
     confine.init = cfg.init;
     confine.loopback = kinds.contains(Namespace::NET);
     let mut close = held.to_vec();
-    let handles = cg.spawn_handles()?;
     let mut ns = kinds;
-    if let (Some(fd), Layout::V2) = (handles.clone_into_fd(), h.layout()) {
-        let fd = fd.try_clone_to_owned().map_err(ioe("dup", dir))?;
-        // clone3 places the child with it; the child has no use for it after.
-        close.push(fd.as_raw_fd());
-        sp.cgroup(fd);
-    } else {
-        if ns.contains(Namespace::CGROUP) {
-            ns -= Namespace::CGROUP;
-            confine.unshare_cgroup = true;
+    match cg.spawn_handles()?.placement(true) {
+        Placement::CloneInto(dir) => {
+            // clone3 places the child with it; the child has no use for it after.
+            close.push(dir.as_raw_fd());
+            sp.cgroup(dir);
         }
-        confine.cgroup = Some(handles);
+        Placement::JoinSelf(handles) => {
+            // The child joins first, then unshares: its cgroup namespace is rooted
+            // at the container's cgroup.
+            if ns.contains(Namespace::CGROUP) {
+                ns -= Namespace::CGROUP;
+                confine.unshare_cgroup = true;
+            }
+            confine.cgroup = Some(handles);
+        }
     }
     sp.namespaces(ns);
     if ns.contains(Namespace::UTS)
@@ -241,30 +226,6 @@ fn build_spawn(
     Ok((sp, report))
 }
 
-/// Waits for the container's first process, forwarding [`FORWARDED`] signals to it.
-fn supervise(child: &mut Child, fwd: &libc::sigset_t) -> Result<ExitStatus> {
-    loop {
-        let ts = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        // SAFETY: fwd is a valid set; info is plain data written by the kernel.
-        let sig = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::sigtimedwait(fwd, &mut info, &ts)
-        };
-        if sig > 0
-            && sig != libc::SIGCHLD
-            && let Ok(s) = Signal::try_from(sig)
-        {
-            let _ = child.signal(s);
-        }
-        if let Some(st) = child.try_wait()? {
-            return Ok(st);
-        }
-    }
-}
-
 /// Assembles the container recorded in `g`, starts it and waits for it to exit.
 pub(super) fn start_and_wait(
     g: &mut Guard<'_>,
@@ -289,31 +250,23 @@ pub(super) fn start_and_wait(
         std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
     let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
     let cg = make_cgroup(g, &h, linux)?;
-    let (mut sp, report) = build_spawn(
-        held, cfg, spec, linux, kinds, cg, &h, &mountinfo, &rootfs, &dir,
-    )?;
+    // Blocked (and read from a signalfd) before the child exists, so that none is
+    // lost nor kills the supervisor meanwhile; the child starts with an empty mask
+    // and closes the signalfd first, with the runtime's other fds.
+    let fwd = Forwarder::new(&FORWARDED)?;
+    let mut held = held.to_vec();
+    held.push(fwd.as_fd().as_raw_fd());
+    let (mut sp, report) = build_spawn(&held, cfg, spec, linux, kinds, cg, &mountinfo, &rootfs)?;
 
-    let fwd = sigset(&[libc::SIGCHLD]);
-    let mut old: libc::sigset_t = unsafe_zeroed_sigset();
-    // SAFETY: valid sigsets; blocks the forwarded signals and SIGCHLD in this thread
-    // so that sigtimedwait receives them (the child resets its mask).
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &fwd, &mut old) };
     let spawned = sp.spawn();
     // Drops the child's steps, and with them the parent's write end of the report.
     drop(sp);
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            // SAFETY: restores the mask saved above.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-            return Err(report.failure(&e).unwrap_or(e.into()));
-        }
-    };
+    let mut child = spawned.map_err(|e| report.failure(&e).unwrap_or(e.into()))?;
     g.state.pid = Some(child.pid());
     g.state.status = Status::Running;
     state::write(&dir, &g.state)?;
-    let status = supervise(&mut child, &fwd)?;
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let status = child.wait_forwarding(&fwd)?;
+    // The mask as it was (cleanup follows; let a signal stop the supervisor then).
+    drop(fwd);
     Ok(exit_code(status))
 }

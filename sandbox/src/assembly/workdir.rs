@@ -155,6 +155,11 @@ impl Enter {
             self.report(Stage::Outside);
             return Err(io::Error::from_raw_os_error(libc::EXDEV));
         }
+        // Nothing is left to report: closed now rather than at exec, so the program
+        // cannot be named through it (`/proc/self/fd/N`) either.
+        // SAFETY: this is the child's last step; it execs or exits next and never
+        // uses or drops its copy of `report_w` again.
+        unsafe { libc::syscall(libc::SYS_close, self.report_w.as_raw_fd()) };
         Ok(())
     }
 
