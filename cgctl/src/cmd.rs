@@ -60,13 +60,9 @@ impl Failure {
     }
 }
 
-/// `e` and each error below it, joined by `: ` (what a user needs to see of a
-/// failure): the workspace's one formatter, [`errchain::chain`].
-pub use errchain::chain as error_chain;
-
 impl From<cgroupkit::Error> for Failure {
     fn from(e: cgroupkit::Error) -> Failure {
-        let msg = error_chain(&e);
+        let msg = errchain::chain(&e);
         let hint = e.hint().map(str::to_owned).or_else(|| match &e {
             cgroupkit::Error::NotFound { .. } => {
                 Some("check the name with `cgctl ls`, or create it with `cgctl create NAME`".into())

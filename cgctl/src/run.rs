@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use nskit::Spawn;
 use nskit::forward::Forwarder;
 
-use crate::cmd::{Failure, Result, create_apply, error_chain};
+use crate::cmd::{Failure, Result, create_apply};
 use crate::show::shown;
 /// Shells' status for "command not found" and "not executable".
 const EXIT_NOT_FOUND: u8 = 127;
@@ -92,7 +92,7 @@ fn supervise(cg: &Cgroup, plan: &ExecPlan, a: &RunArgs) -> Result<ExitCode> {
     let fwd = Forwarder::new(&FORWARDED)
         .map_err(|e| {
             Failure::new(
-                format!("cannot set up signal forwarding: {}", error_chain(&e)),
+                format!("cannot set up signal forwarding: {}", errchain::chain(&e)),
                 "this is unexpected; report it with the command line",
             )
         })?
@@ -124,7 +124,7 @@ fn supervise(cg: &Cgroup, plan: &ExecPlan, a: &RunArgs) -> Result<ExitCode> {
     }
     let status = child.wait_forwarding(&fwd).map_err(|e| {
         Failure::new(
-            format!("cannot wait for the command: {}", error_chain(&e)),
+            format!("cannot wait for the command: {}", errchain::chain(&e)),
             "this is unexpected; report it with the command line",
         )
     })?;
@@ -153,7 +153,7 @@ fn spawn_failure(program: &Path, e: nskit::Error) -> Failure {
         .with_code(code);
     }
     Failure::new(
-        format!("cannot start {}: {}", shown(program), error_chain(&e)),
+        format!("cannot start {}: {}", shown(program), errchain::chain(&e)),
         "this is unexpected; report it with the command line",
     )
 }

@@ -7,6 +7,7 @@ use probes::{HIST_BUCKETS, Probe, Strategy, bucket_label};
 use serde::Serialize;
 
 use crate::cmd::{Failure, Result};
+use crate::show::shown;
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -61,7 +62,7 @@ fn probe_failure(e: probes::Error) -> Failure {
         }
         _ => "try the other --strategy, or see shared/PLATFORM.md for what loads where",
     };
-    Failure::new(crate::cmd::error_chain(&e), hint)
+    Failure::new(errchain::chain(&e), hint)
 }
 
 /// `cgctl throttle`.
@@ -106,8 +107,10 @@ pub fn throttle(a: ThrottleArgs) -> Result<()> {
             })?;
             println!("{line}");
         } else {
+            // JSON escapes control characters itself; a terminal needs `shown`.
             println!(
-                "{path}  events {}  throttled {:.1} ms",
+                "{}  events {}  throttled {:.1} ms",
+                shown(&*path),
                 cg.stats.events,
                 cg.stats.throttled_ns as f64 / 1e6
             );

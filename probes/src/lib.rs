@@ -392,11 +392,11 @@ fn attach(
         .map_err(|e| {
             format!(
                 "cannot load the eBPF object (creating its maps): {}",
-                error_chain(&e)
+                errchain::chain(&e)
             )
         })?;
     let fail = |what: &str, e: &dyn std::error::Error| {
-        let chain = error_chain(e);
+        let chain = errchain::chain(e);
         let hint = if chain.contains("Operation not permitted") || chain.contains("EPERM") {
             " (the kernel refuses this program type here: EPERM)"
         } else {
@@ -460,20 +460,6 @@ fn attach(
     Ok((ebpf, offsets, notes))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 /// `ThrottleStats` as a map value for aya.
 #[derive(Clone, Copy)]
 #[repr(transparent)]
@@ -525,7 +511,7 @@ pub struct ProgramStats {
 pub fn enable_run_stats() -> Result<OwnedFd> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| Error::Stats {
         what: "BPF_ENABLE_STATS".into(),
-        reason: error_chain(&e),
+        reason: errchain::chain(&e),
     })
 }
 
@@ -653,7 +639,7 @@ impl Probe {
             }
             let info = prog.info().map_err(|e| Error::Stats {
                 what: name.into(),
-                reason: error_chain(&e),
+                reason: errchain::chain(&e),
             })?;
             out.push(ProgramStats {
                 name,

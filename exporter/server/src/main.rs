@@ -120,13 +120,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut msg = format!("cgroup_exporter: error: {e}");
-            let mut src = e.source();
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            log!("{msg}");
+            log!("cgroup_exporter: error: {}", errchain::Chain(&*e));
             ExitCode::FAILURE
         }
     }

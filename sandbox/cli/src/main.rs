@@ -399,14 +399,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let mut msg = format!("sandbox: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
             // Nothing more to do if stderr is closed too.
-            let _ = writeln!(std::io::stderr(), "{msg}");
+            let _ = writeln!(std::io::stderr(), "sandbox: {}", errchain::Chain(&e));
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(125))
         }
     }
