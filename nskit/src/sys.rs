@@ -35,6 +35,14 @@ pub(crate) const OPEN_TREE_CLONE: u32 = 1;
 pub(crate) const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
 pub(crate) const AT_RECURSIVE: u32 = 0x8000;
 pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+/// The atime mode field: relatime is 0 in it.
+pub(crate) const MOUNT_ATTR__ATIME: u64 = 0x70;
+pub(crate) const MOUNT_ATTR_NOATIME: u64 = 0x10;
+pub(crate) const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+pub(crate) const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 pub(crate) const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 pub(crate) const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub(crate) const RESOLVE_IN_ROOT: u64 = 0x10;
@@ -191,6 +199,103 @@ pub(crate) fn mount_setattr(
             flags,
             attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
+        )
+    })
+}
+
+/// The per-mount flags of mount(2): those a bind mount takes only from a second,
+/// remount call (its first call ignores them).
+pub(crate) const PER_MOUNT_FLAGS: libc::c_ulong = libc::MS_RDONLY
+    | libc::MS_NOSUID
+    | libc::MS_NODEV
+    | libc::MS_NOEXEC
+    | libc::MS_NOATIME
+    | libc::MS_NODIRATIME
+    | libc::MS_RELATIME
+    | libc::MS_STRICTATIME;
+
+/// Gives the bind mount at `target` the per-mount flags in `flags` (MS_RDONLY,
+/// MS_NOSUID, MS_NODEV, MS_NOEXEC, atime), adding to those it has:
+/// mount_setattr(2) (5.12), with `AT_RECURSIVE` when `flags` holds `MS_REC` (an
+/// rbind: every mount below gets them too); on an older kernel (ENOSYS) a bind
+/// remount of the top mount only, keeping the flags it has (statfs), which a user
+/// namespace may have locked.
+///
+/// Raw syscalls on the caller's buffers only, no allocation: async-signal-safe, for
+/// a child between clone and exec too. `target` may be a `/proc/self/fd/N` path.
+pub(crate) fn set_bind_flags(target: &CStr, flags: libc::c_ulong) -> Result<(), i32> {
+    let mut attr = MountAttr::default();
+    for (ms, at) in [
+        (libc::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (libc::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (libc::MS_NODEV, MOUNT_ATTR_NODEV),
+        (libc::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (libc::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+    ] {
+        if flags & ms != 0 {
+            attr.attr_set |= at;
+        }
+    }
+    let atime = [
+        (libc::MS_NOATIME, MOUNT_ATTR_NOATIME),
+        (libc::MS_STRICTATIME, MOUNT_ATTR_STRICTATIME),
+        (libc::MS_RELATIME, 0),
+    ]
+    .into_iter()
+    .find(|(ms, _)| flags & ms != 0);
+    if let Some((_, at)) = atime {
+        // An atime mode replaces the one the mount has.
+        attr.attr_clr |= MOUNT_ATTR__ATIME;
+        attr.attr_set |= at;
+    }
+    let rec = if flags & libc::MS_REC != 0 {
+        AT_RECURSIVE
+    } else {
+        0
+    };
+    // SAFETY: target is NUL-terminated, attr a valid mount_attr whose size is passed;
+    // the kernel copies both before returning.
+    let r = unit_result(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            rec,
+            &raw const attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    });
+    if r != Err(libc::ENOSYS) {
+        return r;
+    }
+    // SAFETY: statfs is plain data; all-zero is a valid value for the kernel to fill.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: NUL-terminated path and a writable statfs buffer.
+    unit_result(unsafe { libc::syscall(libc::SYS_statfs, target.as_ptr(), &raw mut st) })?;
+    let has = st.f_flags as libc::c_ulong;
+    // ST_* and MS_* agree for these bits; ST_RELATIME (4096) is not MS_RELATIME.
+    let mut keep = has
+        & (libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC
+            | libc::MS_NOATIME
+            | libc::MS_NODIRATIME);
+    if has & 4096 != 0 && atime.is_none() {
+        keep |= libc::MS_RELATIME;
+    }
+    if atime.is_some() {
+        keep &= !libc::MS_NOATIME;
+    }
+    // SAFETY: NUL-terminated target; NULL source, type and data as a remount takes.
+    unit_result(unsafe {
+        libc::syscall(
+            libc::SYS_mount,
+            std::ptr::null::<libc::c_char>(),
+            target.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            libc::MS_BIND | libc::MS_REMOUNT | keep | (flags & PER_MOUNT_FLAGS),
+            std::ptr::null::<libc::c_void>(),
         )
     })
 }

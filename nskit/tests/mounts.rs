@@ -165,6 +165,18 @@ fn helper() {
                 );
             }
         }
+        "bindflags" => {
+            let d = dir_env();
+            // Spawn's child made dst (an rbind of src, whose sub its first mount made)
+            // nosuid,nodev; now the same by MountSpec::mount, a plain bind.
+            fact("spawn_top", mount_opts(&d.join("dst")));
+            fact("spawn_sub", mount_opts(&d.join("dst/sub")));
+            MountSpec::bind(d.join("src"), d.join("dst2"))
+                .flags(nskit::MsFlags::MS_NOSUID | nskit::MsFlags::MS_NOEXEC)
+                .mount()
+                .unwrap();
+            fact("classic_top", mount_opts(&d.join("dst2")));
+        }
         "fdapi" => {
             let d = dir_env();
             let m = DetachedMount::new_fs("tmpfs", &[("size", Some("1m")), ("mode", Some("0700"))])
@@ -189,6 +201,50 @@ fn helper() {
         _ => panic!("unknown helper mode {mode}"),
     }
     common::hold();
+}
+
+/// The per-mount options (mountinfo's sixth field) of the topmost mount at `at`.
+fn mount_opts(at: &Path) -> String {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mi.lines()
+        .filter(|l| l.split(' ').nth(4) == at.to_str())
+        .last()
+        .and_then(|l| l.split(' ').nth(5))
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn bind_gets_its_per_mount_flags_without_read_only() {
+    common::assert_root();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    for s in ["src", "src/sub", "dst", "dst2"] {
+        std::fs::create_dir(d.join(s)).unwrap();
+    }
+    // A bind's nosuid/nodev/noexec used to be applied only along with `ro`: a
+    // writable volume kept suid and dev. The rbind's submount gets them too where
+    // mount_setattr (5.12) is there: both lanes' kernels have it.
+    let f = run(helper_child("bindflags")
+        .namespaces(Namespace::MOUNT)
+        .env("NSKIT_DIR", d)
+        .mount(MountSpec::tmpfs(d.join("src/sub")))
+        .mount(
+            MountSpec::rbind(d.join("src"), d.join("dst"))
+                .flags(nskit::MsFlags::MS_NOSUID | nskit::MsFlags::MS_NODEV),
+        ));
+    for k in ["spawn_top", "spawn_sub"] {
+        let o: Vec<&str> = f[k].split(',').collect();
+        assert!(o.contains(&"rw"), "{k}: {o:?}");
+        assert!(o.contains(&"nosuid") && o.contains(&"nodev"), "{k}: {o:?}");
+    }
+    let o: Vec<&str> = f["classic_top"].split(',').collect();
+    assert!(o.contains(&"rw"), "classic: {o:?}");
+    assert!(
+        o.contains(&"nosuid") && o.contains(&"noexec"),
+        "classic: {o:?}"
+    );
+    assert!(!mountinfo_has(&d.join("dst")), "the mount leaked out");
 }
 
 /// Layer directories whose names are not UTF-8 (lower, upper, work), with a UTF-8

@@ -211,15 +211,9 @@ pub fn mount_dev(rootfs: &Path, spec: &Spec, owner: Option<(u32, u32)>) -> Resul
     }
     for m in mounts.iter().filter(|m| is_device_bind(m)) {
         let dst = m.destination();
-        MountSpec::bind(dst, dst).mount_in(&root)?;
         let (flags, ..) = mount_options(m);
-        // The fd of the first resolve names the covered file: resolve again.
-        let fd = root.resolve(dst)?;
-        let at = PathBuf::from(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&fd)
-        ));
-        remount(&at, flags, dst)?;
+        // nskit sets a bind's per-mount flags with its second call.
+        MountSpec::bind(dst, dst).flags(flags).mount_in(&root)?;
     }
     Ok(())
 }

@@ -9,7 +9,6 @@
 use std::ffi::CString;
 use std::io;
 
-use nskit::MsFlags;
 use oci_spec::runtime::{Capability, Spec};
 
 use crate::error::{Error, Result};
@@ -103,9 +102,6 @@ pub struct Confine {
     /// Where pivot_root cannot work (/ is the initramfs): move this mount onto / and
     /// chroot into it.
     pub move_root: Option<CString>,
-    /// Bind mounts (volumes) to remount with these per-mount flags (nosuid, nodev,
-    /// noexec), container paths: nskit applies a bind's flags only with `ro`.
-    pub remount: Vec<(CString, libc::c_ulong)>,
     /// Bring `lo` up (a new network namespace).
     pub loopback: bool,
     /// Fork: the parent stays as PID 1 reaping zombies and forwarding signals, the
@@ -172,9 +168,6 @@ impl Confine {
                 check(libc::chroot(c".".as_ptr()) as libc::c_long)?;
                 check(libc::chdir(c"/".as_ptr()) as libc::c_long)?;
             }
-        }
-        for (target, flags) in &self.remount {
-            remount_bind(target, *flags)?;
         }
         if self.loopback {
             loopback_up()?;
@@ -251,65 +244,6 @@ impl Confine {
         }
         Ok(())
     }
-}
-
-/// Remounts the bind mount at `target` adding `flags`, keeping the flags it has
-/// (statfs: read-only, atime settings; a user namespace forbids changing locked
-/// ones). Async-signal-safe.
-fn remount_bind(target: &CString, flags: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: statfs is plain data written by the kernel.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: NUL-terminated path and a writable statfs buffer.
-    check(unsafe { libc::syscall(libc::SYS_statfs, target.as_ptr(), &raw mut st) })?;
-    let f = st.f_flags as libc::c_ulong;
-    let mut keep = f
-        & (libc::MS_RDONLY
-            | libc::MS_NOSUID
-            | libc::MS_NODEV
-            | libc::MS_NOEXEC
-            | libc::MS_NOATIME
-            | libc::MS_NODIRATIME);
-    // ST_RELATIME (4096) is not MS_RELATIME.
-    if f & 4096 != 0 {
-        keep |= libc::MS_RELATIME;
-    }
-    // SAFETY: NUL-terminated target; NULL source, type and data as a remount takes.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_mount,
-            std::ptr::null::<libc::c_char>(),
-            target.as_ptr(),
-            std::ptr::null::<libc::c_char>(),
-            libc::MS_BIND | libc::MS_REMOUNT | keep | flags,
-            std::ptr::null::<libc::c_void>(),
-        )
-    })
-}
-
-/// The volumes of `spec` whose flags nskit leaves out: bind mounts outside /dev
-/// (those are made on the host, [`crate::rootfs::mount_dev`]) with nosuid, nodev or
-/// noexec and not read-only (nskit remounts those).
-fn remounts(spec: &Spec) -> Result<Vec<(CString, libc::c_ulong)>> {
-    let mut out = Vec::new();
-    for m in spec.mounts().iter().flatten() {
-        let (flags, _, bind, _) = crate::rootfs::mount_options(m);
-        let wanted = flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
-        if !bind
-            || wanted.is_empty()
-            || flags.contains(MsFlags::MS_RDONLY)
-            || m.destination().starts_with(crate::spec::DEV)
-        {
-            continue;
-        }
-        let t = CString::new(m.destination().as_os_str().as_encoded_bytes()).map_err(|_| {
-            Error::Config(format!(
-                "mount {}: NUL in the path",
-                m.destination().display()
-            ))
-        })?;
-        out.push((t, wanted.bits() as libc::c_ulong));
-    }
-    Ok(out)
 }
 
 /// `struct ifreq` with the flags member (`<net/if.h>`).
@@ -439,7 +373,6 @@ pub fn from_spec(spec: &Spec) -> Result<Confine> {
             .transpose()?,
         cgroup: None,
         unshare_cgroup: false,
-        remount: remounts(spec)?,
         move_root: None,
         loopback: false,
         init: false,

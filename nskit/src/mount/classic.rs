@@ -148,14 +148,17 @@ impl MountSpec {
         }
     }
 
-    /// Read-only. For bind mounts this takes a second, remount call
-    /// (`MS_BIND | MS_REMOUNT | MS_RDONLY`), made for you.
+    /// Read-only. For bind mounts this takes a second call, made for you (see
+    /// [`MountSpec::flags`]).
     pub fn readonly(mut self) -> MountSpec {
         self.flags |= MsFlags::MS_RDONLY;
         self
     }
 
-    /// Adds mount flags.
+    /// Adds mount flags. A bind mount takes its per-mount flags (`MS_RDONLY`,
+    /// `MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC`, atime) only from a second call, made for
+    /// you: mount_setattr(2) (5.12), on every submount of an rbind (`AT_RECURSIVE`);
+    /// on older kernels a bind remount of the top mount only.
     pub fn flags(mut self, flags: MsFlags) -> MountSpec {
         self.flags |= flags;
         self
@@ -186,17 +189,38 @@ impl MountSpec {
         let p = proc_fd_path(fd.as_fd());
         let shown = format!("{}{}", root.path.display(), self.target.display());
         self.mount_at(&p, &shown, false)?;
-        if self.flags.contains(MsFlags::MS_BIND) && self.flags.contains(MsFlags::MS_RDONLY) {
+        if self.bind_flags() != 0 {
             // The old fd names the covered directory; resolve again to reach the mount.
             let fd = root.resolve(&self.target)?;
-            remount_ro_at(&proc_fd_path(fd.as_fd()), &shown, self.flags)?;
+            self.set_bind_flags(&proc_fd_path(fd.as_fd()), &shown)?;
         }
         Ok(())
     }
 
-    /// mount(2) at `target`; `remount_ro`: make a read-only bind's second call on the
-    /// same path (a path reaches the new mount, an fd path does not).
-    fn mount_at(&self, target: &CStr, shown: &str, remount_ro: bool) -> Result<()> {
+    /// A bind mount's per-mount flags (with `MS_REC` for an rbind) that take a
+    /// second call; 0 for none, or for another filesystem.
+    fn bind_flags(&self) -> libc::c_ulong {
+        let f = self.flags.bits() as libc::c_ulong;
+        if f & libc::MS_BIND == 0 || f & sys::PER_MOUNT_FLAGS == 0 {
+            return 0;
+        }
+        f & (sys::PER_MOUNT_FLAGS | libc::MS_REC)
+    }
+
+    /// The second call of a bind mount with per-mount flags, at `target`.
+    fn set_bind_flags(&self, target: &CStr, shown: &str) -> Result<()> {
+        sys::set_bind_flags(target, self.bind_flags()).map_err(|e| {
+            error::sys(
+                "mount_setattr",
+                format!("{shown}: flags {:#x} of a bind mount", self.bind_flags()),
+                e,
+            )
+        })
+    }
+
+    /// mount(2) at `target`; `second`: make a bind's second call (per-mount flags)
+    /// on the same path (a path reaches the new mount, an fd path does not).
+    fn mount_at(&self, target: &CStr, shown: &str, second: bool) -> Result<()> {
         let bind = self.flags.contains(MsFlags::MS_BIND);
         let flags = if bind {
             self.flags - MsFlags::MS_RDONLY
@@ -211,8 +235,8 @@ impl MountSpec {
             self.data.as_deref(),
         )
         .map_err(|e| error::nix("mount", format!("{self} at {shown}"), e))?;
-        if remount_ro && bind && self.flags.contains(MsFlags::MS_RDONLY) {
-            remount_ro_at(target, shown, self.flags)?;
+        if second && self.bind_flags() != 0 {
+            self.set_bind_flags(target, shown)?;
         }
         Ok(())
     }

@@ -68,8 +68,9 @@ pub(super) struct ChildMount {
     pub(super) fstype: Option<CString>,
     pub(super) flags: libc::c_ulong,
     pub(super) data: Option<CString>,
-    /// A bind mount with MS_RDONLY needs a second, remount call.
-    pub(super) remount_ro: bool,
+    /// A bind mount's per-mount flags (read-only, nosuid, nodev, ...; with MS_REC for
+    /// an rbind), applied by a second call ([`sys::set_bind_flags`]); 0 for none.
+    pub(super) remount: libc::c_ulong,
 }
 
 /// A setns for the child: the fd, its CLONE_NEW* flags, and the /proc/PID/ns paths to
@@ -487,6 +488,25 @@ fn fd_path(buf: &mut [u8; 32], fd: RawFd) -> &CStr {
 
 /// Opens `rel` under `root` as O_PATH, confined: openat2(RESOLVE_IN_ROOT) where the
 /// kernel has it, else component by component with O_NOFOLLOW (symlinks refused).
+/// Where mount `i` goes: with a root (`root_fd` >= 0) its target resolved inside it,
+/// as the fd (the caller closes it) and its `/proc/self/fd/N` path in `buf`; else
+/// the target as given (fd -1). Async-signal-safe.
+fn mount_target(
+    p: &Prepared,
+    i: usize,
+    root_fd: RawFd,
+    target: &CStr,
+    buf: &mut [u8; 32],
+) -> (RawFd, *const libc::c_char) {
+    if root_fd < 0 {
+        return (-1, target.as_ptr());
+    }
+    match resolve_in_root(root_fd, target) {
+        Ok(fd) => (fd, fd_path(buf, fd).as_ptr()),
+        Err(e) => fail(p, Step::ResolveTarget, i, e),
+    }
+}
+
 fn resolve_in_root(root: RawFd, rel: &CStr) -> std::result::Result<RawFd, i32> {
     let how = sys::OpenHow {
         flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
@@ -678,16 +698,7 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
     let opt = |c: &Option<CString>| c.as_ref().map_or(null, |c| c.as_ptr());
     for (i, m) in p.mounts.iter().enumerate() {
         let mut buf = [0u8; 32];
-        let mut tfd = -1;
-        let target = if root_fd >= 0 {
-            tfd = match resolve_in_root(root_fd, &m.target) {
-                Ok(fd) => fd,
-                Err(e) => fail(p, Step::ResolveTarget, i, e),
-            };
-            fd_path(&mut buf, tfd).as_ptr()
-        } else {
-            m.target.as_ptr()
-        };
+        let (mut tfd, target) = mount_target(p, i, root_fd, &m.target, &mut buf);
         if let Err(e) = raw::mount(
             opt(&m.source),
             target,
@@ -697,23 +708,17 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
         ) {
             fail(p, Step::Mount, i, e);
         }
-        if m.remount_ro {
-            let target = if tfd >= 0 {
-                // The fd still names the covered directory: reopen to reach the mount.
+        if m.remount != 0 {
+            // An fd still names the covered directory: resolve again to reach the mount.
+            if tfd >= 0 {
                 raw::close(tfd);
-                tfd = match resolve_in_root(root_fd, &m.target) {
-                    Ok(fd) => fd,
-                    Err(e) => fail(p, Step::ResolveTarget, i, e),
-                };
-                fd_path(&mut buf, tfd).as_ptr()
-            } else {
-                m.target.as_ptr()
-            };
-            let flags = libc::MS_BIND
-                | libc::MS_REMOUNT
-                | libc::MS_RDONLY
-                | (m.flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC));
-            if let Err(e) = raw::mount(null, target, null, flags, null) {
+            }
+            let (fd, target) = mount_target(p, i, root_fd, &m.target, &mut buf);
+            tfd = fd;
+            // SAFETY: `target` points into `buf` or `m.target`, both NUL-terminated
+            // and alive for this iteration.
+            let target = unsafe { CStr::from_ptr(target) };
+            if let Err(e) = sys::set_bind_flags(target, m.remount) {
                 fail(p, Step::Mount, i, e);
             }
         }

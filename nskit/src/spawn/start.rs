@@ -193,7 +193,11 @@ impl Spawn {
                     .as_deref()
                     .map(|s| cstring("mount data", OsStr::new(s)))
                     .transpose()?,
-                remount_ro: is_bind && flags & libc::MS_RDONLY != 0,
+                remount: if is_bind && flags & sys::PER_MOUNT_FLAGS != 0 {
+                    flags & (sys::PER_MOUNT_FLAGS | libc::MS_REC)
+                } else {
+                    0
+                },
             });
         }
 
