@@ -231,14 +231,21 @@ pub fn signal(paths: &Paths, name: &str, sig: Signal) -> Result<()> {
     ContainerProcess::open(name, &st, pid)?.signal(sig)
 }
 
-/// The state of a running container and the pid of its first process.
-fn running(paths: &Paths, name: &str) -> Result<(State, i32)> {
+/// The state folder and recorded state of the container `name` (a valid name), or
+/// "no such container".
+fn existing(paths: &Paths, name: &str) -> Result<(std::path::PathBuf, State)> {
     state::check_name(name)?;
     let dir = paths.state.join(name);
     let st = state::read(&dir).map_err(|_| Error::Container {
         name: name.into(),
         what: "no such container (see `sandbox ps`)".into(),
     })?;
+    Ok((dir, st))
+}
+
+/// The state of a running container and the pid of its first process.
+fn running(paths: &Paths, name: &str) -> Result<(State, i32)> {
+    let (_, st) = existing(paths, name)?;
     match (st.pid, &st.status) {
         (Some(pid), Status::Running) => Ok((st, pid)),
         _ => Err(Error::Container {
@@ -277,12 +284,7 @@ pub fn stop(paths: &Paths, name: &str, grace: Duration) -> Result<()> {
 /// `sandbox rm`: removes a container that is not running (with `force`, kills it
 /// first).
 pub fn remove(paths: &Paths, name: &str, force: bool) -> Result<()> {
-    state::check_name(name)?;
-    let dir = paths.state.join(name);
-    let st = state::read(&dir).map_err(|_| Error::Container {
-        name: name.into(),
-        what: "no such container (see `sandbox ps`)".into(),
-    })?;
+    let (dir, st) = existing(paths, name)?;
     if state::supervised(&dir)? {
         if !force {
             return Err(Error::Container {

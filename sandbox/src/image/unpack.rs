@@ -353,6 +353,29 @@ impl<'l> Writer<'l> {
         Error::Image(format!("{}: entry {:?}: {m}", self.what, show(path)))
     }
 
+    /// Gives the entry `name` of `dir` (not following a symlink) its owner, then its
+    /// access and modification times (`mtime`).
+    fn own_and_date(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        (uid, gid): (u32, u32),
+        mtime: i64,
+        path: &[u8],
+    ) -> Result<()> {
+        let t = TimeSpec::new(mtime, 0);
+        fchownat(
+            dir,
+            name,
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.err(path, format_args!("fchownat: {e}")))?;
+        utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| self.err(path, format_args!("utimensat: {e}")))
+    }
+
     /// Opens (creating when `create`) the directory `comps`, one component at a time
     /// with O_NOFOLLOW: a symlink or non-directory on the way is refused.
     fn enter(&mut self, comps: &[OsString], path: &[u8]) -> Result<()> {
@@ -571,23 +594,7 @@ impl<'l> Writer<'l> {
             let dir = self.cur();
             symlinkat(OsStr::from_bytes(target), dir, name.as_os_str())
                 .map_err(|e| self.err(path, format_args!("symlinkat: {e}")))?;
-            fchownat(
-                dir,
-                name.as_os_str(),
-                Some(Uid::from_raw(uid)),
-                Some(Gid::from_raw(gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.err(path, format_args!("fchownat: {e}")))?;
-            utimensat(
-                dir,
-                name.as_os_str(),
-                &times(m.mtime),
-                &times(m.mtime),
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(|e| self.err(path, format_args!("utimensat: {e}")))?;
-            return Ok(());
+            return self.own_and_date(dir, name.as_os_str(), (uid, gid), m.mtime, path);
         }
         if kind.is_hard_link() {
             let target = m.link.as_deref().unwrap_or_default();
@@ -641,14 +648,9 @@ impl<'l> Writer<'l> {
             Mode::empty(),
         )
         .map_err(|e| self.err(path, format_args!("openat (O_PATH): {e}")))?;
-        fchownat(
-            dir,
-            name.as_os_str(),
-            Some(Uid::from_raw(uid)),
-            Some(Gid::from_raw(gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| self.err(path, format_args!("fchownat: {e}")))?;
+        // The owner first: chown clears the setuid/setgid bits that chmod then sets
+        // (a chmod changes the ctime, not the mtime just set).
+        self.own_and_date(dir, name.as_os_str(), (uid, gid), m.mtime, path)?;
         // fchmod refuses O_PATH fds; the fd's /proc link names exactly this inode.
         let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
         nix::sys::stat::fchmodat(
@@ -657,16 +659,7 @@ impl<'l> Writer<'l> {
             mode(m.mode),
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
-        .map_err(|e| self.err(path, format_args!("chmod {proc}: {e}")))?;
-        utimensat(
-            dir,
-            name.as_os_str(),
-            &times(m.mtime),
-            &times(m.mtime),
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| self.err(path, format_args!("utimensat: {e}")))?;
-        Ok(())
+        .map_err(|e| self.err(path, format_args!("chmod {proc}: {e}")))
     }
 
     fn whiteout(&mut self, comps: &[OsString], n: &[u8], path: &[u8]) -> Result<()> {
