@@ -207,8 +207,7 @@ fn helper() {
 fn mount_opts(at: &Path) -> String {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     mi.lines()
-        .filter(|l| l.split(' ').nth(4) == at.to_str())
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == at.to_str())
         .and_then(|l| l.split(' ').nth(5))
         .unwrap_or("")
         .to_owned()
