@@ -214,6 +214,20 @@ pub(crate) const PER_MOUNT_FLAGS: libc::c_ulong = libc::MS_RDONLY
     | libc::MS_RELATIME
     | libc::MS_STRICTATIME;
 
+/// The kernel's `struct statfs` (asm-generic/statfs.h, words of `long`): libc's
+/// glibc flavour has no `f_flags` field, musl's has.
+#[repr(C)]
+#[derive(Default)]
+struct KernelStatfs {
+    /// f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree.
+    counts: [libc::c_long; 7],
+    f_fsid: [i32; 2],
+    f_namelen: libc::c_long,
+    f_frsize: libc::c_long,
+    f_flags: libc::c_long,
+    f_spare: [libc::c_long; 4],
+}
+
 /// Gives the bind mount at `target` the per-mount flags in `flags` (MS_RDONLY,
 /// MS_NOSUID, MS_NODEV, MS_NOEXEC, atime), adding to those it has:
 /// mount_setattr(2) (5.12), with `AT_RECURSIVE` when `flags` holds `MS_REC` (an
@@ -268,9 +282,8 @@ pub(crate) fn set_bind_flags(target: &CStr, flags: libc::c_ulong) -> Result<(), 
     if r != Err(libc::ENOSYS) {
         return r;
     }
-    // SAFETY: statfs is plain data; all-zero is a valid value for the kernel to fill.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: NUL-terminated path and a writable statfs buffer.
+    let mut st = KernelStatfs::default();
+    // SAFETY: NUL-terminated path and a writable buffer of the kernel's struct statfs.
     unit_result(unsafe { libc::syscall(libc::SYS_statfs, target.as_ptr(), &raw mut st) })?;
     let has = st.f_flags as libc::c_ulong;
     // ST_* and MS_* agree for these bits; ST_RELATIME (4096) is not MS_RELATIME.
