@@ -52,17 +52,6 @@ pub fn read_to_end(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> io::Resu
 /// reusing it never zeroes it again (after one big `cgroup.procs` grew it, a
 /// truncate-and-zero per file would cost a memset of that size per file).
 fn fill(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-    fill_until(r, buf, max, false)
-}
-
-/// [`fill`]; with `short_is_end`, a read that returns fewer bytes than offered also
-/// ends the file (right only for one-record kernfs files: [`FileReader::read_record`]).
-fn fill_until(
-    r: &mut impl Read,
-    buf: &mut Vec<u8>,
-    max: usize,
-    short_is_end: bool,
-) -> io::Result<usize> {
     if buf.len() < READ_BUF {
         buf.resize(READ_BUF, 0);
     }
@@ -78,10 +67,8 @@ fn fill_until(
             let grow = buf.len().min(max - buf.len()).max(1);
             buf.resize(buf.len() + grow, 0);
         }
-        let offered = buf.len() - len;
         match r.read(&mut buf[len..]) {
             Ok(0) => return Ok(len),
-            Ok(n) if short_is_end && n < offered => return Ok(len + n),
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -219,21 +206,6 @@ impl FileReader {
         let mut f = self.open(dir, name)?;
         let n = fill(&mut f, &mut self.buf, MAX_FILE)?;
         Ok(&self.buf[..n])
-    }
-
-    /// Reads `dir/name`, a cgroup control file printed by a single `seq_show`: every
-    /// cgroup file except the pid lists (`cgroup.procs`, `tasks`, `cgroup.threads`),
-    /// which are multi-record seq_files and must go through [`read`](Self::read).
-    ///
-    /// For such a file the kernel grows its seq buffer until the one record fits and
-    /// copies as much as the caller offers; when that is less than offered, the file
-    /// is done and the next read(2) would return 0. So this stops at the first short
-    /// read and saves that second read(2): a scrape of 1000 cgroups reads ~15,000
-    /// such files (measured: ~10% of the exporter's CPU per scrape on this VM).
-    pub fn read_record(&mut self, dir: &Path, name: &str) -> io::Result<&str> {
-        let mut f = self.open(dir, name)?;
-        let n = fill_until(&mut f, &mut self.buf, MAX_FILE, true)?;
-        std::str::from_utf8(&self.buf[..n]).map_err(|_| not_utf8())
     }
 
     /// [`FileReader::read_bytes`] as UTF-8 (`InvalidData` otherwise).

@@ -100,11 +100,12 @@ impl FileReader {
         }
     }
 
-    /// Reads `dir/name`, a cgroup control file printed in one record (every file the
-    /// exporter reads but `cgroup.procs`): one read(2) when it comes back short.
+    /// Reads `dir/name` to its end. A short read is not the end: `cgroup.procs` of a
+    /// busy cgroup is a multi-page seq_file (issue #12: 1000 processes were exported
+    /// as 894 when the first short read was taken for the end).
     fn read(&mut self, dir: &str, name: &str) -> Result<&str, Miss> {
         self.files
-            .read_record(Path::new(dir), name)
+            .read(Path::new(dir), name)
             .map_err(|e| Miss::from_io(&e))
     }
 
@@ -144,14 +145,7 @@ impl FileReader {
     /// The processes in the cgroup (lines of cgroup.procs). `Err(Gone)` means the
     /// cgroup itself is gone: the caller drops it.
     pub fn processes(&mut self, dir: &str) -> Result<Option<u64>, Miss> {
-        // Read to its end: a busy cgroup's cgroup.procs is a multi-page seq_file
-        // (issue #12: 1000 processes were exported as 894 when the first short read
-        // was taken for the end).
-        match self
-            .files
-            .read(Path::new(dir), "cgroup.procs")
-            .map_err(|e| Miss::from_io(&e))
-        {
+        match self.read(dir, "cgroup.procs") {
             Ok(t) => Ok(Some(cgroupkit::reader::count_ids(t))),
             Err(Miss::Gone) => Err(Miss::Gone),
             Err(m) => {
