@@ -97,9 +97,7 @@ fn a_thousand_slow_connections_do_not_starve_scrapes() {
     let exporter = Exporter::start_nofile(&["--no-ebpf", "--cgroup-root", &tree.name], 256);
     // The cap was fitted under the 256 fds it may open (64 kept for the rest).
     assert!(
-        exporter
-            .stderr()
-            .contains("--max-connections 512 lowered to 192"),
+        exporter.stderr_shows("--max-connections 512 lowered to 192"),
         "{}",
         exporter.stderr()
     );

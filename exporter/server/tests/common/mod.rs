@@ -137,6 +137,20 @@ impl Exporter {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Whether `needle` shows up on stderr within 10 s: lines that come after the
+    /// "watching" line (the start-up waits only for that one) reach `stderr()` through
+    /// the reader thread some time after the process wrote them.
+    pub fn stderr_shows(&self, needle: &str) -> bool {
+        let start = Instant::now();
+        while !self.stderr().contains(needle) {
+            if start.elapsed() > Duration::from_secs(10) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
