@@ -773,3 +773,64 @@ fn a_spawn_that_fails_after_the_clone_leaves_no_child_behind() {
         assert_eq!(my_children(), "", "fork_style={fork_style}: not reaped");
     }
 }
+
+/// The exec gate: `spawn` returns with the child set up but not exec'd; a byte on the
+/// gate's fd releases it; a missing program fails the spawn itself; EOF on the gate
+/// ends the child with 127 and never runs the program.
+#[test]
+fn exec_gate_holds_the_child_until_released() {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    common::assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut sp = Spawn::new("/bin/sh");
+    sp.args(["-c", &format!("echo ok > {}", marker.display())])
+        .namespaces(Namespace::UTS | Namespace::PID)
+        .exec_gate(r);
+    let mut child = sp.spawn().unwrap();
+    drop(sp);
+    // Created, not started: the program has not run, the child is alive.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!marker.exists(), "the program ran before the gate opened");
+    assert_eq!(child.try_wait().unwrap(), None, "the gated child exited");
+    let mut w = std::fs::File::from(OwnedFd::from(w));
+    w.write_all(b"1").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ok\n");
+
+    // A missing program is the spawn's error, before the gate.
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    let e = Spawn::new("nskit-no-such-program")
+        .namespaces(Namespace::UTS)
+        .exec_gate(r)
+        .spawn()
+        .unwrap_err();
+    assert_eq!(
+        e.exec_error().and_then(std::io::Error::raw_os_error),
+        Some(libc::ENOENT),
+        "{e:?}"
+    );
+
+    // EOF on the gate: the child exits 127 without running the program.
+    std::fs::remove_file(&marker).unwrap();
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let w_raw = std::os::fd::AsRawFd::as_raw_fd(&w);
+    let mut sp = Spawn::new("/bin/sh");
+    sp.args(["-c", &format!("echo ok > {}", marker.display())]);
+    // The child's copy of the write end goes first, or it would never see EOF.
+    // SAFETY: close(2) is async-signal-safe; the fd is the child's copy.
+    unsafe {
+        sp.pre_exec(move || {
+            libc::close(w_raw);
+            Ok(())
+        });
+    }
+    sp.exec_gate(r);
+    let mut child = sp.spawn().unwrap();
+    drop(sp);
+    drop(w);
+    assert_eq!(child.wait().unwrap().code(), Some(127));
+    assert!(!marker.exists());
+}

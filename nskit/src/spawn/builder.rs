@@ -78,6 +78,7 @@ pub struct Spawn {
     pub(super) mounts: Vec<MountSpec>,
     pub(super) joins: Vec<(NsHandle, Namespace)>,
     pub(super) pre_exec: Vec<PreExec>,
+    pub(super) gate: Option<(OwnedFd, usize)>,
     pub(super) force_clone2: bool,
 }
 
@@ -133,6 +134,7 @@ impl Spawn {
             mounts: Vec::new(),
             joins: Vec::new(),
             pre_exec: Vec::new(),
+            gate: None,
             force_clone2: false,
         }
     }
@@ -332,6 +334,25 @@ impl Spawn {
         F: FnMut() -> io::Result<()> + Send + Sync + 'static,
     {
         self.pre_exec.push(Box::new(f));
+        self
+    }
+
+    /// Stops the child before exec until one byte can be read from `fd`: the
+    /// create/start split of an OCI runtime.
+    ///
+    /// The child runs every step up to here (namespaces, mounts, root change, the
+    /// `pre_exec` closures added so far), checks that the program can be found and
+    /// is executable, then [`spawn`](Spawn::spawn) returns: the child is *created*.
+    /// The child then blocks in read(2) on `fd`; once a byte arrives (from anyone
+    /// holding the other end: typically a FIFO opened `O_RDWR` here and written by
+    /// another process later) it closes `fd`, runs the `pre_exec` closures added
+    /// after this call and execs. On EOF it exits 127. A failure after the gate
+    /// cannot be reported to the parent any more (it may be gone): the child writes
+    /// one line naming the step and errno to its stderr and exits 127.
+    ///
+    /// `fd` should be close-on-exec; the child closes its copy before exec.
+    pub fn exec_gate(&mut self, fd: OwnedFd) -> &mut Spawn {
+        self.gate = Some((fd, self.pre_exec.len()));
         self
     }
 

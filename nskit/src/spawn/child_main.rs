@@ -33,9 +33,11 @@ pub(super) enum Step {
     Stdio,
     PreExec,
     Exec,
+    /// Not a failure: the child reached its exec gate ([`Spawn::exec_gate`]).
+    Gate,
 }
 
-pub(super) const STEPS: [Step; 22] = [
+pub(super) const STEPS: [Step; 23] = [
     Step::Signals,
     Step::Sync,
     Step::Setgroups,
@@ -58,6 +60,7 @@ pub(super) const STEPS: [Step; 22] = [
     Step::Stdio,
     Step::PreExec,
     Step::Exec,
+    Step::Gate,
 ];
 
 /// A mount, ready for the child: every string allocated.
@@ -124,6 +127,13 @@ pub(super) struct Prepared {
     pub(super) failed: std::sync::atomic::AtomicBool,
     pub(super) sync_r: Option<RawFd>,
     pub(super) sync_w: Option<RawFd>,
+    /// The exec gate: its fd, and how many `pre_exec` closures run before it.
+    pub(super) gate: Option<(RawFd, usize)>,
+    /// Set by the child once it has passed the gate: nobody reads the error pipe
+    /// any more, so a failure is written to its stderr instead.
+    pub(super) gated: std::sync::atomic::AtomicBool,
+    /// The program as given (for the message of a failure after the gate).
+    pub(super) program: CString,
 }
 
 // ----- the child: only raw syscalls from here on -----
@@ -208,6 +218,20 @@ pub(super) mod raw {
         // SAFETY: buf is readable for buf.len() bytes.
         ret(unsafe { libc::syscall(libc::SYS_write, c_long::from(fd), buf.as_ptr(), buf.len()) })
             .map(|n| n as usize)
+    }
+
+    /// faccessat(AT_FDCWD, path, X_OK): executable by our real ids.
+    pub(super) fn access_exec(path: &CStr) -> Result<(), i32> {
+        // SAFETY: NUL-terminated path; integer arguments.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_faccessat,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::X_OK,
+            )
+        })
+        .map(|_| ())
     }
 
     pub(super) fn close(fd: RawFd) {
@@ -440,6 +464,54 @@ fn fail(p: &Prepared, step: Step, index: usize, errno: i32) -> ! {
         p.failed.store(true, Ordering::Release);
         raw::exit(127)
     }
+    if p.gated.load(std::sync::atomic::Ordering::Relaxed) {
+        // Past the gate the parent is gone: say it on stderr (the container's), once.
+        let mut msg = [0u8; 160];
+        let mut n = 0;
+        let parts: [&[u8]; 4] = [
+            b"container process: ",
+            if matches!(step, Step::Exec) {
+                b"exec "
+            } else {
+                b"step before exec "
+            },
+            p.program.to_bytes(),
+            b" failed: errno ",
+        ];
+        for part in parts {
+            for b in part {
+                if let Some(slot) = msg.get_mut(n) {
+                    *slot = *b;
+                    n += 1;
+                }
+            }
+        }
+        let mut digits = [0u8; 10];
+        let mut d = 0;
+        let mut v = errno.unsigned_abs();
+        loop {
+            if let Some(slot) = digits.get_mut(d) {
+                *slot = b'0' + (v % 10) as u8;
+            }
+            d += 1;
+            v /= 10;
+            if v == 0 || d >= digits.len() {
+                break;
+            }
+        }
+        for i in (0..d).rev() {
+            if let (Some(slot), Some(b)) = (msg.get_mut(n), digits.get(i)) {
+                *slot = *b;
+                n += 1;
+            }
+        }
+        if let Some(slot) = msg.get_mut(n) {
+            *slot = b'\n';
+            n += 1;
+        }
+        let _ = raw::write(2, msg.get(..n).unwrap_or(&[]));
+        raw::exit(127)
+    }
     let mut rec = [0u8; 12];
     let (a, b, c) = (
         (step as u32).to_ne_bytes(),
@@ -548,6 +620,46 @@ fn resolve_in_root(root: RawFd, rel: &CStr) -> std::result::Result<RawFd, i32> {
         cur = next;
     }
     Ok(cur)
+}
+
+/// The exec gate: checks that the program can be found (so that a missing one fails
+/// the spawn, not the later release), tells the parent we are ready (a `Gate`
+/// record), then blocks until one byte can be read from the gate's fd, or fails
+/// quietly (exit 127) on EOF: nobody will ever release us.
+fn pass_gate(p: &Prepared) {
+    let Some((fd, _)) = p.gate else { return };
+    let mut found = libc::ENOENT;
+    for c in &p.candidates {
+        match raw::access_exec(c) {
+            Ok(()) => {
+                found = 0;
+                break;
+            }
+            Err(libc::ENOENT) | Err(libc::ENOTDIR) => {}
+            Err(e) => found = e,
+        }
+    }
+    if found != 0 {
+        fail(p, Step::Exec, 0, found);
+    }
+    let mut rec = [0u8; 12];
+    for (slot, b) in rec.iter_mut().zip((Step::Gate as u32).to_ne_bytes()) {
+        *slot = b;
+    }
+    if p.err_w >= 0 {
+        let _ = raw::write(p.err_w, &rec);
+    }
+    p.gated.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut b = [0u8; 1];
+    loop {
+        match raw::read(fd, &mut b) {
+            Ok(1) => break,
+            Err(libc::EINTR) | Err(libc::EAGAIN) => continue,
+            // EOF or an error: the gate will never open.
+            _ => raw::exit(127),
+        }
+    }
+    raw::close(fd);
 }
 
 /// The highest signal number (the kernel's _NSIG on Linux).
@@ -751,7 +863,11 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
             fail(p, Step::Stdio, target, e);
         }
     }
+    let gate_at = p.gate.map_or(usize::MAX, |(_, at)| at);
     for (i, f) in pre_exec.iter_mut().enumerate() {
+        if i == gate_at {
+            pass_gate(p);
+        }
         if let Err(e) = f() {
             fail(
                 p,
@@ -760,6 +876,9 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
                 e.raw_os_error().unwrap_or(libc::EINVAL),
             );
         }
+    }
+    if gate_at >= pre_exec.len() && p.gate.is_some() {
+        pass_gate(p);
     }
     let mut last = libc::ENOENT;
     for c in &p.candidates {

@@ -235,6 +235,9 @@ impl Spawn {
             failed: std::sync::atomic::AtomicBool::new(false),
             sync_r: sync.map(|s| s.0),
             sync_w: sync.map(|s| s.1),
+            gate: self.gate.as_ref().map(|(fd, at)| (fd.as_raw_fd(), *at)),
+            gated: std::sync::atomic::AtomicBool::new(false),
+            program: cstring("program", &self.program)?,
         })
     }
 
@@ -252,6 +255,7 @@ impl Spawn {
         let vfork = !need_sync
             && self.pre_exec.is_empty()
             && self.joins.is_empty()
+            && self.gate.is_none()
             // Entering a time namespace needs an mm of our own (EUSERS otherwise).
             && !self.namespaces.contains(Namespace::TIME)
             && !self.force_clone2;
@@ -384,17 +388,21 @@ impl Spawn {
         if n == 0 {
             return Ok(());
         }
+        let word = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&rec[i * 4..i * 4 + 4]);
+            b
+        };
+        if n == rec.len() && u32::from_ne_bytes(word(0)) == Step::Gate as u32 {
+            // Created: the child waits at its gate.
+            return Ok(());
+        }
         if n != rec.len() {
             return Err(Error::Child {
                 step: "an unknown step (short report)".into(),
                 source: io::Error::from_raw_os_error(libc::EIO),
             });
         }
-        let word = |i: usize| {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&rec[i * 4..i * 4 + 4]);
-            b
-        };
         Err(Error::Child {
             step: self.describe(u32::from_ne_bytes(word(0)), u32::from_ne_bytes(word(1))),
             source: io::Error::from_raw_os_error(i32::from_ne_bytes(word(2))),
@@ -454,6 +462,7 @@ impl Spawn {
             Step::Stdio => format!("dup2 onto fd {i}"),
             Step::PreExec => format!("pre_exec closure #{i}"),
             Step::Exec => format!("{EXEC_STEP}{:?}", self.program),
+            Step::Gate => "the exec gate".into(),
         }
     }
 }
