@@ -510,7 +510,8 @@ fn fail(p: &Prepared, step: Step, index: usize, errno: i32) -> ! {
             n += 1;
         }
         let _ = raw::write(2, msg.get(..n).unwrap_or(&[]));
-        raw::exit(127)
+        // A shell's statuses: 127 not found, 126 found but not executable.
+        raw::exit(if errno == libc::ENOENT { 127 } else { 126 })
     }
     let mut rec = [0u8; 12];
     let (a, b, c) = (
@@ -630,7 +631,7 @@ fn pass_gate(p: &Prepared) {
     let Some((fd, _)) = p.gate else { return };
     let mut found = libc::ENOENT;
     for c in &p.candidates {
-        match raw::access_exec(c) {
+        match check_program(c) {
             Ok(()) => {
                 found = 0;
                 break;
@@ -660,6 +661,36 @@ fn pass_gate(p: &Prepared) {
         }
     }
     raw::close(fd);
+}
+
+/// Whether `path` can be exec'd: a regular file (not through a /proc magic link,
+/// which at this point could only name an fd of ours: the gate's or the error
+/// pipe's) with an x bit for us. ENOENT, EACCES or another errno as exec would
+/// report it; a magic link counts as not found.
+fn check_program(path: &CStr) -> Result<(), i32> {
+    let how = sys::OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: sys::RESOLVE_NO_MAGICLINKS,
+    };
+    let fd = match raw::openat2(libc::AT_FDCWD, path, &how) {
+        Ok(fd) => fd,
+        Err(libc::ENOSYS) => return raw::access_exec(path),
+        Err(libc::ELOOP) => return Err(libc::ENOENT),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: a zeroed stat is valid for fstat to fill; fd is ours.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, libc::c_long::from(fd), &raw mut st) };
+    raw::close(fd);
+    if r < 0 {
+        return Err(raw::errno());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(libc::EACCES);
+    }
+    raw::access_exec(path)
 }
 
 /// The highest signal number (the kernel's _NSIG on Linux).
