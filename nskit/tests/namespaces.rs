@@ -780,7 +780,6 @@ fn a_spawn_that_fails_after_the_clone_leaves_no_child_behind() {
 #[test]
 fn exec_gate_holds_the_child_until_released() {
     use std::io::Write;
-    use std::os::fd::OwnedFd;
     common::assert_root();
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("ran");
@@ -795,7 +794,7 @@ fn exec_gate_holds_the_child_until_released() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(!marker.exists(), "the program ran before the gate opened");
     assert_eq!(child.try_wait().unwrap(), None, "the gated child exited");
-    let mut w = std::fs::File::from(OwnedFd::from(w));
+    let mut w = std::fs::File::from(w);
     w.write_all(b"1").unwrap();
     assert!(child.wait().unwrap().success());
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ok\n");

@@ -14,6 +14,7 @@
 //! - [`state`]: the state directory, locking, `ps` and `gc`.
 //! - [`assembly`]: assembly of one container, all-or-nothing, and its supervision.
 //! - [`lifecycle`]: `exec`, `kill`, `stop` and `rm` of a container by name.
+//! - [`oci`]: the OCI runtime (runc's verbs: create, start, state, kill, delete, ...).
 #![deny(missing_docs)]
 
 pub mod assembly;
@@ -21,6 +22,7 @@ pub mod devices;
 pub mod error;
 pub mod image;
 pub mod lifecycle;
+pub mod oci;
 pub mod rootfs;
 pub mod seccomp;
 pub mod security;

@@ -134,8 +134,13 @@ impl ContainerProcess {
         }
     }
 
+    /// The pidfd.
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// A namespace handle on the process through its pidfd.
-    fn ns_handle(&self) -> Result<NsHandle> {
+    pub(crate) fn ns_handle(&self) -> Result<NsHandle> {
         let fd = self
             .pidfd
             .try_clone()

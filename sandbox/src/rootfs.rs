@@ -66,7 +66,14 @@ pub fn mount_options(m: &Mount) -> (MsFlags, String, bool, bool) {
                 bind = true;
                 rec = true;
             }
-            "rw" => {}
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            "dirsync" => flags |= MsFlags::MS_DIRSYNC,
+            // The defaults: flags not set; private is the propagation every mount
+            // of the container's namespace has (its root is made rprivate).
+            "rw" | "suid" | "dev" | "exec" | "atime" | "private" | "rprivate" => {}
             other => data.push(other),
         }
     }

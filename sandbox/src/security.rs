@@ -9,7 +9,7 @@
 use std::ffi::CString;
 use std::io;
 
-use oci_spec::runtime::{Capability, Spec};
+use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, PosixRlimitType, Spec};
 
 use crate::error::{Error, Result};
 use crate::seccomp;
@@ -84,8 +84,16 @@ pub fn last_cap() -> u32 {
 /// Everything the child does between its mounts and exec, prepared in the parent.
 #[derive(Debug)]
 pub struct Confine {
-    /// Capabilities kept (bounding, effective, permitted) as a mask.
+    /// The bounding set, as a mask; every other capability is dropped from it.
     pub caps: u64,
+    /// The effective, permitted, inheritable and ambient sets, as masks.
+    pub sets: CapSets,
+    /// Supplementary groups besides the gid (`process.user.additionalGids`).
+    pub groups: Vec<u32>,
+    /// `process.rlimits`: (RLIMIT_* number, soft, hard), set with prlimit64(2).
+    pub rlimits: Vec<(u32, u64, u64)>,
+    /// `process.user.umask`.
+    pub umask: Option<u32>,
     /// Highest capability number of the kernel.
     pub last_cap: u32,
     /// `setresgid`/`setresuid` (and setgroups to just the gid) when not root.
@@ -107,6 +115,19 @@ pub struct Confine {
     /// Fork: the parent stays as PID 1 reaping zombies and forwarding signals, the
     /// child goes on to exec.
     pub init: bool,
+}
+
+/// The capability sets of the process besides the bounding set, as masks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapSets {
+    /// Effective.
+    pub effective: u64,
+    /// Permitted.
+    pub permitted: u64,
+    /// Inheritable.
+    pub inheritable: u64,
+    /// Ambient (each must also be permitted and inheritable).
+    pub ambient: u64,
 }
 
 fn last_err() -> io::Error {
@@ -192,39 +213,81 @@ impl Confine {
                 0,
             );
         }
-        let mut root = true;
+        for (res, soft, hard) in &self.rlimits {
+            let lim = [*soft, *hard];
+            // SAFETY: prlimit64 on ourselves (pid 0) with a two-u64 struct rlimit64.
+            check(unsafe {
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    *res as libc::c_long,
+                    lim.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                )
+            })?;
+        }
+        if let Some(m) = self.umask {
+            // SAFETY: integer argument only.
+            unsafe { libc::syscall(libc::SYS_umask, m as libc::c_long) };
+        }
         if let Some((uid, gid)) = self.user {
-            let groups = [gid as libc::gid_t];
-            // SAFETY: groups is a one-element array; raw syscalls (the libc wrappers
-            // would signal other threads, which the child does not have).
+            // Keep the permitted set across the uid change (a capset follows).
+            // SAFETY: integer arguments only.
+            check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } as libc::c_long)?;
+            let mut groups = [0 as libc::gid_t; 65];
+            groups[0] = gid;
+            let mut n = 1;
+            for g in self.groups.iter().take(64) {
+                if let Some(slot) = groups.get_mut(n) {
+                    *slot = *g;
+                    n += 1;
+                }
+            }
+            // SAFETY: groups holds n entries; raw syscalls (the libc wrappers would
+            // signal other threads, which the child does not have).
             unsafe {
-                check(libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()))?;
+                check(libc::syscall(libc::SYS_setgroups, n, groups.as_ptr()))?;
                 check(libc::syscall(libc::SYS_setresgid, gid, gid, gid))?;
                 check(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
             }
-            root = uid == 0;
         }
-        if root {
-            let lo = self.caps as u32;
-            let hi = (self.caps >> 32) as u32;
-            let mut hdr = CapHeader {
-                version: LINUX_CAPABILITY_VERSION_3,
-                pid: 0,
-            };
-            let data = [
-                CapData {
-                    effective: lo,
-                    permitted: lo,
-                    inheritable: 0,
-                },
-                CapData {
-                    effective: hi,
-                    permitted: hi,
-                    inheritable: 0,
-                },
-            ];
-            // SAFETY: header and a two-element data array as capset(2) v3 expects.
-            check(unsafe { libc::syscall(libc::SYS_capset, &raw mut hdr, data.as_ptr()) })?;
+        let set = |m: u64| (m as u32, (m >> 32) as u32);
+        let (e, p, i) = (
+            set(self.sets.effective & self.caps),
+            set(self.sets.permitted & self.caps),
+            set(self.sets.inheritable),
+        );
+        let mut hdr = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [
+            CapData {
+                effective: e.0,
+                permitted: p.0,
+                inheritable: i.0,
+            },
+            CapData {
+                effective: e.1,
+                permitted: p.1,
+                inheritable: i.1,
+            },
+        ];
+        // SAFETY: header and a two-element data array as capset(2) v3 expects.
+        check(unsafe { libc::syscall(libc::SYS_capset, &raw mut hdr, data.as_ptr()) })?;
+        for cap in 0..=self.last_cap.min(63) {
+            if self.sets.ambient & (1u64 << cap) != 0 {
+                // SAFETY: integer arguments only.
+                check(unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                } as libc::c_long)?;
+            }
         }
         if self.no_new_privs {
             // SAFETY: integer arguments only.
@@ -352,16 +415,29 @@ pub fn from_spec(spec: &Spec) -> Result<Confine> {
         .process()
         .as_ref()
         .ok_or_else(|| Error::Config("the spec has no process".into()))?;
-    let caps = process
-        .capabilities()
-        .as_ref()
-        .and_then(|c| c.bounding().as_ref())
-        .map(cap_mask)
-        .unwrap_or(0);
+    let c = process.capabilities().as_ref();
+    let mask = |f: fn(&LinuxCapabilities) -> &Option<Capabilities>| {
+        c.and_then(|c| f(c).as_ref()).map(cap_mask).unwrap_or(0)
+    };
+    let caps = mask(LinuxCapabilities::bounding);
     let u = process.user();
-    let user = (u.uid() != 0 || u.gid() != 0).then_some((u.uid(), u.gid()));
+    let groups = u.additional_gids().clone().unwrap_or_default();
+    let user = (u.uid() != 0 || u.gid() != 0 || !groups.is_empty()).then_some((u.uid(), u.gid()));
+    let mut rlimits = Vec::new();
+    for r in process.rlimits().iter().flatten() {
+        rlimits.push((rlimit_number(r.typ()), r.soft(), r.hard()));
+    }
     Ok(Confine {
         caps,
+        sets: CapSets {
+            effective: mask(LinuxCapabilities::effective),
+            permitted: mask(LinuxCapabilities::permitted),
+            inheritable: mask(LinuxCapabilities::inheritable),
+            ambient: mask(LinuxCapabilities::ambient),
+        },
+        groups,
+        rlimits,
+        umask: u.umask(),
         last_cap: last_cap(),
         user,
         no_new_privs: process.no_new_privileges().unwrap_or(true),
@@ -377,6 +453,29 @@ pub fn from_spec(spec: &Spec) -> Result<Confine> {
         loopback: false,
         init: false,
     })
+}
+
+/// The RLIMIT_* number of an OCI rlimit type.
+fn rlimit_number(t: PosixRlimitType) -> u32 {
+    use PosixRlimitType as T;
+    (match t {
+        T::RlimitCpu => libc::RLIMIT_CPU,
+        T::RlimitFsize => libc::RLIMIT_FSIZE,
+        T::RlimitData => libc::RLIMIT_DATA,
+        T::RlimitStack => libc::RLIMIT_STACK,
+        T::RlimitCore => libc::RLIMIT_CORE,
+        T::RlimitRss => libc::RLIMIT_RSS,
+        T::RlimitNproc => libc::RLIMIT_NPROC,
+        T::RlimitNofile => libc::RLIMIT_NOFILE,
+        T::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        T::RlimitAs => libc::RLIMIT_AS,
+        T::RlimitLocks => libc::RLIMIT_LOCKS,
+        T::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        T::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        T::RlimitNice => libc::RLIMIT_NICE,
+        T::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        T::RlimitRttime => libc::RLIMIT_RTTIME,
+    }) as u32
 }
 
 #[cfg(test)]

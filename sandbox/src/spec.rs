@@ -233,10 +233,17 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
         ));
     }
     let caps: HashSet<Capability> = DEFAULT_CAPS.iter().copied().collect();
+    // As Docker: a non-root user keeps the bounding set only (its file
+    // capabilities can use it), with nothing effective or permitted.
+    let own = if o.user.is_some_and(|(u, _)| u != 0) {
+        HashSet::new()
+    } else {
+        caps.clone()
+    };
     let caps = LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps)
+        .bounding(caps)
+        .effective(own.clone())
+        .permitted(own)
         .inheritable(HashSet::new())
         .ambient(HashSet::new())
         .build()

@@ -43,6 +43,8 @@ pub const ROOTFS_DIR: &str = "layers/rootfs";
 pub enum Status {
     /// Being assembled.
     Creating,
+    /// Assembled; its process waits at the exec gate for `start` (OCI `created`).
+    Created,
     /// Its process runs.
     Running,
     /// Its process exited with this status (kept with `--keep`).
@@ -72,6 +74,21 @@ pub struct State {
     pub keep: bool,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// The OCI bundle of a container made by `sandbox create` (none for `sandbox
+    /// run`). Such a container has no supervisor: its caller (a containerd shim,
+    /// conmon) reaps it, so `gc` leaves it to `sandbox delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<PathBuf>,
+    /// The spec's annotations (OCI state).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The start time of `pid` (field 22 of /proc/PID/stat, in clock ticks since
+    /// boot): a pid whose start time differs is another process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+    /// Creation time with nanoseconds (RFC 3339, UTC), for the OCI state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
 }
 
 /// The state root from `--root`, `$SANDBOX_ROOT` or the default.
@@ -290,6 +307,10 @@ pub fn gc(root: &Path) -> Result<Vec<Collected>> {
     let mut out = Vec::new();
     for e in list(root)? {
         if e.supervised {
+            continue;
+        }
+        // Made by `create`: its caller owns it and ends it with `delete`.
+        if e.state.as_ref().is_some_and(|s| s.bundle.is_some()) {
             continue;
         }
         let Some(_lock) = lock(&e.dir, false)? else {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sandbox::assembly::{Paths, RunConfig, Source};
+use sandbox::oci::{self, CreateOptions, ExecOptions};
 use sandbox::spec::{Net, RunOptions, Seccomp, Volume, parse_bytes};
 use sandbox::{Error, state, store};
 
@@ -13,7 +14,8 @@ use sandbox::{Error, state, store};
 #[command(
     name = "sandbox",
     version,
-    about = "Containers from layered images, namespaces and cgroup limits"
+    about = "Containers from layered images, namespaces and cgroup limits; an OCI runtime \
+             with runc's command line"
 )]
 struct Cli {
     /// State root (default $SANDBOX_ROOT or /run/sandbox).
@@ -22,27 +24,125 @@ struct Cli {
     /// Layer store (default $SANDBOX_STORE or /var/lib/sandbox).
     #[arg(long, global = true)]
     store: Option<PathBuf>,
+    /// Also write errors (and with --debug, each command) to this file.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// text or json (one object a line: level, msg, time; as runc writes them).
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: String,
+    /// Log each command to --log.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Refused: cgroups are managed through cgroupfs here, not systemd.
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Runs a command in a new container and exits with its status (128+N on signal N).
+    /// Runs a container: from an image or a rootfs (people), or an OCI bundle
+    /// (`run --bundle DIR ID`: create + start + wait + delete).
     Run(Box<RunArgs>),
-    /// Runs a command inside a running container (its namespaces and cgroup).
-    Exec {
-        /// Container name.
-        name: String,
-        /// Extra environment, K=V.
-        #[arg(long = "env", short = 'e')]
-        env: Vec<String>,
-        /// The command.
-        #[arg(last = true, required = true)]
-        cmd: Vec<String>,
+    /// OCI: creates a container from a bundle; its process waits for `start`.
+    Create {
+        /// The bundle folder (config.json and the root filesystem).
+        #[arg(long, short = 'b', default_value = ".")]
+        bundle: PathBuf,
+        /// Write the container's pid here.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// A unix socket that receives the terminal's master (process.terminal).
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Refused: the root is always changed with pivot_root (or MS_MOVE on an initramfs).
+        #[arg(long = "no-pivot")]
+        no_pivot: bool,
+        /// Accepted: no session keyring is made (the container uses the caller's).
+        #[arg(long = "no-new-keyring")]
+        no_new_keyring: bool,
+        /// Container id.
+        id: String,
     },
-    /// Lists containers.
-    Ps,
+    /// OCI: lets a created container's process run.
+    Start {
+        /// Container id.
+        id: String,
+    },
+    /// OCI: the state of a container (JSON).
+    State {
+        /// Container id.
+        id: String,
+    },
+    /// OCI: removes a container (with --force even a running one; a missing one is
+    /// then not an error).
+    Delete {
+        /// Kill it first if it runs.
+        #[arg(long, short = 'f')]
+        force: bool,
+        /// Container id.
+        id: String,
+    },
+    /// OCI: lists containers.
+    List {
+        /// table or json.
+        #[arg(long, short = 'f', default_value = "table")]
+        format: String,
+        /// Ids only.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// OCI: freezes a container's processes.
+    Pause {
+        /// Container id.
+        id: String,
+    },
+    /// OCI: thaws a paused container.
+    Resume {
+        /// Container id.
+        id: String,
+    },
+    /// OCI: the features document of this runtime (JSON).
+    Features,
+    /// OCI: writes a default config.json (busybox-ready) into the bundle folder.
+    Spec {
+        /// The bundle folder.
+        #[arg(long, short = 'b', default_value = ".")]
+        bundle: PathBuf,
+        /// A user namespace mapping (for a rootless runtime; not used as root).
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// OCI: changes a running container's resources (linux.resources JSON; - for stdin).
+    Update {
+        /// The resources file.
+        #[arg(long, short = 'r')]
+        resources: PathBuf,
+        /// Container id.
+        id: String,
+    },
+    /// OCI: the container's statistics (--stats: once; else every --interval).
+    Events {
+        /// Print one statistics object and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Seconds between statistics.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+        /// Container id.
+        id: String,
+    },
+    /// Runs a command inside a running container (its namespaces and cgroup).
+    Exec(Box<ExecArgs>),
+    /// Lists containers; with an id, the processes of that container.
+    Ps {
+        /// Container id: list its processes.
+        id: Option<String>,
+        /// table or json (with an id).
+        #[arg(long, short = 'f', default_value = "table")]
+        format: String,
+    },
     /// SIGTERM, then SIGKILL after --time seconds.
     Stop {
         /// Container name.
@@ -51,13 +151,19 @@ enum Cmd {
         #[arg(long, short = 't', default_value_t = 10)]
         time: u64,
     },
-    /// Sends a signal (default KILL) to the container's first process.
+    /// Sends a signal: `kill ID [SIGNAL]` (OCI, default TERM) or `kill NAME --signal S`
+    /// (default KILL for `sandbox run` containers).
     Kill {
-        /// Container name.
-        name: String,
+        /// Every process of the container's cgroup.
+        #[arg(long, short = 'a')]
+        all: bool,
         /// Signal name or number.
-        #[arg(long, short = 's', default_value = "KILL")]
-        signal: String,
+        #[arg(long, short = 's')]
+        signal: Option<String>,
+        /// Container name or id.
+        name: String,
+        /// Signal name or number (runc's positional form).
+        sig: Option<String>,
     },
     /// Removes a stopped (or, with --force, running) container.
     Rm {
@@ -81,6 +187,39 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct ExecArgs {
+    /// A process.json (the spec's process) to run.
+    #[arg(long, short = 'p')]
+    process: Option<PathBuf>,
+    /// Return once started (the caller reaps it).
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Write its pid here.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// A unix socket that receives the terminal's master.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// A terminal.
+    #[arg(long, short = 't')]
+    tty: bool,
+    /// Working directory.
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Extra environment, K=V.
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// UID[:GID].
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+    /// Container name or id.
+    name: String,
+    /// The command.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum ImageCmd {
     /// Imports an OCI image layout (a directory or a tar).
@@ -102,8 +241,23 @@ enum ImageCmd {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
+    /// An OCI bundle (config.json and its rootfs): `run --bundle DIR ID`.
+    #[arg(long, short = 'b', conflicts_with_all = ["image", "rootfs"])]
+    bundle: Option<PathBuf>,
+    /// With --bundle: write the container's pid here.
+    #[arg(long = "pid-file", requires = "bundle")]
+    pid_file: Option<PathBuf>,
+    /// With --bundle: the terminal's master goes to this socket.
+    #[arg(long = "console-socket", requires = "bundle")]
+    console_socket: Option<PathBuf>,
+    /// With --bundle: return once started.
+    #[arg(long, short = 'd', requires = "bundle")]
+    detach: bool,
+    /// With --bundle: the container id.
+    #[arg(requires = "bundle")]
+    id: Option<String>,
     /// An imported image, NAME[:TAG].
-    #[arg(long, conflicts_with = "rootfs", required_unless_present = "rootfs")]
+    #[arg(long, conflicts_with = "rootfs", required_unless_present_any = ["rootfs", "bundle"])]
     image: Option<String>,
     /// A directory to use as the (read-only, shared) lower layer.
     #[arg(long)]
@@ -159,7 +313,7 @@ struct RunArgs {
     #[arg(long, value_name = "PROFILE.json|unconfined")]
     seccomp: Option<PathBuf>,
     /// The command.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "bundle")]
     cmd: Vec<String>,
 }
 
@@ -240,14 +394,56 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
+/// A signal by name (`KILL`, `SIGKILL`) or number.
+fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, Error> {
+    let s = text.trim_start_matches("SIG");
+    match s.parse::<i32>() {
+        Ok(n) => nix::sys::signal::Signal::try_from(n).ok(),
+        Err(_) => format!("SIG{}", s.to_ascii_uppercase()).parse().ok(),
+    }
+    .ok_or_else(|| Error::Config(format!("unknown signal {text:?}")))
+}
+
+/// Whether `name` is a container made by `sandbox create` (it has a bundle).
+fn oci_container(paths: &Paths, name: &str) -> bool {
+    state::check_name(name).is_ok()
+        && state::read(&paths.state.join(name)).is_ok_and(|s| s.bundle.is_some())
+}
+
 fn main_inner(cli: Cli) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
+    if cli.systemd_cgroup {
+        return Err(Error::Config(
+            "--systemd-cgroup is not supported: this runtime manages cgroups through \
+             cgroupfs (configure the client with the cgroupfs driver, e.g. containerd's \
+             SystemdCgroup = false or podman's cgroup_manager = \"cgroupfs\")"
+                .into(),
+        ));
+    }
+    if !matches!(cli.log_format.as_str(), "text" | "json") {
+        return Err(Error::Config(format!(
+            "--log-format {:?}: expected text or json",
+            cli.log_format
+        )));
+    }
     let paths = Paths {
         state: state::state_root(cli.root),
         store: store::store_root(cli.store),
     };
     match cli.cmd {
         Cmd::Run(a) => {
+            if let Some(bundle) = &a.bundle {
+                let id = a.id.clone().ok_or_else(|| {
+                    Error::Config("run --bundle DIR ID: give the container id".into())
+                })?;
+                let o = CreateOptions {
+                    id,
+                    bundle: bundle.clone(),
+                    pid_file: a.pid_file.clone(),
+                    console_socket: a.console_socket.clone(),
+                };
+                return oci::run(&paths.state, &o, a.detach);
+            }
             let cfg = RunConfig {
                 name: a.name.clone(),
                 source: match (&a.image, &a.rootfs) {
@@ -260,8 +456,201 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             };
             sandbox::assembly::run(&paths, &cfg, &run_opts(&a)?)
         }
-        Cmd::Exec { name, env, cmd } => sandbox::lifecycle::exec(&paths, &name, &cmd, &env),
-        Cmd::Ps => {
+        Cmd::Create {
+            bundle,
+            pid_file,
+            console_socket,
+            no_pivot,
+            no_new_keyring: _,
+            id,
+        } => {
+            if no_pivot {
+                return Err(Error::Config(
+                    "--no-pivot is not supported: the root is always changed with pivot_root \
+                     (MS_MOVE where / is an initramfs, which is detected)"
+                        .into(),
+                ));
+            }
+            let o = CreateOptions {
+                id,
+                bundle,
+                pid_file,
+                console_socket,
+            };
+            oci::create(&paths.state, &o)?;
+            Ok(0)
+        }
+        Cmd::Start { id } => {
+            oci::start(&paths.state, &id)?;
+            Ok(0)
+        }
+        Cmd::State { id } => {
+            let st = oci::state(&paths.state, &id)?;
+            let text = serde_json::to_string_pretty(&st)
+                .map_err(|e| Error::Config(format!("state: {e}")))?;
+            say!(out, "{text}");
+            Ok(0)
+        }
+        Cmd::Delete { force, id } => {
+            if let Some(w) = oci::delete(&paths.state, &id, force)? {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "sandbox: warning: {}",
+                    errchain::Chain(&w)
+                );
+            }
+            Ok(0)
+        }
+        Cmd::List { format, quiet } => {
+            let all = oci::list(&paths.state)?;
+            match (format.as_str(), quiet) {
+                (_, true) => {
+                    for c in &all {
+                        say!(out, "{}", printable(&c.id));
+                    }
+                }
+                ("json", _) => {
+                    let text = serde_json::to_string(&all)
+                        .map_err(|e| Error::Config(format!("list: {e}")))?;
+                    say!(out, "{text}");
+                }
+                ("table", _) => {
+                    say!(
+                        out,
+                        "{:<24} {:>8} {:<10} {:<40} CREATED",
+                        "ID",
+                        "PID",
+                        "STATUS",
+                        "BUNDLE"
+                    );
+                    for c in &all {
+                        say!(
+                            out,
+                            "{:<24} {:>8} {:<10} {:<40} {}",
+                            printable(&c.id),
+                            c.pid,
+                            c.status,
+                            printable(&c.bundle.to_string_lossy()),
+                            c.created
+                        );
+                    }
+                }
+                (f, _) => {
+                    return Err(Error::Config(format!(
+                        "--format {f:?}: expected table or json"
+                    )));
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Pause { id } => {
+            oci::set_paused(&paths.state, &id, true)?;
+            Ok(0)
+        }
+        Cmd::Resume { id } => {
+            oci::set_paused(&paths.state, &id, false)?;
+            Ok(0)
+        }
+        Cmd::Features => {
+            let text = serde_json::to_string_pretty(&oci::features())
+                .map_err(|e| Error::Config(format!("features: {e}")))?;
+            say!(out, "{text}");
+            Ok(0)
+        }
+        Cmd::Spec { bundle, rootless } => {
+            oci::write_default_spec(&bundle, rootless)?;
+            Ok(0)
+        }
+        Cmd::Update { resources, id } => {
+            let text = if resources.as_os_str() == "-" {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
+                    .map_err(|e| Error::io("read", "standard input", e))?;
+                v
+            } else {
+                std::fs::read(&resources)
+                    .map_err(|e| Error::io("read --resources", &resources, e))?
+            };
+            let r = serde_json::from_slice(&text).map_err(|source| Error::Json {
+                path: resources.clone(),
+                source,
+            })?;
+            oci::update(&paths.state, &id, &r)?;
+            Ok(0)
+        }
+        Cmd::Events {
+            stats,
+            interval,
+            id,
+        } => loop {
+            let v = oci::stats(&paths.state, &id)?;
+            let text =
+                serde_json::to_string(&v).map_err(|e| Error::Config(format!("events: {e}")))?;
+            say!(out, "{text}");
+            out.flush().map_err(|e| Error::io("write", STDOUT, e))?;
+            if stats {
+                return Ok(0);
+            }
+            std::thread::sleep(std::time::Duration::from_secs(interval.max(1)));
+        },
+        Cmd::Exec(a) => {
+            if oci_container(&paths, &a.name) {
+                let o = ExecOptions {
+                    process: a.process.clone(),
+                    args: a.cmd.clone(),
+                    env: a.env.clone(),
+                    cwd: a.cwd.clone(),
+                    user: a.user.as_deref().map(parse_user).transpose()?,
+                    tty: a.tty,
+                    detach: a.detach,
+                    pid_file: a.pid_file.clone(),
+                    console_socket: a.console_socket.clone(),
+                };
+                return oci::exec(&paths.state, &a.name, &o);
+            }
+            if a.process.is_some() || a.detach || a.tty || a.console_socket.is_some() {
+                return Err(Error::Config(format!(
+                    "{}: --process, --detach, --tty and --console-socket are for containers \
+                     made by `sandbox create`",
+                    a.name
+                )));
+            }
+            sandbox::lifecycle::exec(&paths, &a.name, &a.cmd, &a.env)
+        }
+        Cmd::Ps {
+            id: Some(id),
+            format,
+        } => {
+            let pids = oci::pids(&paths.state, &id)?;
+            match format.as_str() {
+                "json" => {
+                    let text = serde_json::to_string(&pids)
+                        .map_err(|e| Error::Config(format!("ps: {e}")))?;
+                    say!(out, "{text}");
+                }
+                "table" => {
+                    say!(out, "{:>8}  CMD", "PID");
+                    for p in pids {
+                        let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
+                            .map(|b| {
+                                String::from_utf8_lossy(&b)
+                                    .replace('\0', " ")
+                                    .trim()
+                                    .to_string()
+                            })
+                            .unwrap_or_default();
+                        say!(out, "{p:>8}  {}", printable(&cmd));
+                    }
+                }
+                f => {
+                    return Err(Error::Config(format!(
+                        "--format {f:?}: expected table or json"
+                    )));
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Ps { id: None, .. } => {
             say!(
                 out,
                 "{:<24} {:<10} {:>8}  {:<40} COMMAND",
@@ -272,11 +661,19 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             );
             for e in state::list(&paths.state)? {
                 let Some(st) = e.state else { continue };
-                let status = match (&st.status, e.supervised) {
-                    (state::Status::Exited(c), _) => format!("exited({c})"),
-                    (_, false) => "orphaned".into(),
-                    (state::Status::Running, true) => "running".into(),
-                    (state::Status::Creating, true) => "creating".into(),
+                let status = if st.bundle.is_some() {
+                    oci::state(&paths.state, &st.name)
+                        .map(|s| s.status)
+                        .unwrap_or_else(|_| "unknown".into())
+                } else {
+                    match (&st.status, e.supervised) {
+                        (state::Status::Exited(c), _) => format!("exited({c})"),
+                        (_, false) => "orphaned".into(),
+                        (state::Status::Running, true) => "running".into(),
+                        (state::Status::Creating | state::Status::Created, true) => {
+                            "creating".into()
+                        }
+                    }
                 };
                 say!(
                     out,
@@ -294,14 +691,29 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             sandbox::lifecycle::stop(&paths, &name, std::time::Duration::from_secs(time))?;
             Ok(0)
         }
-        Cmd::Kill { name, signal } => {
-            let s = signal.trim_start_matches("SIG");
-            let sig = match s.parse::<i32>() {
-                Ok(n) => nix::sys::signal::Signal::try_from(n).ok(),
-                Err(_) => format!("SIG{s}").parse().ok(),
+        Cmd::Kill {
+            all,
+            signal,
+            name,
+            sig,
+        } => {
+            let is_oci = oci_container(&paths, &name);
+            let given = signal.or(sig);
+            let text = given
+                .as_deref()
+                .unwrap_or(if is_oci { "TERM" } else { "KILL" });
+            let sig = parse_signal(text)?;
+            if is_oci {
+                oci::kill(&paths.state, &name, sig, all)?;
+            } else if all {
+                return Err(Error::Config(
+                    "--all is for containers made by `sandbox create`; `sandbox stop` ends \
+                     every process of a `sandbox run` container"
+                        .into(),
+                ));
+            } else {
+                sandbox::lifecycle::signal(&paths, &name, sig)?;
             }
-            .ok_or_else(|| Error::Config(format!("unknown signal {signal:?}")))?;
-            sandbox::lifecycle::signal(&paths, &name, sig)?;
             Ok(0)
         }
         Cmd::Rm { name, force } => {
@@ -385,8 +797,33 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
     }
 }
 
+/// Appends one record to `--log`, as runc writes them: text
+/// (`time="..." level=error msg="..."`) or one JSON object a line.
+fn log(path: &std::path::Path, json: bool, level: &str, msg: &str) {
+    let time = oci::rfc3339_now();
+    let line = if json {
+        serde_json::json!({ "level": level, "msg": msg, "time": time }).to_string()
+    } else {
+        format!("time={time:?} level={level} msg={msg:?}")
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let logging = cli.log.clone().map(|p| (p, cli.log_format == "json"));
+    if cli.debug
+        && let Some((p, json)) = &logging
+    {
+        let args: Vec<String> = std::env::args().collect();
+        log(p, *json, "debug", &format!("command: {}", args.join(" ")));
+    }
     match main_inner(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         // The reader went away (`sandbox ps | head -1`): end quietly, as a tool in a
@@ -399,8 +836,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
+            let msg = errchain::Chain(&e).to_string();
+            if let Some((p, json)) = &logging {
+                log(p, *json, "error", &msg);
+            }
             // Nothing more to do if stderr is closed too.
-            let _ = writeln!(std::io::stderr(), "sandbox: {}", errchain::Chain(&e));
+            let _ = writeln!(std::io::stderr(), "sandbox: {msg}");
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(125))
         }
     }

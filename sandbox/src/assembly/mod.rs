@@ -11,7 +11,7 @@
 
 mod mounts;
 mod resources;
-mod spawn;
+pub(crate) mod spawn;
 pub(crate) mod workdir;
 
 use std::ffi::CString;
@@ -25,6 +25,7 @@ use crate::spec::{self, RunOptions};
 use crate::state::{self, State, Status};
 use crate::store::{Image, Store};
 
+pub(crate) use resources::ns_kind;
 pub use resources::resources;
 pub use spawn::exit_code;
 
@@ -59,7 +60,7 @@ pub struct RunConfig {
     pub keep: bool,
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     // SAFETY: b is a writable buffer of b.len() bytes.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
@@ -75,17 +76,17 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// Undoes a container start unless disarmed.
-struct Guard<'a> {
-    dir: PathBuf,
-    state: State,
-    store: &'a Store,
-    image: Option<Image>,
-    cgroup: Option<Cgroup>,
-    armed: bool,
+pub(crate) struct Guard<'a> {
+    pub(crate) dir: PathBuf,
+    pub(crate) state: State,
+    pub(crate) store: Option<&'a Store>,
+    pub(crate) image: Option<Image>,
+    pub(crate) cgroup: Option<Cgroup>,
+    pub(crate) armed: bool,
 }
 
 impl Guard<'_> {
-    fn teardown(&mut self, remove: bool) -> Result<()> {
+    pub(crate) fn teardown(&mut self, remove: bool) -> Result<()> {
         let mut first = None;
         // The cgroup is removed through the handle made at start (no new lookup),
         // or found by name if the start failed before that.
@@ -101,8 +102,8 @@ impl Guard<'_> {
             first.get_or_insert(e);
         }
         if remove {
-            if let Some(img) = &self.image {
-                self.store.remove_user(&img.key(), &self.state.id);
+            if let (Some(img), Some(store)) = (&self.image, self.store) {
+                store.remove_user(&img.key(), &self.state.id);
             }
             if let Err(e) = state::remove_dir(&self.dir) {
                 first.get_or_insert(e);
@@ -153,11 +154,6 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
         _ => spec::build(opts, &name, &rootfs)?,
     };
 
-    // Made under a hidden name, locked, then renamed into place without replacing:
-    // gc never sees a container folder that nobody holds and that has no state.
-    let tmp = paths.state.join(format!(".{name}.{id}"));
-    std::fs::create_dir(&tmp).map_err(ioe("mkdir", &tmp))?;
-    let lock = state::lock(&tmp, true)?;
     let st = State {
         name: name.clone(),
         id: id.clone(),
@@ -171,20 +167,17 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
         command: opts.args.clone(),
         status: Status::Creating,
         keep: cfg.keep,
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default(),
+        created: now_secs(),
+        bundle: None,
+        annotations: Default::default(),
+        pid_start: None,
+        created_at: Some(crate::oci::rfc3339_now()),
     };
-    let placed = state::write(&tmp, &st).and_then(|()| rename_noreplace(&tmp, &dir, &name));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+    let lock = place(&paths.state, &dir, &st)?;
     let mut g = Guard {
         dir: dir.clone(),
         state: st,
-        store: &store,
+        store: Some(&store),
         image: None,
         cgroup: None,
         armed: true,
@@ -202,6 +195,29 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
     }
     drop(lock);
     Ok(code)
+}
+
+/// Seconds since the epoch.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Makes the container's folder `dir` under `root` holding `st`: made under a hidden
+/// name, locked, then renamed into place without replacing, so that gc never sees a
+/// container folder that nobody holds and that has no state. Returns the lock.
+pub(crate) fn place(root: &Path, dir: &Path, st: &State) -> Result<Option<std::fs::File>> {
+    let tmp = root.join(format!(".{}.{}", st.name, st.id));
+    std::fs::create_dir(&tmp).map_err(ioe("mkdir", &tmp))?;
+    let lock = state::lock(&tmp, true)?;
+    let placed = state::write(&tmp, st).and_then(|()| rename_noreplace(&tmp, dir, &st.name));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    Ok(lock)
 }
 
 /// renameat2(RENAME_NOREPLACE) through the raw syscall (musl's libc lacks a wrapper).

@@ -1,38 +1,143 @@
 //! The spec's `linux.resources` and `linux.namespaces` in cgroupkit's and nskit's
 //! terms.
 
-use cgroupkit::{Cpu, CpuQuota, Limit, Memory, Pids, Resources};
+use cgroupkit::cpu::CpuWeight;
+use cgroupkit::{Cpu, CpuQuota, Cpuset, IdSet, Limit, Memory, Pids, Resources};
 use nskit::Namespace;
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::spec;
 
+/// A field of `linux.resources` this runtime does not apply: refused by name.
+fn unsupported(field: &str) -> Error {
+    Error::Config(format!(
+        "linux.resources.{field} is not supported by this runtime; remove it from config.json"
+    ))
+}
+
 /// cgroupkit resources for the spec's `linux.resources`, with the device allow-list
-/// ([`crate::devices`]) always.
+/// ([`crate::devices`]) always. Every field is applied or refused by name.
 pub fn resources(r: Option<&LinuxResources>) -> Result<Resources> {
     let mut out = Resources::default();
     out.devices = Some(crate::devices::for_spec(
         r.and_then(|r| r.devices().as_ref()),
     )?);
     let Some(r) = r else { return Ok(out) };
-    if let Some(c) = r.cpu()
-        && let Some(q) = c.quota()
-        && q > 0
-    {
+    if let Some(c) = r.cpu() {
+        let mut cpu = Cpu::default();
         let period = c.period().unwrap_or(spec::CPU_PERIOD_USEC);
-        out.cpu = Some(Cpu::with_quota(CpuQuota::new(q as u64, period)?));
+        match c.quota() {
+            Some(q) if q > 0 => cpu.quota = Some(CpuQuota::new(q as u64, period)?),
+            // -1 (or 0, as runc takes it): no limit, at the given period.
+            Some(_) => cpu.quota = Some(CpuQuota::unlimited(period)?),
+            None if c.period().is_some() => cpu.quota = Some(CpuQuota::unlimited(period)?),
+            None => {}
+        }
+        if let Some(sh) = c.shares().filter(|s| *s > 0) {
+            cpu.weight = Some(CpuWeight::shares(sh)?);
+        }
+        if let Some(b) = c.burst() {
+            cpu.burst_usec = Some(b);
+        }
+        if let Some(i) = c.idle() {
+            cpu.idle = Some(i != 0);
+        }
+        if c.realtime_runtime().is_some() || c.realtime_period().is_some() {
+            return Err(unsupported("cpu.realtimeRuntime/realtimePeriod"));
+        }
+        if cpu != Cpu::default() {
+            out.cpu = Some(cpu);
+        }
+        let cpus = c.cpus().as_deref().filter(|s| !s.is_empty());
+        let mems = c.mems().as_deref().filter(|s| !s.is_empty());
+        if cpus.is_some() || mems.is_some() {
+            let parse = |s: &str, what: &str| {
+                s.parse::<IdSet>()
+                    .map_err(|e| Error::Config(format!("linux.resources.cpu.{what} {s:?}: {e}")))
+            };
+            let mut set = Cpuset::default();
+            set.cpus = cpus.map(|s| parse(s, "cpus")).transpose()?;
+            set.mems = mems.map(|s| parse(s, "mems")).transpose()?;
+            out.cpuset = Some(set);
+        }
     }
-    if let Some(m) = r.memory()
-        && let Some(l) = m.limit()
-        && l > 0
-    {
-        out.memory = Some(Memory::with_max(Limit::Bytes(l as u64)));
+    if let Some(m) = r.memory() {
+        let mut mem = Memory::default();
+        let lim = |v: i64| {
+            if v < 0 {
+                Limit::Max
+            } else {
+                Limit::Bytes(v as u64)
+            }
+        };
+        if let Some(l) = m.limit().filter(|l| *l != 0) {
+            mem.max = Some(lim(l));
+        }
+        if let Some(sw) = m.swap().filter(|s| *s != 0) {
+            // OCI's swap is memory + swap (v1 memsw); cgroupkit's is swap alone.
+            mem.swap_max = Some(match (sw, m.limit()) {
+                (s, _) if s < 0 => Limit::Max,
+                (s, Some(l)) if l > 0 && s >= l => Limit::Bytes((s - l) as u64),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "linux.resources.memory.swap {sw} must be -1 or at least memory.limit \
+                         (it counts memory plus swap)"
+                    )));
+                }
+            });
+        }
+        if let Some(res) = m.reservation().filter(|r| *r != 0) {
+            let h = cgroupkit::Hierarchy::detect()?;
+            let v2 = h
+                .mount_for(cgroupkit::Controller::Memory)
+                .is_some_and(|m| m.version == cgroupkit::Version::V2);
+            if v2 {
+                mem.low = Some(lim(res));
+            } else {
+                mem.soft_limit = Some(lim(res));
+            }
+        }
+        if m.kernel().is_some() || m.kernel_tcp().is_some() {
+            return Err(unsupported(
+                "memory.kernel/kernelTCP (deprecated by the kernel)",
+            ));
+        }
+        if m.swappiness().is_some() {
+            return Err(unsupported("memory.swappiness"));
+        }
+        if m.disable_oom_killer() == Some(true) {
+            return Err(unsupported("memory.disableOOMKiller"));
+        }
+        if m.use_hierarchy().is_some() || m.check_before_update().is_some() {
+            return Err(unsupported("memory.useHierarchy/checkBeforeUpdate"));
+        }
+        if mem != Memory::default() {
+            out.memory = Some(mem);
+        }
     }
     if let Some(p) = r.pids()
         && p.limit() > 0
     {
         out.pids = Some(Pids::with_max(p.limit() as u64)?);
+    }
+    if r.block_io()
+        .as_ref()
+        .is_some_and(|b| *b != Default::default())
+    {
+        return Err(unsupported("blockIO"));
+    }
+    if r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()) {
+        return Err(unsupported("hugepageLimits"));
+    }
+    if r.network().is_some() {
+        return Err(unsupported("network"));
+    }
+    if r.rdma().as_ref().is_some_and(|x| !x.is_empty()) {
+        return Err(unsupported("rdma"));
+    }
+    if r.unified().as_ref().is_some_and(|x| !x.is_empty()) {
+        return Err(unsupported("unified"));
     }
     Ok(out)
 }

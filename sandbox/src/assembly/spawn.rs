@@ -23,7 +23,7 @@ use crate::security;
 use crate::state::{self, Status};
 
 /// The signals `sandbox run` forwards to the container.
-const FORWARDED: [Signal; 7] = [
+pub(crate) const FORWARDED: [Signal; 7] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
@@ -41,7 +41,7 @@ pub fn exit_code(st: ExitStatus) -> i32 {
 }
 
 /// The namespaces the spec asks for.
-fn kinds_of(linux: &Linux) -> Namespace {
+pub(crate) fn kinds_of(linux: &Linux) -> Namespace {
     linux
         .namespaces()
         .iter()
@@ -50,7 +50,7 @@ fn kinds_of(linux: &Linux) -> Namespace {
 }
 
 /// The host uid and gid that container root maps to, with a user namespace.
-fn userns_owner(linux: &Linux, kinds: Namespace) -> Option<(u32, u32)> {
+pub(crate) fn userns_owner(linux: &Linux, kinds: Namespace) -> Option<(u32, u32)> {
     kinds
         .contains(Namespace::USER)
         .then(|| {
@@ -77,9 +77,12 @@ fn make_rootfs(
     let rootfs = dir.join(state::ROOTFS_DIR);
     let mut lowers = match &cfg.source {
         Source::Image(r) => {
-            let img = g.store.get(r)?;
-            g.store.add_user(&img, &g.state.id, &dir)?;
-            let l = g.store.lowers(&img)?;
+            let store = g
+                .store
+                .ok_or_else(|| Error::Config("an image needs the store".into()))?;
+            let img = store.get(r)?;
+            store.add_user(&img, &g.state.id, &dir)?;
+            let l = store.lowers(&img)?;
             g.image = Some(img);
             l
         }
@@ -120,19 +123,26 @@ fn make_rootfs(
 /// The container's cgroup (cpu, memory, pids, devices where mounted) with the spec's limits,
 /// kept in the guard so that a failed start removes it.
 fn make_cgroup<'g>(g: &'g mut Guard<'_>, h: &Hierarchy, linux: &Linux) -> Result<&'g Cgroup> {
-    let controllers: Vec<Controller> = [
+    // Refused fields are refused before anything is made.
+    let res = resources(linux.resources().as_ref())?;
+    let mut wanted = vec![
         Controller::Cpu,
         Controller::Memory,
         Controller::Pids,
         Controller::Devices,
-    ]
-    .into_iter()
-    .filter(|c| h.mount_for(*c).is_some())
-    .collect();
+        // pause/resume.
+        Controller::Freezer,
+    ];
+    if res.cpuset.is_some() {
+        wanted.push(Controller::Cpuset);
+    }
+    let controllers: Vec<Controller> = wanted
+        .into_iter()
+        .filter(|c| h.mount_for(*c).is_some())
+        .collect();
     let cg = Cgroup::create(h, &CgroupPath::new(&g.state.cgroup)?, &controllers)?;
-    let res = resources(linux.resources().as_ref());
     let cg = g.cgroup.insert(cg);
-    cg.apply(&res?)?;
+    cg.apply(&res)?;
     Ok(cg)
 }
 
@@ -144,7 +154,7 @@ fn make_cgroup<'g>(g: &'g mut Guard<'_>, h: &Hierarchy, linux: &Linux) -> Result
 #[allow(clippy::too_many_arguments)]
 fn build_spawn(
     held: &[RawFd],
-    cfg: &RunConfig,
+    launch: Launch,
     spec: &Spec,
     linux: &Linux,
     kinds: Namespace,
@@ -168,8 +178,8 @@ fn build_spawn(
         }
     }
     let mut confine = security::from_spec(spec)?;
-    confine.init = cfg.init;
-    confine.loopback = kinds.contains(Namespace::NET);
+    confine.init = launch.init;
+    confine.loopback = kinds.contains(Namespace::NET) && launch.loopback;
     let mut close = held.to_vec();
     let mut ns = kinds;
     match cg.spawn_handles()?.placement(true) {
@@ -189,6 +199,12 @@ fn build_spawn(
         }
     }
     sp.namespaces(ns);
+    for (handle, kind) in launch.joins {
+        sp.join(handle, kind);
+    }
+    if let Some(dn) = spec.domainname() {
+        sp.domainname(dn);
+    }
     if ns.contains(Namespace::UTS)
         && let Some(hn) = spec.hostname()
     {
@@ -216,17 +232,85 @@ fn build_spawn(
     // (which Confine does itself where / is the initramfs); the runtime's fds are
     // closed by the first, before Confine's init forks and keeps what is open.
     let (close, enter, report) = workdir::prepare(process.cwd(), close)?;
-    // SAFETY: the three steps are async-signal-safe (raw syscalls on data prepared
-    // here, stack buffers).
+    // Under no_new_privs the filter goes on after the gate, as late as possible (as
+    // runc orders it): the gate's own reads are then not subject to it. Without
+    // no_new_privs installing a filter needs CAP_SYS_ADMIN, which confine drops.
+    let late_seccomp = if confine.no_new_privs {
+        confine.seccomp.take()
+    } else {
+        None
+    };
+    let console = launch.console;
+    // SAFETY: every step is async-signal-safe (raw syscalls on data prepared here,
+    // stack buffers).
     unsafe {
         sp.pre_exec(move || close.apply());
+        if let Some(c) = console {
+            sp.pre_exec(move || c.apply());
+        }
         sp.pre_exec(move || confine.apply());
         sp.pre_exec(move || enter.apply());
+    }
+    sp.exec_gate(launch.gate);
+    if let Some(p) = late_seccomp {
+        // SAFETY: as above.
+        unsafe {
+            sp.pre_exec(move || p.install());
+        }
     }
     Ok((sp, report))
 }
 
-/// Assembles the container recorded in `g`, starts it and waits for it to exit.
+/// How the container's process is started.
+pub(crate) struct Launch {
+    /// The exec gate ([`nskit::Spawn::exec_gate`]): the process waits there, created,
+    /// until a byte can be read from it (`start`).
+    pub gate: std::os::fd::OwnedFd,
+    /// A terminal made inside the container, its master sent over a socket.
+    pub console: Option<crate::oci::console::Console>,
+    /// A tiny PID 1 (`sandbox run --init`).
+    pub init: bool,
+    /// Bring `lo` up in a new network namespace.
+    pub loopback: bool,
+    /// Namespaces to join (the spec's `linux.namespaces[].path`).
+    pub joins: Vec<(nskit::NsHandle, Namespace)>,
+}
+
+/// Assembles the container recorded in `g` on the root filesystem `rootfs`: its
+/// cgroup, then its process, which waits created at the gate. Records the pid.
+pub(crate) fn launch(
+    g: &mut Guard<'_>,
+    held: &[RawFd],
+    spec: &Spec,
+    rootfs: &Path,
+    launch: Launch,
+) -> Result<nskit::Child> {
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::Config("the spec has no linux section".into()))?;
+    let mut kinds = kinds_of(linux);
+    for (_, k) in &launch.joins {
+        kinds -= *k;
+    }
+    let mountinfo =
+        std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
+    let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
+    let cg = make_cgroup(g, &h, linux)?;
+    let (mut sp, report) = build_spawn(held, launch, spec, linux, kinds, cg, &mountinfo, rootfs)?;
+    let spawned = sp.spawn();
+    // Drops the child's steps, and with them the parent's write end of the report.
+    drop(sp);
+    let child = spawned.map_err(|e| report.failure(&e).unwrap_or(e.into()))?;
+    g.state.pid = Some(child.pid());
+    g.state.pid_start = crate::oci::proc_start_time(child.pid());
+    g.state.status = Status::Created;
+    state::write(&g.dir, &g.state)?;
+    Ok(child)
+}
+
+/// Assembles the container recorded in `g`, starts it and waits for it to exit:
+/// `create` and `start` in one process, which stays as the supervisor.
 pub(super) fn start_and_wait(
     g: &mut Guard<'_>,
     held: &[RawFd],
@@ -245,24 +329,30 @@ pub(super) fn start_and_wait(
     let rootfs = make_rootfs(g, cfg, spec, owner)?;
     spec.save(dir.join(state::CONFIG_FILE))
         .map_err(|e| Error::Config(format!("writing config.json: {e}")))?;
-
-    let mountinfo =
-        std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
-    let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
-    let cg = make_cgroup(g, &h, linux)?;
     // Blocked (and read from a signalfd) before the child exists, so that none is
     // lost nor kills the supervisor meanwhile; the child starts with an empty mask
     // and closes the signalfd first, with the runtime's other fds.
     let fwd = Forwarder::new(&FORWARDED)?;
+    let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::io("pipe2", "exec gate", e.into()))?;
     let mut held = held.to_vec();
     held.push(fwd.as_fd().as_raw_fd());
-    let (mut sp, report) = build_spawn(&held, cfg, spec, linux, kinds, cg, &mountinfo, &rootfs)?;
-
-    let spawned = sp.spawn();
-    // Drops the child's steps, and with them the parent's write end of the report.
-    drop(sp);
-    let mut child = spawned.map_err(|e| report.failure(&e).unwrap_or(e.into()))?;
-    g.state.pid = Some(child.pid());
+    held.push(gate_w.as_raw_fd());
+    let mut child = launch(
+        g,
+        &held,
+        spec,
+        &rootfs,
+        Launch {
+            gate: gate_r,
+            console: None,
+            init: cfg.init,
+            loopback: true,
+            joins: Vec::new(),
+        },
+    )?;
+    nix::unistd::write(&gate_w, b"1").map_err(|e| Error::io("write", "exec gate", e.into()))?;
+    drop(gate_w);
     g.state.status = Status::Running;
     state::write(&dir, &g.state)?;
     let status = child.wait_forwarding(&fwd)?;

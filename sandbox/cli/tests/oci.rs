@@ -1,0 +1,739 @@
+//! The OCI runtime through its command line, with bundles the tests write: the
+//! lifecycle and its states, kill/delete semantics, config.json fields honoured or
+//! refused by name, hooks in order, the console socket, exec, update, and nothing
+//! left behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{Env, err, out};
+use serde_json::{Value, json};
+
+/// A bundle in the test's folder: the busybox rootfs and a config.json from
+/// `sandbox spec`, edited by the test.
+struct Bundle {
+    dir: PathBuf,
+}
+
+/// Runs `sandbox ARGS` with stdout and stderr in files, not pipes: a container
+/// made by `create` inherits them and keeps them open after `create` exits, so a
+/// reader waiting for EOF would wait for the container.
+fn sandbox(env: &Env, args: &[&str]) -> Output {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (o, e) = (
+        env.dir.path().join(format!("out-{n}")),
+        env.dir.path().join(format!("err-{n}")),
+    );
+    let status = env
+        .cmd()
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&o).unwrap())
+        .stderr(std::fs::File::create(&e).unwrap())
+        .status()
+        .unwrap();
+    Output {
+        status,
+        stdout: std::fs::read(&o).unwrap(),
+        stderr: std::fs::read(&e).unwrap(),
+    }
+}
+
+fn ok(env: &Env, args: &[&str]) -> String {
+    let o = sandbox(env, args);
+    assert!(o.status.success(), "sandbox {args:?}: {}", err(&o));
+    out(&o)
+}
+
+impl Bundle {
+    fn new(env: &Env, name: &str, script: &str) -> Bundle {
+        let dir = env.dir.path().join(format!("bundle-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rootfs = env.rootfs();
+        std::os::unix::fs::symlink(&rootfs, dir.join("rootfs")).unwrap();
+        ok(env, &["spec", "--bundle", dir.to_str().unwrap()]);
+        let b = Bundle { dir };
+        b.edit(|c| {
+            c["process"]["terminal"] = json!(false);
+            c["process"]["args"] = json!(["sh", "-c", script]);
+        });
+        b
+    }
+
+    fn path(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut Value)) {
+        let p = self.dir.join("config.json");
+        let mut c: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        f(&mut c);
+        std::fs::write(&p, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    }
+}
+
+fn state(env: &Env, id: &str) -> Value {
+    serde_json::from_str(&ok(env, &["state", id])).unwrap()
+}
+
+fn wait_status(env: &Env, id: &str, want: &str) {
+    let start = Instant::now();
+    loop {
+        let s = state(env, id);
+        if s["status"] == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{id} never became {want}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `run --bundle`: the exit status and output of the container's process.
+fn run_bundle(env: &Env, b: &Bundle, id: &str) -> Output {
+    env.cmd()
+        .args(["run", "--bundle", b.path(), id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn id(tag: &str) -> String {
+    common::name(&format!("oci-{tag}"))
+}
+
+/// The cgroup folders named `name` under any hierarchy's `sandbox/` parent.
+fn oci_cgroups(name: &str) -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(rd.flatten().map(|e| e.path()));
+    }
+    roots
+        .into_iter()
+        .map(|r| r.join("sandbox").join(name))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[test]
+fn create_start_state_delete_with_the_spec_states() {
+    let env = Env::new();
+    let marker = env.dir.path().join("ran");
+    let id = id("life");
+    let b = Bundle::new(&env, "life", "echo ran > /data/ran; sleep 0.3; exit 3");
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind",
+            "source": env.dir.path(), "options": ["rbind", "rw"]
+        }));
+    });
+    let pid_file = env.dir.path().join("pid");
+    let o = sandbox(
+        &env,
+        &[
+            "create",
+            "--bundle",
+            b.path(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    // create has returned; the process waits, created, and has not run the program.
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let s = state(&env, &id);
+    assert_eq!(s["status"], "created", "{s}");
+    assert_eq!(s["pid"], pid);
+    assert_eq!(s["ociVersion"], "1.2.0");
+    assert_eq!(s["bundle"], b.path());
+    assert!(!marker.exists(), "the program ran before start");
+    assert!(!oci_cgroups(&id).is_empty(), "no cgroup for {id}");
+    // No runtime process stays behind: the container's parent is not ours.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let parent_exe = std::fs::read_link(format!("/proc/{ppid}/exe")).unwrap_or_default();
+    assert!(
+        !parent_exe.to_string_lossy().contains("sandbox"),
+        "a sandbox process ({ppid}) still holds the container"
+    );
+    // A second start of a created container is the start; a second start is refused.
+    ok(&env, &["start", &id]);
+    let o = sandbox(&env, &["start", &id]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("only a created one"), "{}", err(&o));
+    wait_status(&env, &id, "stopped");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+    assert_eq!(state(&env, &id)["pid"], 0);
+    ok(&env, &["delete", &id]);
+    let o = sandbox(&env, &["state", &id]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("does not exist"), "{}", err(&o));
+    // The containerd shim deletes twice: with --force a missing one is fine.
+    ok(&env, &["delete", "--force", &id]);
+    let o = sandbox(&env, &["delete", &id]);
+    assert!(
+        !o.status.success(),
+        "deleting a missing container without --force"
+    );
+    assert!(
+        oci_cgroups(&id).is_empty(),
+        "cgroup left: {:?}",
+        oci_cgroups(&id)
+    );
+    env.assert_clean();
+}
+
+#[test]
+fn run_reports_the_exit_status_and_a_missing_program() {
+    let env = Env::new();
+    let b = Bundle::new(&env, "exit", "echo out; echo err >&2; exit 7");
+    let o = run_bundle(&env, &b, &id("exit"));
+    assert_eq!(o.status.code(), Some(7), "{}", err(&o));
+    assert_eq!(out(&o), "out\n");
+    assert_eq!(err(&o), "err\n");
+    b.edit(|c| c["process"]["args"] = json!(["/bin/no-such-program"]));
+    let o = run_bundle(&env, &b, &id("missing"));
+    assert_eq!(o.status.code(), Some(127), "{}", err(&o));
+    assert!(err(&o).contains("no-such-program"), "{}", err(&o));
+    // A failed create leaves nothing: no state, no cgroup.
+    assert!(oci_cgroups(&id("missing")).is_empty());
+    env.assert_clean();
+}
+
+#[test]
+fn kill_and_delete_semantics() {
+    let env = Env::new();
+    let b = Bundle::new(
+        &env,
+        "kill",
+        "trap 'exit 42' TERM; while :; do sleep 0.05; done",
+    );
+    // A created container is deleted without --force: its process is killed.
+    let c = id("created");
+    ok(&env, &["create", "--bundle", b.path(), &c]);
+    let pid = state(&env, &c)["pid"].as_i64().unwrap();
+    ok(&env, &["delete", &c]);
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}/exe")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the created process lives on"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A running one needs --force.
+    let r = id("running");
+    ok(&env, &["create", "--bundle", b.path(), &r]);
+    ok(&env, &["start", &r]);
+    let o = sandbox(&env, &["delete", &r]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("running"), "{}", err(&o));
+    // kill ID (default TERM) reaches the process's trap.
+    ok(&env, &["kill", &r]);
+    wait_status(&env, &r, "stopped");
+    let o = sandbox(&env, &["kill", &r, "KILL"]);
+    assert!(!o.status.success(), "killing a stopped container");
+    assert!(err(&o).contains("not running"), "{}", err(&o));
+    ok(&env, &["delete", &r]);
+    // kill --all reaches every process of the cgroup; delete --force ends a running one.
+    let a = id("all");
+    let b2 = Bundle::new(&env, "all", "sleep 1000 & sleep 1000 & wait");
+    ok(&env, &["create", "--bundle", b2.path(), &a]);
+    ok(&env, &["start", &a]);
+    let start = Instant::now();
+    while ok(&env, &["ps", "--format", "json", &a])
+        .matches(',')
+        .count()
+        < 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "children never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ok(&env, &["kill", "--all", &a, "KILL"]);
+    wait_status(&env, &a, "stopped");
+    assert_eq!(ok(&env, &["ps", "--format", "json", &a]).trim(), "[]");
+    ok(&env, &["delete", &a]);
+    let f = id("force");
+    ok(&env, &["create", "--bundle", b2.path(), &f]);
+    ok(&env, &["start", &f]);
+    ok(&env, &["delete", "--force", &f]);
+    assert!(oci_cgroups(&f).is_empty());
+    env.assert_clean();
+}
+
+#[test]
+fn bad_configs_are_refused_by_field_and_leave_nothing() {
+    let env = Env::new();
+    let b = Bundle::new(&env, "bad", "true");
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        ("ociVersion", Box::new(|c| c["ociVersion"] = json!("2.0.0"))),
+        (
+            "linux.frobnicate",
+            Box::new(|c| c["linux"]["frobnicate"] = json!(1)),
+        ),
+        (
+            "process.terminal",
+            Box::new(|c| c["process"]["terminal"] = json!(true)),
+        ),
+        (
+            "linux.sysctl",
+            Box::new(|c| c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"})),
+        ),
+        (
+            "linux.resources.blockIO",
+            Box::new(|c| c["linux"]["resources"]["blockIO"] = json!({"weight": 100})),
+        ),
+        (
+            "linux.cgroupsPath",
+            Box::new(|c| c["linux"]["cgroupsPath"] = json!("system.slice:docker:x")),
+        ),
+        (
+            "process.apparmorProfile",
+            Box::new(|c| c["process"]["apparmorProfile"] = json!("docker-default")),
+        ),
+        (
+            "mounts[",
+            Box::new(|c| {
+                c["mounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"destination": "/x", "type": "nfs", "source": "h:/x"}))
+            }),
+        ),
+    ];
+    for (i, (field, f)) in cases.iter().enumerate() {
+        let b = Bundle::new(&env, &format!("bad{i}"), "true");
+        b.edit(f);
+        let cid = id(&format!("bad{i}"));
+        let o = sandbox(&env, &["create", "--bundle", b.path(), &cid]);
+        assert!(!o.status.success(), "{field}: accepted");
+        assert!(err(&o).contains(field), "{field}: {}", err(&o));
+        assert!(oci_cgroups(&cid).is_empty(), "{field}: cgroup left");
+        env.assert_clean();
+    }
+    // --systemd-cgroup is refused with what to do.
+    let o = sandbox(
+        &env,
+        &[
+            "--systemd-cgroup",
+            "create",
+            "--bundle",
+            b.path(),
+            &id("sd"),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(err(&o).contains("cgroupfs"), "{}", err(&o));
+    // Errors go to --log as runc writes them (json: level, msg, time).
+    let log = env.dir.path().join("log.json");
+    let o = sandbox(
+        &env,
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "state",
+            "nonexistent",
+        ],
+    );
+    assert!(!o.status.success());
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(
+        line["msg"].as_str().unwrap().contains("does not exist"),
+        "{line}"
+    );
+    assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    env.assert_clean();
+}
+
+#[test]
+fn process_fields_are_honoured() {
+    let env = Env::new();
+    let b = Bundle::new(
+        &env,
+        "proc",
+        "id -u; id -g; id -G; umask; grep -E '^Cap(Eff|Prm|Bnd|Amb)' /proc/self/status; \
+         grep 'Max open files' /proc/self/limits; cat /proc/self/oom_score_adj; hostname; \
+         echo $FOO; pwd; cat /proc/self/status | grep NoNewPrivs",
+    );
+    b.edit(|c| {
+        let p = &mut c["process"];
+        p["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
+        p["env"].as_array_mut().unwrap().push(json!("FOO=bar"));
+        p["cwd"] = json!("/tmp");
+        p["capabilities"] = json!({
+            "bounding": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+            "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"],
+            "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]
+        });
+        p["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024}]);
+        p["oomScoreAdj"] = json!(500);
+        p["noNewPrivileges"] = json!(true);
+        c["hostname"] = json!("oci-host");
+    });
+    let o = run_bundle(&env, &b, &id("proc"));
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        &lines[..4],
+        ["1000", "1000", "1000 10 20", "0077"],
+        "{text}"
+    );
+    // CAP_KILL is bit 5: 0x20; the bounding set also holds NET_BIND_SERVICE (bit 10).
+    assert!(text.contains("CapPrm:\t0000000000000020"), "{text}");
+    assert!(text.contains("CapEff:\t0000000000000020"), "{text}");
+    assert!(text.contains("CapBnd:\t0000000000000420"), "{text}");
+    assert!(text.contains("CapAmb:\t0000000000000020"), "{text}");
+    assert!(
+        text.contains("Max open files            512                  1024"),
+        "{text}"
+    );
+    assert!(text.contains("\n500\noci-host\nbar\n/tmp\n"), "{text}");
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+    env.assert_clean();
+}
+
+#[test]
+fn namespaces_joined_by_path_and_mounts() {
+    let env = Env::new();
+    // Container a holds a network namespace; b joins it by path.
+    let a = id("netholder");
+    let ba = Bundle::new(&env, "netholder", "sleep 1000");
+    ok(&env, &["create", "--bundle", ba.path(), &a]);
+    ok(&env, &["start", &a]);
+    let apid = state(&env, &a)["pid"].as_i64().unwrap();
+    let want = std::fs::read_link(format!("/proc/{apid}/ns/net")).unwrap();
+    let bb = Bundle::new(
+        &env,
+        "joiner",
+        "readlink /proc/self/ns/net; echo $$; grep -c . /proc/mounts >/dev/null; \
+         mount | grep ' /scratch ' ; touch /ro/x 2>&1 | grep -o 'Read-only'; cat /proc/kcore | wc -c",
+    );
+    bb.edit(|c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" {
+                ns["path"] = json!(format!("/proc/{apid}/ns/net"));
+            }
+        }
+        let m = c["mounts"].as_array_mut().unwrap();
+        m.push(
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                      "options": ["nosuid", "nodev", "size=1m", "mode=700"]}),
+        );
+        m.push(
+            json!({"destination": "/ro", "type": "bind", "source": env.dir.path(),
+                      "options": ["rbind", "ro", "rprivate"]}),
+        );
+    });
+    let o = run_bundle(&env, &bb, &id("joiner"));
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    let mut lines = text.lines();
+    assert_eq!(lines.next().unwrap(), want.to_str().unwrap(), "{text}");
+    assert_eq!(
+        lines.next().unwrap(),
+        "1",
+        "not pid 1 in its own pid namespace: {text}"
+    );
+    assert!(
+        text.contains("tmpfs on /scratch type tmpfs (rw,nosuid,nodev,relatime,size=1024k,mode=700"),
+        "{text}"
+    );
+    assert!(text.contains("Read-only"), "{text}");
+    // /proc/kcore is masked (a /dev/null bind): nothing to read.
+    assert!(text.ends_with("0\n"), "{text}");
+    ok(&env, &["delete", "--force", &a]);
+    env.assert_clean();
+}
+
+#[test]
+fn hooks_run_in_order_with_the_state_on_stdin() {
+    let env = Env::new();
+    let log = env.dir.path().join("hooks.log");
+    let hook = |name: &str| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c",
+            format!("read s; echo \"{name} $(echo \"$s\" | grep -o '\"status\":\"[a-z]*\"')\" >> {}", log.display())]})
+    };
+    let b = Bundle::new(&env, "hooks", "true");
+    b.edit(|c| {
+        c["hooks"] = json!({
+            "createRuntime": [hook("createRuntime")],
+            "prestart": [hook("prestart")],
+            "poststart": [hook("poststart")],
+            "poststop": [hook("poststop")],
+        });
+    });
+    let i = id("hooks");
+    ok(&env, &["create", "--bundle", b.path(), &i]);
+    ok(&env, &["start", &i]);
+    wait_status(&env, &i, "stopped");
+    ok(&env, &["delete", &i]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text,
+        "prestart \"status\":\"creating\"\ncreateRuntime \"status\":\"creating\"\n\
+         poststart \"status\":\"running\"\npoststop \"status\":\"stopped\"\n",
+        "{text}"
+    );
+    // A failing prestart hook fails create and leaves nothing.
+    b.edit(|c| c["hooks"] = json!({"prestart": [{"path": "/bin/false"}]}));
+    let o = sandbox(&env, &["create", "--bundle", b.path(), &id("hookfail")]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("hooks.prestart[0]"), "{}", err(&o));
+    env.assert_clean();
+}
+
+/// Receives one fd over a unix socket (the console master).
+fn recv_fd(sock: &std::os::unix::net::UnixStream) -> OwnedFd {
+    use std::os::fd::AsRawFd;
+    let mut data = [0u8; 64];
+    let mut cbuf = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr pointing at live buffers; CMSG_* stay within cbuf.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+        assert!(libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) > 0);
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!c.is_null());
+        assert_eq!((*c).cmsg_type, libc::SCM_RIGHTS);
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+        OwnedFd::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn a_terminal_goes_to_the_console_socket() {
+    let env = Env::new();
+    let sock_path = env.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock_path).unwrap();
+    let b = Bundle::new(&env, "tty", "");
+    b.edit(|c| {
+        c["process"]["terminal"] = json!(true);
+        c["process"]["args"] = json!(["sh"]);
+        c["process"]["consoleSize"] = json!({"height": 30, "width": 100});
+    });
+    let i = id("tty");
+    let o = sandbox(
+        &env,
+        &[
+            "create",
+            "--bundle",
+            b.path(),
+            "--console-socket",
+            sock_path.to_str().unwrap(),
+            &i,
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let (conn, _) = listener.accept().unwrap();
+    let master = std::fs::File::from(recv_fd(&conn));
+    ok(&env, &["start", &i]);
+    let mut w = master.try_clone().unwrap();
+    w.write_all(b"tty; stty size; echo $((6*7)); exit\n")
+        .unwrap();
+    let mut text = String::new();
+    let mut r = master;
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    while !text.contains("\n42") && start.elapsed() < Duration::from_secs(10) {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(text.contains("/dev/pts/0"), "{text}");
+    assert!(text.contains("30 100"), "{text}");
+    assert!(text.contains("\n42"), "{text}");
+    wait_status(&env, &i, "stopped");
+    ok(&env, &["delete", &i]);
+    env.assert_clean();
+}
+
+#[test]
+fn exec_pause_resume_update_and_events() {
+    let env = Env::new();
+    let b = Bundle::new(&env, "exec", "sleep 1000");
+    b.edit(|c| c["linux"]["resources"] = json!({"cpu": {"quota": 50000, "period": 100000}}));
+    let i = id("exec");
+    ok(&env, &["create", "--bundle", b.path(), &i]);
+    ok(&env, &["start", &i]);
+    // exec with arguments: in the container's pid namespace, with its hostname.
+    let text = ok(
+        &env,
+        &["exec", &i, "sh", "-c", "echo $$ $(hostname); exit 0"],
+    );
+    let (pid, host) = text.trim().split_once(' ').unwrap();
+    assert_ne!(pid, "1");
+    assert!(
+        pid.parse::<i32>().unwrap() < 100,
+        "not in the container's pid namespace: {text}"
+    );
+    assert_eq!(host, "sandbox");
+    // exec --process JSON, detached, with a pid file.
+    let pj = env.dir.path().join("process.json");
+    let marker = "/tmp/exec-ran";
+    std::fs::write(
+        &pj,
+        json!({"args": ["sh", "-c", format!("echo yes > {marker}")], "cwd": "/", "user": {"uid": 0, "gid": 0},
+               "env": ["PATH=/bin"]}).to_string(),
+    )
+    .unwrap();
+    let pf = env.dir.path().join("exec.pid");
+    ok(
+        &env,
+        &[
+            "exec",
+            "--process",
+            pj.to_str().unwrap(),
+            "--detach",
+            "--pid-file",
+            pf.to_str().unwrap(),
+            &i,
+        ],
+    );
+    assert!(std::fs::read_to_string(&pf).unwrap().parse::<i32>().is_ok());
+    let start = Instant::now();
+    while ok(&env, &["exec", &i, "cat", marker]).trim() != "yes" {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // exit status of exec.
+    let o = sandbox(&env, &["exec", &i, "sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    // pause / resume.
+    ok(&env, &["pause", &i]);
+    assert_eq!(state(&env, &i)["status"], "paused");
+    ok(&env, &["resume", &i]);
+    assert_eq!(state(&env, &i)["status"], "running");
+    // update: the cpu quota changes in place.
+    let res = env.dir.path().join("res.json");
+    std::fs::write(
+        &res,
+        json!({"cpu": {"quota": 20000, "period": 100000}}).to_string(),
+    )
+    .unwrap();
+    ok(&env, &["update", "--resources", res.to_str().unwrap(), &i]);
+    let cg = oci_cgroups(&i);
+    let v1 = cg.iter().find(|p| p.join("cpu.cfs_quota_us").exists());
+    let v2 = cg.iter().find(|p| p.join("cpu.max").exists());
+    match (v1, v2) {
+        (Some(p), _) => assert_eq!(
+            std::fs::read_to_string(p.join("cpu.cfs_quota_us"))
+                .unwrap()
+                .trim(),
+            "20000"
+        ),
+        (None, Some(p)) => assert_eq!(
+            std::fs::read_to_string(p.join("cpu.max")).unwrap().trim(),
+            "20000 100000"
+        ),
+        _ => panic!("no cpu controller for {i}: {cg:?}"),
+    }
+    // events --stats: one object with the cpu throttling counters.
+    let ev: Value = serde_json::from_str(&ok(&env, &["events", "--stats", &i])).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert!(ev["data"]["cpu"]["throttling"]["periods"].is_u64(), "{ev}");
+    assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1, "{ev}");
+    ok(&env, &["delete", "--force", &i]);
+    env.assert_clean();
+}
+
+#[test]
+fn fifty_concurrent_creates_all_succeed() {
+    let env = Env::new();
+    let b = Bundle::new(&env, "many", "true");
+    let ids: Vec<String> = (0..50).map(|n| id(&format!("many{n}"))).collect();
+    let children: Vec<_> = ids
+        .iter()
+        .map(|i| {
+            env.cmd()
+                .args(["create", "--bundle", b.path(), i])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, mut c) in ids.iter().zip(children) {
+        assert!(c.wait().unwrap().success(), "create {i}");
+    }
+    let listed = ok(&env, &["list", "-q"]);
+    for i in &ids {
+        assert!(listed.lines().any(|l| l == i), "{i} not listed");
+        assert_eq!(state(&env, i)["status"], "created");
+    }
+    for i in &ids {
+        ok(&env, &["delete", i]);
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn features_and_spec() {
+    let env = Env::new();
+    let f: Value = serde_json::from_str(&ok(&env, &["features"])).unwrap();
+    assert_eq!(f["ociVersionMin"], "1.0.0");
+    assert!(
+        f["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("pid"))
+    );
+    assert!(
+        f["linux"]["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("CAP_KILL"))
+    );
+    assert_eq!(f["linux"]["cgroup"]["systemd"], false);
+    let dir = env.dir.path().join("spec");
+    std::fs::create_dir(&dir).unwrap();
+    ok(&env, &["spec", "--bundle", dir.to_str().unwrap()]);
+    let c: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(c["root"]["path"], "rootfs");
+    assert_eq!(c["process"]["terminal"], true);
+    // It does not replace a config.json.
+    let o = sandbox(&env, &["spec", "--bundle", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("exists already"), "{}", err(&o));
+}

@@ -1,0 +1,329 @@
+//! An OCI bundle: `config.json` read and checked, field by field, against what this
+//! runtime honours. A field it does not apply is an error naming it, never silently
+//! dropped.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+
+use crate::error::{Error, Result, ioe};
+
+/// The runtime-spec versions this runtime reads (1.0.0 up to 1.2.x).
+pub const SUPPORTED_VERSIONS: &str = "1.0.0 to 1.2.x";
+
+/// The spec version this runtime writes (`sandbox spec`, `state`).
+pub const OCI_VERSION: &str = "1.2.0";
+
+fn refuse(field: &str, what: &str) -> Error {
+    Error::Config(format!("config.json {field}: {what}"))
+}
+
+/// Reads `BUNDLE/config.json` and checks it ([`check`]).
+pub fn load(bundle: &Path) -> Result<Spec> {
+    let p = bundle.join("config.json");
+    let text = std::fs::read(&p).map_err(ioe("read", &p))?;
+    // Unknown top-level or nested keys are not reported by serde; the ones we do not
+    // model are found by comparing with a re-serialisation below.
+    let raw: serde_json::Value = serde_json::from_slice(&text).map_err(|source| Error::Json {
+        path: p.clone(),
+        source,
+    })?;
+    let spec: Spec = serde_json::from_value(raw.clone())
+        .map_err(|e| refuse("", &format!("not a runtime spec: {e}")))?;
+    let back = serde_json::to_value(&spec).map_err(|source| Error::Json {
+        path: p.clone(),
+        source,
+    })?;
+    if let Some(field) = first_unknown(&raw, &back, String::new()) {
+        return Err(refuse(
+            &field,
+            "unknown field: this runtime does not know it (remove it, or use a runtime that does)",
+        ));
+    }
+    check(&spec)?;
+    Ok(spec)
+}
+
+/// The first key (as a dotted path) present in `raw` but not in `known`: a field the
+/// typed spec dropped.
+fn first_unknown(raw: &serde_json::Value, known: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match (raw, known) {
+        (Value::Object(r), Value::Object(k)) => {
+            for (key, v) in r {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                match k.get(key) {
+                    // An empty value may be left out by the serialiser.
+                    None if is_empty(v) => {}
+                    None => return Some(path),
+                    Some(kv) => {
+                        if let Some(f) = first_unknown(v, kv, path) {
+                            return Some(f);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        (Value::Array(r), Value::Array(k)) => r
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (rv, kv))| first_unknown(rv, kv, format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+fn is_empty(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => true,
+        Value::Object(o) => o.values().all(is_empty),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(_) => false,
+    }
+}
+
+/// Checks the version and every field this runtime cannot honour on this host.
+pub fn check(spec: &Spec) -> Result<()> {
+    let v = spec.version();
+    let ok = v
+        .strip_prefix("1.")
+        .and_then(|r| r.split(['.', '-', '+']).next())
+        .and_then(|minor| minor.parse::<u32>().ok())
+        .is_some_and(|minor| minor <= 2);
+    if !ok {
+        return Err(refuse(
+            "ociVersion",
+            &format!("{v:?} is not supported: this runtime reads {SUPPORTED_VERSIONS}"),
+        ));
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| refuse("process", "missing: the container needs a process"))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(refuse("process.args", "empty: name the program to run"));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(refuse("process.cwd", "must be an absolute path"));
+    }
+    if process
+        .apparmor_profile()
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(refuse(
+            "process.apparmorProfile",
+            "AppArmor is not enabled on this host (no /sys/kernel/security/apparmor): \
+             remove the field",
+        ));
+    }
+    if process
+        .selinux_label()
+        .as_ref()
+        .is_some_and(|l| !l.is_empty())
+    {
+        return Err(refuse(
+            "process.selinuxLabel",
+            "SELinux is not enabled on this host: remove the field",
+        ));
+    }
+    if process.io_priority().is_some() {
+        return Err(refuse(
+            "process.ioPriority",
+            "not supported by this runtime",
+        ));
+    }
+    if process.scheduler().is_some() {
+        return Err(refuse("process.scheduler", "not supported by this runtime"));
+    }
+    if process.exec_cpu_affinity().is_some() {
+        return Err(refuse(
+            "process.execCPUAffinity",
+            "not supported by this runtime",
+        ));
+    }
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| refuse("linux", "missing: this is a Linux runtime"))?;
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(refuse(
+            "linux.mountLabel",
+            "SELinux is not enabled on this host",
+        ));
+    }
+    if linux.intel_rdt().is_some() {
+        return Err(refuse("linux.intelRdt", "not supported by this runtime"));
+    }
+    if linux.personality().is_some() {
+        return Err(refuse(
+            "linux.personality",
+            "not supported by this runtime yet",
+        ));
+    }
+    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(refuse(
+            "linux.timeOffsets",
+            "not supported by this runtime yet",
+        ));
+    }
+    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(refuse("linux.sysctl", "not supported by this runtime yet"));
+    }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(refuse(
+            "linux.devices",
+            "extra device nodes are not supported yet (the default devices are made)",
+        ));
+    }
+    if let Some(p) = linux.rootfs_propagation()
+        && !matches!(p.as_str(), "" | "private" | "rprivate")
+    {
+        return Err(refuse(
+            "linux.rootfsPropagation",
+            &format!("{p:?}: only private and rprivate are supported yet"),
+        ));
+    }
+    for ns in linux.namespaces().iter().flatten() {
+        if ns.typ() == LinuxNamespaceType::User && ns.path().is_some() {
+            return Err(refuse(
+                "linux.namespaces",
+                "joining a user namespace by path is not supported yet",
+            ));
+        }
+    }
+    if let Some(s) = linux.seccomp()
+        && s.listener_path().is_some()
+    {
+        return Err(refuse(
+            "linux.seccomp.listenerPath",
+            "seccomp notify is not supported by this runtime",
+        ));
+    }
+    if !spec
+        .mounts()
+        .iter()
+        .flatten()
+        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs"))
+    {
+        return Err(refuse(
+            "mounts",
+            "a tmpfs on /dev is required (as `sandbox spec` writes it): this runtime \
+             makes the default devices there",
+        ));
+    }
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        check_mount(i, m)?;
+    }
+    if let Some(h) = spec.hooks() {
+        if h.create_container().as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(refuse(
+                "hooks.createContainer",
+                "hooks in the container's namespaces are not supported yet",
+            ));
+        }
+        if h.start_container().as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(refuse(
+                "hooks.startContainer",
+                "hooks in the container's namespaces are not supported yet",
+            ));
+        }
+    }
+    if spec.domainname().as_ref().is_some_and(|d| !d.is_empty())
+        && !linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Uts)
+    {
+        return Err(refuse(
+            "domainname",
+            "needs a uts namespace of the container's own",
+        ));
+    }
+    Ok(())
+}
+
+/// The mount options this runtime applies (see `rootfs::mount_options`); filesystem
+/// data (`mode=`, `size=`, ...) passes through for non-bind mounts.
+const BIND_OPTIONS: [&str; 10] = [
+    "bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec", "private", "rprivate", "suid",
+];
+
+fn check_mount(i: usize, m: &Mount) -> Result<()> {
+    let field = format!("mounts[{i}] ({})", m.destination().display());
+    if !m.destination().is_absolute() {
+        return Err(refuse(&field, "destination must be an absolute path"));
+    }
+    let typ = m.typ().as_deref().unwrap_or("");
+    let opts: Vec<&str> = m.options().iter().flatten().map(String::as_str).collect();
+    let bind = typ == "bind" || opts.iter().any(|o| *o == "bind" || *o == "rbind");
+    if bind {
+        if let Some(o) = opts
+            .iter()
+            .find(|o| !BIND_OPTIONS.contains(o) && !matches!(**o, "dev" | "exec"))
+        {
+            return Err(refuse(
+                &field,
+                &format!("bind mount option {o:?} is not supported (use {BIND_OPTIONS:?})"),
+            ));
+        }
+        return Ok(());
+    }
+    match typ {
+        "proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue" | "cgroup" | "cgroup2" => {}
+        other => {
+            return Err(refuse(
+                &field,
+                &format!(
+                    "filesystem type {other:?} is not supported (bind, proc, sysfs, tmpfs, \
+                     devpts, mqueue, cgroup)"
+                ),
+            ));
+        }
+    }
+    if let Some(o) = opts.iter().find(|o| {
+        matches!(
+            **o,
+            "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" | "rro"
+        )
+    }) {
+        return Err(refuse(
+            &field,
+            &format!("option {o:?} is not supported yet"),
+        ));
+    }
+    Ok(())
+}
+
+/// The root filesystem: `root.path`, relative to the bundle unless absolute; it must
+/// be a directory.
+pub fn rootfs(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
+    let r = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| refuse("root", "missing: name the root filesystem"))?;
+    let p = if r.path().is_absolute() {
+        r.path().clone()
+    } else {
+        bundle.join(r.path())
+    };
+    let p = p
+        .canonicalize()
+        .map_err(|e| Error::io("open root.path", &p, e))?;
+    if !p.is_dir() {
+        return Err(refuse(
+            "root.path",
+            &format!("{} is not a directory", p.display()),
+        ));
+    }
+    Ok(p)
+}

@@ -1,0 +1,128 @@
+//! `process.terminal`: a pty made inside the container (its own devpts), the master
+//! sent to the caller over `--console-socket` (SCM_RIGHTS, as runc sends it), the
+//! slave made the process's controlling terminal and its stdio.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The console of a container's process, prepared in the parent.
+#[derive(Debug)]
+pub struct Console {
+    sock: OwnedFd,
+    /// (rows, columns) from `process.consoleSize`.
+    size: Option<(u16, u16)>,
+}
+
+/// The text sent with the fd (runc sends the terminal's name; clients ignore it).
+const NAME: &[u8] = b"/dev/ptmx";
+
+impl Console {
+    /// Connects to the caller's console socket.
+    pub fn connect(path: &Path, size: Option<(u16, u16)>) -> Result<Console> {
+        let s = UnixStream::connect(path).map_err(|e| Error::io("connect", path, e))?;
+        Ok(Console {
+            sock: OwnedFd::from(s),
+            size,
+        })
+    }
+
+    /// The socket's fd (the runtime's copy is closed once the child has its own).
+    pub fn socket_fd(&self) -> i32 {
+        self.sock.as_raw_fd()
+    }
+
+    /// In the child, after its root and mounts are in place: opens a pty on the
+    /// container's /dev/ptmx, sends the master, makes the slave the controlling
+    /// terminal and fds 0-2. Async-signal-safe: raw syscalls, stack buffers.
+    pub fn apply(&self) -> io::Result<()> {
+        let err = io::Error::last_os_error;
+        // SAFETY: raw syscalls on NUL-terminated literals, fds we own, and stack
+        // structs sized as the kernel expects; nothing allocates.
+        unsafe {
+            let m = libc::open(
+                c"/dev/ptmx".as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            );
+            if m < 0 {
+                return Err(err());
+            }
+            let unlock: libc::c_int = 0;
+            if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) < 0 {
+                return Err(err());
+            }
+            let s = libc::ioctl(
+                m,
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            );
+            if s < 0 {
+                return Err(err());
+            }
+            if let Some((rows, cols)) = self.size {
+                let ws = libc::winsize {
+                    ws_row: rows,
+                    ws_col: cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                if libc::ioctl(m, libc::TIOCSWINSZ, &ws) < 0 {
+                    return Err(err());
+                }
+            }
+            send_fd(self.sock.as_raw_fd(), m)?;
+            libc::close(m);
+            libc::close(self.sock.as_raw_fd());
+            if libc::setsid() < 0 {
+                return Err(err());
+            }
+            if libc::ioctl(s, libc::TIOCSCTTY, 0) < 0 {
+                return Err(err());
+            }
+            for fd in 0..3 {
+                if libc::dup3(s, fd, 0) < 0 {
+                    return Err(err());
+                }
+            }
+            if s > 2 {
+                libc::close(s);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// sendmsg(2) of `fd` with [`NAME`] as data. Async-signal-safe.
+///
+/// # Safety
+/// `sock` and `fd` are open fds.
+unsafe fn send_fd(sock: libc::c_int, fd: libc::c_int) -> io::Result<()> {
+    // Room for one cmsghdr and one int, aligned (CMSG_SPACE(4) is 24 on 64-bit).
+    let mut buf = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: NAME.as_ptr() as *mut libc::c_void,
+        iov_len: NAME.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = buf.as_mut_ptr().cast();
+    // SAFETY: CMSG_* only compute sizes and offsets within `buf`.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32);
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd);
+        if libc::sendmsg(sock, &msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
