@@ -300,6 +300,11 @@ fn ctr_exec_kill_and_delete() {
         .stderr(Stdio::piped());
     let mut attached = attached.spawn().unwrap();
     let pid = eventually("task t-term runs", CMD_TIMEOUT, || {
+        if let Some(st) = attached.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(attached.stderr.as_mut().unwrap(), &mut err);
+            panic!("ctr run ended ({st}) before its task ran: {err}");
+        }
         c.tasks()
             .into_iter()
             .find(|(id, _, st)| id == "t-term" && st == "RUNNING")

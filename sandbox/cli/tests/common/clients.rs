@@ -231,6 +231,10 @@ impl Pty {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        // The Command keeps its Stdio (copies of the slave) until it drops: release them.
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         drop(slave);
         child
     }
@@ -258,7 +262,10 @@ impl Pty {
                 nix::poll::PollFlags::POLLIN,
             )];
             let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
-            nix::poll::poll(&mut fds, ms).expect("poll the pty master");
+            let ready = nix::poll::poll(&mut fds, ms).expect("poll the pty master");
+            if ready == 0 {
+                continue;
+            }
             let mut buf = [0u8; 4096];
             match nix::unistd::read(&self.master, &mut buf) {
                 Ok(0) | Err(nix::errno::Errno::EIO) => {
@@ -619,20 +626,21 @@ impl Drop for Scratch {
             );
         }
         // `SANDBOX_TEST_RUNTIME_LOG=FILE` collects every test's runtime calls in FILE.
-        if let Some(file) = std::env::var_os("SANDBOX_TEST_RUNTIME_LOG") {
-            if let Ok(mut f) = std::fs::OpenOptions::new()
+        let collect = std::env::var_os("SANDBOX_TEST_RUNTIME_LOG").and_then(|file| {
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(file)
-            {
-                let _ = writeln!(
-                    f,
-                    "## {} ({})\n{}",
-                    std::thread::current().name().unwrap_or("?"),
-                    self.dir.path().display(),
-                    self.runtime_calls().join("\n")
-                );
-            }
+                .ok()
+        });
+        if let Some(mut f) = collect {
+            let _ = writeln!(
+                f,
+                "## {} ({})\n{}",
+                std::thread::current().name().unwrap_or("?"),
+                self.dir.path().display(),
+                self.runtime_calls().join("\n")
+            );
         }
         self.remove_cgroups();
         self.unmount_all();
