@@ -116,6 +116,10 @@ pub fn run(args: Args) -> Result<()> {
             "the host and VM lanes run the kernel's cgroups for real: run `cargo xtask test` as root"
         );
     }
+    // Every lane builds sandbox-cli's dev-dependencies, among them k8s-cri (tests/cri.rs),
+    // whose build script runs protoc: install it before the first build.
+    util::apt_install(&["protobuf-compiler"])
+        .context("install protoc (k8s-cri's build script, sandbox-cli CRI tests)")?;
     let mut lanes = Vec::new();
     if !args.no_lint {
         lanes.push(lint()?);

@@ -302,7 +302,9 @@ pub fn busybox_oci_archive(dir: &Path, file: &str, reference: &str, cmd: &[&str]
         &std::fs::read(BUSYBOX).unwrap(),
     );
     let mut applets: Vec<&str> = APPLETS.to_vec();
-    applets.extend(["tty", "stty", "cut", "sed", "nproc", "yes"]);
+    applets.extend([
+        "tty", "stty", "cut", "sed", "nproc", "yes", "dd", "readlink", "uname",
+    ]);
     applets.sort_unstable();
     applets.dedup();
     for a in applets {
@@ -1100,17 +1102,28 @@ pub struct Containerd {
 
 impl Containerd {
     pub fn new() -> Containerd {
-        Containerd::with_config("")
+        Containerd::with_config("", None, |_| {})
     }
 
-    /// A private containerd whose configuration gets `extra` (TOML) appended.
-    pub fn with_config(extra: &str) -> Containerd {
+    /// A private containerd whose configuration gets `extra` (TOML) appended; `ctr`
+    /// works in namespace `ns` (CRI's is `k8s.io`), else in one unique to the test
+    /// (whose top-level cgroup the test then owns). `{dir}` in `extra` is the test's
+    /// scratch folder; `prepare` gets that folder before containerd starts.
+    pub fn with_config(extra: &str, ns: Option<&str>, prepare: impl FnOnce(&Path)) -> Containerd {
         let containerd = require_tool("containerd");
         let ctr = require_tool("ctr");
         require_tool("containerd-shim-runc-v2");
         let mut s = Scratch::new("ctrd");
-        let ns = unique("ctr");
-        s.own_cgroup(&ns);
+        let ns = match ns {
+            Some(ns) => ns.to_owned(),
+            None => {
+                let ns = unique("ctr");
+                s.own_cgroup(&ns);
+                ns
+            }
+        };
+        let extra = extra.replace("{dir}", &s.dir.path().to_string_lossy());
+        prepare(s.dir.path());
         let wrapper = s.runtime_wrapper(&[]);
         let sock = s.path("c.sock");
         let state = s.path("state");
@@ -1124,8 +1137,7 @@ root = "{root}"
 state = "{state}"
 temp = "{tmp}"
 disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
+{cri_off}  "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.snapshotter.v1.zfs",
@@ -1142,6 +1154,12 @@ disabled_plugins = [
                 tmp = tmp.display(),
                 sock = sock.display(),
                 opt = s.path("opt").display(),
+                // The CRI plugin runs only where the test configures it.
+                cri_off = if extra.contains("io.containerd.grpc.v1.cri") {
+                    ""
+                } else {
+                    "  \"io.containerd.grpc.v1.cri\",\n"
+                },
             ),
         )
         .unwrap();
@@ -1183,13 +1201,26 @@ disabled_plugins = [
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let archive = busybox_oci_archive(c.s.dir.path(), "busybox.tar", IMAGE, &["sh"]);
-        let o = c.ctr(
-            &["image", "import"],
-            &[archive.as_os_str().to_str().unwrap()],
-        );
-        ok("ctr image import of the busybox oci-archive", &o);
+        c.import("busybox.tar", IMAGE, &["sh"]);
         c
+    }
+
+    /// Builds a busybox oci-archive named `reference` whose command is `cmd` and
+    /// imports it with `ctr image import`.
+    pub fn import(&self, file: &str, reference: &str, cmd: &[&str]) {
+        let archive = busybox_oci_archive(self.s.dir.path(), file, reference, cmd);
+        let o = self.ctr(&["image", "import"], &[archive.to_str().unwrap()]);
+        ok(&format!("ctr image import of {reference}"), &o);
+    }
+
+    /// The runtime calls' wrapper (for a CRI runtime handler's BinaryName).
+    pub fn wrapper(&self) -> &Path {
+        &self.wrapper
+    }
+
+    /// Claims top-level cgroup `/name` on every hierarchy for cleanup.
+    pub fn own_cgroup(&mut self, name: &str) {
+        self.s.own_cgroup(name);
     }
 
     pub fn log(&self) -> String {
