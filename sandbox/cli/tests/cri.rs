@@ -182,7 +182,12 @@ fn pod_config(name: &str, logs: &Path, cgroup_parent: &str) -> cri::PodSandboxCo
     }
 }
 
-fn container_config(name: &str, cmd: &[&str], memory: i64) -> cri::ContainerConfig {
+fn container_config(
+    name: &str,
+    cmd: &[&str],
+    memory: i64,
+    pid: cri::NamespaceMode,
+) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
             name: name.into(),
@@ -202,7 +207,7 @@ fn container_config(name: &str, cmd: &[&str], memory: i64) -> cri::ContainerConf
                 ..Default::default()
             }),
             security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: ns_options(cri::NamespaceMode::Pod),
+                namespace_options: ns_options(pid),
                 ..Default::default()
             }),
         }),
@@ -260,7 +265,12 @@ fn cri_pod_with_two_containers_sharing_its_namespaces() {
                 "CreateContainer",
                 cl.create_container(cri::CreateContainerRequest {
                     pod_sandbox_id: pod.clone(),
-                    config: Some(container_config(name, &["sleep", "1000"], 64 << 20)),
+                    config: Some(container_config(
+                        name,
+                        &["sleep", "1000"],
+                        64 << 20,
+                        cri::NamespaceMode::Pod,
+                    )),
                     sandbox_config: Some(pod_cfg.clone()),
                 }),
             )
@@ -358,6 +368,50 @@ fn cri_pod_with_two_containers_sharing_its_namespaces() {
         );
         assert_eq!(lines.get(2), Some(&"3"), "pause, c1 and c2's sleeps: {out}");
 
+        // A container that asks for its own PID namespace gets one, in the pod's others.
+        let own = call(
+            "CreateContainer",
+            cl.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(
+                    "own-pid",
+                    &["sleep", "1000"],
+                    64 << 20,
+                    cri::NamespaceMode::Container,
+                )),
+                sandbox_config: Some(pod_cfg.clone()),
+            }),
+        )
+        .await
+        .container_id;
+        call(
+            "StartContainer",
+            cl.start_container(cri::StartContainerRequest {
+                container_id: own.clone(),
+            }),
+        )
+        .await;
+        let st = call(
+            "ContainerStatus",
+            cl.container_status(cri::ContainerStatusRequest {
+                container_id: own.clone(),
+                verbose: true,
+            }),
+        )
+        .await;
+        let own_pid = pid_of(&st.info);
+        for ns in ["net", "ipc", "uts"] {
+            assert_eq!(
+                ns_link(own_pid, ns),
+                ns_link(pause_pid, ns),
+                "{ns} of own-pid"
+            );
+        }
+        assert_ne!(ns_link(own_pid, "pid"), ns_link(pause_pid, "pid"));
+        assert_ne!(ns_link(own_pid, "pid"), ns_link(std::process::id(), "pid"));
+        ids.push(own);
+        pids.push(own_pid);
+
         // An OOM kill is reported as such.
         let hog = call(
             "CreateContainer",
@@ -367,6 +421,7 @@ fn cri_pod_with_two_containers_sharing_its_namespaces() {
                     "hog",
                     &["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"],
                     32 << 20,
+                    cri::NamespaceMode::Pod,
                 )),
                 sandbox_config: Some(pod_cfg.clone()),
             }),
