@@ -100,6 +100,31 @@ fn podman_run_it_through_a_pty() {
     pty.read_until("24 80", Duration::from_secs(30));
     let status = wait_within(&mut child, CMD_TIMEOUT).expect("podman run -it stty exits");
     assert_eq!(status.code(), Some(0), "terminal showed:\n{}", pty.seen());
+    // exec -it into a running container: a pty of its own (exec --tty --console-socket).
+    let n = format!("it-{}", std::process::id());
+    ok(
+        "podman run -d",
+        &p.container("run", &["-d", "--name", &n, IMAGE, "sleep", "1000"], None),
+    );
+    let mut pty = Pty::open();
+    let mut cmd = p.cmd();
+    cmd.args(["exec", "-it", &n, "sh"]);
+    let mut child = pty.spawn(&mut cmd);
+    pty.write(TYPED);
+    pty.read_until("tty-42", Duration::from_secs(30));
+    let status = wait_within(&mut child, CMD_TIMEOUT).expect("podman exec -it exits after `exit`");
+    assert_eq!(status.code(), Some(0), "terminal showed:\n{}", pty.seen());
+    ok(
+        "podman rm -f",
+        &p.run(&["rm", "--force", "--time", "0", &n]),
+    );
+    let calls = p.s.runtime_calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains(" exec ") && c.contains("--tty")),
+        "{calls:#?}"
+    );
 }
 
 #[test]
