@@ -116,6 +116,10 @@ pub fn run(args: Args) -> Result<()> {
             "the host and VM lanes run the kernel's cgroups for real: run `cargo xtask test` as root"
         );
     }
+    // Every lane builds sandbox-cli's dev-dependencies, among them k8s-cri (tests/cri.rs),
+    // whose build script runs protoc: install it before the first build.
+    util::apt_install(&["protobuf-compiler"])
+        .context("install protoc (k8s-cri's build script, sandbox-cli CRI tests)")?;
     let mut lanes = Vec::new();
     if !args.no_lint {
         lanes.push(lint()?);
@@ -154,6 +158,12 @@ pub fn run(args: Args) -> Result<()> {
     util::apt_install(&["busybox-static"]).context("install busybox-static (sandbox tests)")?;
     // nskit's unprivileged user-namespace test maps an id range through newuidmap.
     util::apt_install(&["uidmap"]).context("install newuidmap/newgidmap (nskit tests)")?;
+    // sandbox-cli's tests/clients.rs drive the runtime through its real clients: podman
+    // (with conmon) and containerd + ctr (with the runc shim v2). The tests never use a
+    // system daemon (none starts here: no systemd, and policy-rc.d refuses): each runs
+    // private instances with their own socket, root and state.
+    util::apt_install(&["podman", "containerd"])
+        .context("install podman and containerd (sandbox-cli client tests)")?;
     lanes.push(cargo_test_lane(
         "host",
         util::cargo()

@@ -200,6 +200,9 @@ struct TestBinary {
 /// `cargo test --no-run` for the musl target; the test and bin artifacts from its JSON.
 fn build_tests() -> Result<Build> {
     util::ensure_rust_target()?;
+    // sandbox-cli's dev-dependency k8s-cri runs protoc in its build script.
+    util::apt_install(&["protobuf-compiler"])
+        .context("install protoc (k8s-cri's build script, sandbox-cli CRI tests)")?;
 
     eprintln!("xtask: building integration tests and examples for {TARGET}");
     let mut stdout = String::new();
