@@ -49,9 +49,18 @@ pub struct MountSpec {
     pub(crate) fstype: Option<String>,
     pub(crate) flags: MsFlags,
     pub(crate) data: Option<String>,
+    pub(crate) mkdir: bool,
 }
 
 impl MountSpec {
+    /// Makes the target directory first when it is missing (its parent must exist),
+    /// inside the root: for mount points on a filesystem mounted earlier in the same
+    /// spawn (a tmpfs). Only [`Spawn`](crate::Spawn) honours it.
+    pub fn create_dir(mut self) -> MountSpec {
+        self.mkdir = true;
+        self
+    }
+
     fn fs(fstype: &str, target: impl AsRef<Path>, flags: MsFlags, data: Option<&str>) -> MountSpec {
         MountSpec {
             source: Some(fstype.into()),
@@ -59,6 +68,7 @@ impl MountSpec {
             fstype: Some(fstype.into()),
             flags,
             data: data.map(str::to_owned),
+            mkdir: false,
         }
     }
 
@@ -121,6 +131,7 @@ impl MountSpec {
             fstype: None,
             flags: MsFlags::MS_BIND,
             data: None,
+            mkdir: false,
         }
     }
 
@@ -145,6 +156,7 @@ impl MountSpec {
             fstype: Some(fstype.into()),
             flags,
             data: data.map(str::to_owned),
+            mkdir: false,
         }
     }
 

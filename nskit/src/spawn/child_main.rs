@@ -74,6 +74,8 @@ pub(super) struct ChildMount {
     /// A bind mount's per-mount flags (read-only, nosuid, nodev, ...; with MS_REC for
     /// an rbind), applied by a second call ([`sys::set_bind_flags`]); 0 for none.
     pub(super) remount: libc::c_ulong,
+    /// Make the target directory (inside the root) when missing.
+    pub(super) mkdir: bool,
 }
 
 /// A setns for the child: the fd, its CLONE_NEW* flags, and the /proc/PID/ns paths to
@@ -580,6 +582,49 @@ fn mount_target(
     }
 }
 
+/// mkdirat(2) of `rel`'s last component in its parent, resolved inside the root;
+/// an existing entry is fine. Async-signal-safe (a stack buffer).
+fn mkdir_in_root(root: RawFd, rel: &CStr) -> std::result::Result<(), i32> {
+    let bytes = rel.to_bytes();
+    let mut parent = [0u8; 4096];
+    let (dir, name) = match bytes.iter().rposition(|b| *b == b'/') {
+        Some(i) => (
+            bytes.get(..i).unwrap_or(b"."),
+            bytes.get(i + 1..).unwrap_or(b""),
+        ),
+        None => (b".".as_slice(), bytes),
+    };
+    let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+    if dir.len() >= parent.len() || name.is_empty() || name.len() >= 256 {
+        return Err(libc::ENAMETOOLONG);
+    }
+    for (slot, b) in parent.iter_mut().zip(dir) {
+        *slot = *b;
+    }
+    let mut last = [0u8; 256];
+    for (slot, b) in last.iter_mut().zip(name) {
+        *slot = *b;
+    }
+    let pdir = CStr::from_bytes_until_nul(&parent).map_err(|_| libc::EINVAL)?;
+    let leaf = CStr::from_bytes_until_nul(&last).map_err(|_| libc::EINVAL)?;
+    let pfd = resolve_in_root(root, pdir)?;
+    // SAFETY: pfd is an O_PATH directory fd of ours; leaf is NUL-terminated.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mkdirat,
+            libc::c_long::from(pfd),
+            leaf.as_ptr(),
+            0o755 as libc::c_long,
+        )
+    };
+    let e = raw::errno();
+    raw::close(pfd);
+    if r < 0 && e != libc::EEXIST {
+        return Err(e);
+    }
+    Ok(())
+}
+
 fn resolve_in_root(root: RawFd, rel: &CStr) -> std::result::Result<RawFd, i32> {
     let how = sys::OpenHow {
         flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
@@ -840,6 +885,12 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
     }
     let opt = |c: &Option<CString>| c.as_ref().map_or(null, |c| c.as_ptr());
     for (i, m) in p.mounts.iter().enumerate() {
+        if m.mkdir
+            && root_fd >= 0
+            && let Err(e) = mkdir_in_root(root_fd, &m.target)
+        {
+            fail(p, Step::ResolveTarget, i, e);
+        }
         let mut buf = [0u8; 32];
         let (mut tfd, target) = mount_target(p, i, root_fd, &m.target, &mut buf);
         if let Err(e) = raw::mount(

@@ -193,6 +193,7 @@ impl Spawn {
                     .as_deref()
                     .map(|s| cstring("mount data", OsStr::new(s)))
                     .transpose()?,
+                mkdir: m.mkdir,
                 remount: if is_bind && flags & sys::PER_MOUNT_FLAGS != 0 {
                     flags & (sys::PER_MOUNT_FLAGS | libc::MS_REC)
                 } else {

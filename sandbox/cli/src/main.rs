@@ -836,7 +836,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let msg = errchain::Chain(&e).to_string();
+            let mut msg = errchain::Chain(&e).to_string();
+            // Clients read these words to report 127/126 as a shell would (podman
+            // matches runc's phrasing).
+            match e.exit_code() {
+                sandbox::error::EXIT_NOT_FOUND => {
+                    msg.push_str(": executable file not found in $PATH: no such file or directory");
+                }
+                sandbox::error::EXIT_CANNOT_EXEC => msg.push_str(": permission denied"),
+                _ => {}
+            }
             if let Some((p, json)) = &logging {
                 log(p, *json, "error", &msg);
             }

@@ -256,7 +256,9 @@ fn podman_cpus_and_memory_land_in_the_cgroup() {
         &p.run(&["rm", "--force", "--time", "0", &n]),
     );
     assert!(!alive(pid));
-    for d in dirs {
+    // On a v1 hierarchy the runtime does not use (sandbox joins only those its
+    // limits and stats need), the process stays in conmon's cgroup: podman's own.
+    for d in dirs.iter().filter(|d| !d.ends_with("conmon")) {
         assert!(
             !d.exists(),
             "the container's cgroup {} outlived rm",

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use cgroupkit::Cgroup;
 use nskit::{MountSpec, MsFlags};
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Mount, Spec};
 
 /// The mount table the cgroup hierarchies and the initramfs check are read from (one
 /// read: the kernel formats every mount for each).
@@ -18,12 +19,63 @@ pub(crate) fn root_is_initramfs(mountinfo: &str) -> bool {
         .any(|(a, b)| a.split(' ').nth(4) == Some("/") && b.starts_with("rootfs "))
 }
 
+/// A `cgroup` (or `cgroup2`) mount: the container's own cgroup directories bound in
+/// (as runc does without a cgroup namespace, and what a cgroup namespace would show
+/// with one), never the host's whole tree. On pure v2 the one directory goes at the
+/// destination; on v1 and hybrid hosts a tmpfs there holds one directory per
+/// hierarchy the container's cgroup spans (`cpu`, `memory`, ..., `unified`), made
+/// read-only after when the mount is.
+fn cgroup_mounts(m: &Mount, cg: &Cgroup, out: &mut Vec<MountSpec>) {
+    let dst = m.destination();
+    let (flags, ..) = crate::rootfs::mount_options(m);
+    let bind_flags =
+        flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+    let dirs = cg.dirs();
+    if let [d] = dirs
+        && d.version == cgroupkit::Version::V2
+    {
+        out.push(MountSpec::rbind(&d.path, dst).flags(bind_flags));
+        return;
+    }
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    out.push(MountSpec::new(
+        "tmpfs",
+        "cgroup",
+        dst,
+        base,
+        Some("mode=755"),
+    ));
+    for d in dirs {
+        let Some(name) = d.mount_point.file_name() else {
+            continue;
+        };
+        out.push(
+            MountSpec::bind(&d.path, dst.join(name))
+                .flags(bind_flags)
+                .create_dir(),
+        );
+    }
+    if flags.contains(MsFlags::MS_RDONLY) {
+        out.push(MountSpec::new(
+            "tmpfs",
+            "cgroup",
+            dst,
+            base | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            Some("mode=755"),
+        ));
+    }
+}
+
 /// The nskit mounts the child makes: the spec's mounts but those made on the host
 /// (/dev, [`crate::rootfs::mount_dev`]), then masked and read-only paths.
-pub(crate) fn mounts(spec: &Spec, rootfs: &Path) -> Vec<MountSpec> {
+pub(crate) fn mounts(spec: &Spec, rootfs: &Path, cg: &Cgroup) -> Vec<MountSpec> {
     let mut out = Vec::new();
     for m in spec.mounts().iter().flatten() {
         if crate::rootfs::is_host_side(m) {
+            continue;
+        }
+        if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            cgroup_mounts(m, cg, &mut out);
             continue;
         }
         let (flags, d, bind, rec) = crate::rootfs::mount_options(m);

@@ -225,7 +225,7 @@ fn build_spawn(
     } else {
         sp.pivot_root(true);
     }
-    for m in mounts(spec, rootfs) {
+    for m in mounts(spec, rootfs, cg) {
         sp.mount(m);
     }
     // The working directory is entered by the last step, after the root change

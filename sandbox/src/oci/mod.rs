@@ -241,7 +241,7 @@ fn in_private_mounts<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// The devices every container gets (runtime spec, "Default Devices"): name,
-/// major, minor; character devices, mode 0666.
+/// major, minor (the host's nodes of these numbers are bound in).
 const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("null", 1, 3),
     ("zero", 1, 5),
@@ -311,23 +311,21 @@ fn prepare_rootfs(rootfs: &Path, spec: &Spec, owner: Option<(u32, u32)>) -> Resu
         }
     }
     crate::rootfs::mount_dev(rootfs, spec, owner)?;
-    // A fresh tmpfs of ours at rootfs/dev: nothing in it can redirect a path.
+    // A fresh tmpfs of ours at rootfs/dev: nothing in it can redirect a path. The
+    // host's nodes are bound in (as `sandbox run` does), not made with mknod: a bind
+    // mount has flags of its own, so they work under a user namespace and even when
+    // the spec's /dev tmpfs is `nodev`.
     let dev = rootfs.join("dev");
-    for (name, major, minor) in DEFAULT_DEVICES {
+    for (name, _, _) in DEFAULT_DEVICES {
         let p = dev.join(name);
-        nix::sys::stat::mknod(
-            &p,
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o666),
-            nix::sys::stat::makedev(major, minor),
-        )
-        .map_err(|e| Error::io("mknod", &p, e.into()))?;
-        // mknod honours the umask: the mode is set again.
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .map_err(ioe("chmod", &p))?;
-        if let Some((u, g)) = owner {
-            std::os::unix::fs::lchown(&p, Some(u), Some(g)).map_err(ioe("lchown", &p))?;
+        if std::fs::symlink_metadata(&p).is_ok() {
+            continue;
         }
+        std::fs::write(&p, b"").map_err(ioe("create", &p))?;
+        let host = Path::new("/dev").join(name);
+        nskit::MountSpec::bind(&host, &p)
+            .flags(nskit::MsFlags::MS_NOSUID | nskit::MsFlags::MS_NOEXEC)
+            .mount()?;
     }
     if let Some(p) = spec.process() {
         crate::assembly::workdir::ensure(rootfs, p.cwd(), owner)?;
