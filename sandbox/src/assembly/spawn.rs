@@ -293,6 +293,15 @@ pub(crate) fn launch(
     for (_, k) in &launch.joins {
         kinds -= *k;
     }
+    let mut launch = launch;
+    // setns(2) into a pid namespace moves only the caller's later children: the
+    // runtime enters it before the clone so that the container's process is in it
+    // (nskit's join, made by the child, would put only the child's children there).
+    if let Some(i) = launch.joins.iter().position(|(_, k)| *k == Namespace::PID) {
+        let (h, _) = launch.joins.remove(i);
+        nix::sched::setns(h.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| Error::io("setns(CLONE_NEWPID)", "linux.namespaces pid path", e.into()))?;
+    }
     let mountinfo =
         std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
     let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
