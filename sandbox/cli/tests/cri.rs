@@ -26,7 +26,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 const PAUSE: &str = "localhost/pause:test";
-const HANDLER: &str = "sbx";
+const HANDLER: &str = "sandbox";
 const CNI_LOOPBACK: &str = "/usr/lib/cni/loopback";
 
 /// A CNI plugin that hands the pod 127.0.0.1 on `eth0` (containerd 1.6 looks for that
@@ -65,7 +65,34 @@ impl Drop for CniCache {
     }
 }
 
-/// containerd's CRI plugin with the runtime under test as handler `sbx`.
+/// The runtime handler block of deploy/containerd-sandbox.toml (what operators
+/// merge into their containerd config), with its binary and state root pointed at
+/// the test's own; and a check that deploy/runtimeclass.yaml names that handler.
+fn deploy_handler(binary: &str, root: &str) -> String {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let toml = std::fs::read_to_string(deploy.join("containerd-sandbox.toml")).unwrap();
+    let block: String = toml
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        block.contains(&format!("containerd.runtimes.{HANDLER}]")),
+        "deploy/containerd-sandbox.toml does not define handler {HANDLER}"
+    );
+    let rc = std::fs::read_to_string(deploy.join("runtimeclass.yaml")).unwrap();
+    assert!(
+        rc.lines()
+            .any(|l| l.trim() == format!("handler: {HANDLER}")),
+        "deploy/runtimeclass.yaml does not name handler {HANDLER}"
+    );
+    block
+        .replace("/usr/local/bin/sandbox", binary)
+        .replace("/run/containerd/sandbox", root)
+}
+
+/// containerd's CRI plugin with the runtime under test as handler `sandbox`, made
+/// from deploy/containerd-sandbox.toml.
 fn cri_containerd() -> Containerd {
     assert!(
         Path::new(CNI_LOOPBACK).is_file(),
@@ -91,17 +118,13 @@ fn cri_containerd() -> Containerd {
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "{HANDLER}"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}.options]
-        BinaryName = "{{dir}}/bin/{base}"
-        Root = "{{dir}}/runc"
-        SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{{dir}}/cni-bin"
     conf_dir = "{{dir}}/cni-conf"
     max_conf_num = 1
-"#
+{handler}
+"#,
+        handler = deploy_handler(&format!("{{dir}}/bin/{base}"), "{dir}/runc"),
     );
     let c = Containerd::with_config(&extra, Some("k8s.io"), |dir| {
         let bin = dir.join("cni-bin");

@@ -135,6 +135,25 @@ pub fn check(spec: &Spec) -> Result<()> {
             "SELinux is not enabled on this host: remove the field",
         ));
     }
+    if let Some(c) = process.capabilities() {
+        let empty = Default::default();
+        let inh = c.inheritable().as_ref().unwrap_or(&empty);
+        let prm = c.permitted().as_ref().unwrap_or(&empty);
+        if let Some(a) = c
+            .ambient()
+            .iter()
+            .flatten()
+            .find(|a| !inh.contains(a) || !prm.contains(a))
+        {
+            return Err(refuse(
+                "process.capabilities.ambient",
+                &format!(
+                    "CAP_{a} is not also inheritable and permitted, so the kernel cannot raise \
+                     it (runc skips it silently): add it to both sets or remove it"
+                ),
+            ));
+        }
+    }
     if process.io_priority().is_some() {
         return Err(refuse(
             "process.ioPriority",

@@ -79,7 +79,7 @@ fn bundle(dir: &Path, tag: &str) -> Result<PathBuf> {
     let b = dir.join(format!("bundle-{tag}"));
     std::fs::create_dir_all(b.join("rootfs/bin"))?;
     std::fs::copy("/bin/busybox", b.join("rootfs/bin/busybox"))?;
-    for a in ["true", "sh"] {
+    for a in ["true", "sh", "sleep"] {
         std::os::unix::fs::symlink("busybox", b.join("rootfs/bin").join(a))?;
     }
     let st = Command::new("runc").arg("spec").current_dir(&b).status()?;
@@ -91,6 +91,12 @@ fn bundle(dir: &Path, tag: &str) -> Result<PathBuf> {
     v["process"]["terminal"] = false.into();
     v["process"]["args"] = serde_json::json!(["/bin/true"]);
     v["linux"]["cgroupsPath"] = format!("/sandbox-bench-{}-{tag}", std::process::id()).into();
+    // runc's default spec asks for ambient capabilities that are not inheritable,
+    // which the kernel refuses (runc skips them, sandbox refuses the spec): the same
+    // bundle for everyone, without them.
+    if let Some(c) = v["process"]["capabilities"].as_object_mut() {
+        c.remove("ambient");
+    }
     std::fs::write(&p, serde_json::to_vec_pretty(&v)?)?;
     Ok(b)
 }
@@ -127,6 +133,22 @@ fn bench(runs: usize, dir: &Path, sandbox: &Path) -> Result<()> {
                     .arg(&st)
                     .args(["run", "--name", &format!("b{i}"), "--rootfs"]);
                 c.arg(&rf).args(["--", "/bin/true"]);
+                c
+            }),
+        ));
+    }
+    {
+        let (st, b, bin) = (
+            state.clone(),
+            bundle(dir, "sandbox-oci")?,
+            sandbox.to_path_buf(),
+        );
+        tools.push((
+            "sandbox run --bundle (OCI, runc spec bundle)".into(),
+            Box::new(move |i| {
+                let mut c = Command::new(&bin);
+                c.arg("--root").arg(&st).args(["run", "--bundle"]).arg(&b);
+                c.arg(format!("bench-oci-{}-{i}", std::process::id()));
                 c
             }),
         ));
@@ -191,6 +213,7 @@ fn bench(runs: usize, dir: &Path, sandbox: &Path) -> Result<()> {
     };
     let stats: Vec<_> = samples.iter_mut().map(stat).collect();
     let (sb_t, _, sb_r) = stats[0];
+    // (the OCI row, second, is `sandbox run --bundle`; ratios are to the first row)
     for ((n, _), (med, p90, rss)) in tools.iter().zip(&stats) {
         println!(
             "{:<54} {:>8.2}ms {:>8.2}ms {:>10.1} MB {:>9.2}x {:>9.2}x",
@@ -205,5 +228,81 @@ fn bench(runs: usize, dir: &Path, sandbox: &Path) -> Result<()> {
     println!(
         "(peak RSS: median over cycles of wait4 ru_maxrss of the runtime command and its reaped descendants)"
     );
+    charged(dir, sandbox, &state)
+}
+
+/// What each runtime charges to the container's memory cgroup: `create` + `start` of
+/// a busybox `sleep`, then the cgroup's peak (v1 memory.max_usage_in_bytes, v2
+/// memory.peak), then kill and delete. The runtime's own work between clone and
+/// exec runs in the container's cgroup and counts there.
+fn charged(dir: &Path, sandbox: &Path, state: &Path) -> Result<()> {
+    let rounds = 5;
+    println!(
+        "memory charged to the container's cgroup by create+start (peak, median of {rounds}):"
+    );
+    let mut base = None;
+    for rt in ["sandbox", "runc", "crun"] {
+        let b = bundle(dir, &format!("mem-{rt}"))?;
+        let p = b.join("config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p)?)?;
+        v["process"]["args"] = serde_json::json!(["sleep", "100"]);
+        std::fs::write(&p, serde_json::to_vec_pretty(&v)?)?;
+        let cg = v["linux"]["cgroupsPath"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let mut peaks = Vec::new();
+        for i in 0..rounds {
+            let id = format!("bench-mem-{rt}-{}-{i}", std::process::id());
+            let cmd = |args: &[&str]| {
+                let mut c = if rt == "sandbox" {
+                    let mut c = Command::new(sandbox);
+                    c.arg("--root").arg(state);
+                    c
+                } else {
+                    Command::new(rt)
+                };
+                c.args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                c
+            };
+            let ok = cmd(&["create", "--bundle", &b.to_string_lossy(), &id])
+                .status()?
+                .success()
+                && cmd(&["start", &id]).status()?.success();
+            std::thread::sleep(Duration::from_millis(100));
+            let v1 = PathBuf::from("/sys/fs/cgroup/memory")
+                .join(&cg)
+                .join("memory.max_usage_in_bytes");
+            let v2 = PathBuf::from("/sys/fs/cgroup")
+                .join(&cg)
+                .join("memory.peak");
+            let peak = std::fs::read_to_string(&v1)
+                .or_else(|_| std::fs::read_to_string(&v2))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok());
+            let _ = cmd(&["kill", &id, "KILL"]).status();
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = cmd(&["delete", "--force", &id]).status();
+            match (ok, peak) {
+                (true, Some(p)) => peaks.push(p),
+                _ => bail!(
+                    "{rt}: create/start of {id} failed or no memory peak in {}",
+                    v1.display()
+                ),
+            }
+        }
+        peaks.sort_unstable();
+        let med = peaks[peaks.len() / 2];
+        let b0 = *base.get_or_insert(med);
+        println!(
+            "  {rt:<8} {:>8.2} MB  {:>6.2}x sandbox",
+            med as f64 / (1 << 20) as f64,
+            med as f64 / b0 as f64
+        );
+    }
     Ok(())
 }
