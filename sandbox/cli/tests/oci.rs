@@ -108,6 +108,9 @@ fn run_bundle(env: &Env, b: &Bundle, id: &str) -> Output {
         .unwrap()
 }
 
+/// A change to a config.json.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 fn id(tag: &str) -> String {
     common::name(&format!("oci-{tag}"))
 }
@@ -287,7 +290,7 @@ fn kill_and_delete_semantics() {
 fn bad_configs_are_refused_by_field_and_leave_nothing() {
     let env = Env::new();
     let b = Bundle::new(&env, "bad", "true");
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("ociVersion", Box::new(|c| c["ociVersion"] = json!("2.0.0"))),
         (
             "linux.frobnicate",
@@ -736,4 +739,109 @@ fn features_and_spec() {
     let o = sandbox(&env, &["spec", "--bundle", dir.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(err(&o).contains("exists already"), "{}", err(&o));
+}
+
+/// Whether this host is pure cgroup v2 (the VM lane).
+fn pure_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// cgroup v2: an absolute cgroupsPath, `unified` keys at create and on update, the
+/// freezer, a memory limit below usage refused on update, and the device program.
+/// On a host whose container cgroups are v1 (hybrid), `unified` is refused clearly.
+#[test]
+fn cgroup_v2_unified_freezer_devices_and_update() {
+    let env = Env::new();
+    let parent = format!("oci-v2-{}", std::process::id());
+    let b = Bundle::new(
+        &env,
+        "v2",
+        "mknod /tmp/kmsg c 1 11 && (echo x > /tmp/kmsg) 2>&1; head -c 100000 /dev/zero > /dev/null; sleep 1000",
+    );
+    b.edit(|c| {
+        c["linux"]["cgroupsPath"] = json!(format!("/{parent}/c"));
+        c["linux"]["resources"]["unified"] = json!({"memory.high": "50000000", "pids.max": "20"});
+    });
+    let i = id("v2");
+    if !pure_v2() {
+        let o = sandbox(&env, &["create", "--bundle", b.path(), &i]);
+        assert!(!o.status.success(), "unified accepted on v1 hierarchies");
+        assert!(err(&o).contains("cgroup v2"), "{}", err(&o));
+        env.assert_clean();
+        return;
+    }
+    let cg = PathBuf::from("/sys/fs/cgroup").join(&parent).join("c");
+    ok(&env, &["create", "--bundle", b.path(), &i]);
+    assert_eq!(
+        std::fs::read_to_string(cg.join("memory.high"))
+            .unwrap()
+            .trim(),
+        "49999872"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cg.join("pids.max")).unwrap().trim(),
+        "20"
+    );
+    ok(&env, &["start", &i]);
+    // The device program refuses a node outside the allow-list, even after mknod.
+    let start = Instant::now();
+    while !ok(&env, &["exec", &i, "cat", "/proc/1/cmdline"]).contains("sleep") {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = sandbox(&env, &["exec", &i, "sh", "-c", "echo x > /tmp/kmsg"]);
+    assert!(
+        !o.status.success(),
+        "a write to a made /dev/kmsg node worked"
+    );
+    assert!(
+        err(&o).contains("ermission denied") || err(&o).contains("ot permitted"),
+        "{}",
+        err(&o)
+    );
+    // pause/resume through cgroup.freeze.
+    ok(&env, &["pause", &i]);
+    assert!(
+        std::fs::read_to_string(cg.join("cgroup.events"))
+            .unwrap()
+            .contains("frozen 1")
+    );
+    assert_eq!(state(&env, &i)["status"], "paused");
+    ok(&env, &["resume", &i]);
+    assert!(
+        std::fs::read_to_string(cg.join("cgroup.events"))
+            .unwrap()
+            .contains("frozen 0")
+    );
+    // update: unified keys again; a memory limit below current usage is refused.
+    let res = env.dir.path().join("res.json");
+    std::fs::write(
+        &res,
+        json!({"unified": {"memory.high": "60000000"}}).to_string(),
+    )
+    .unwrap();
+    ok(&env, &["update", "--resources", res.to_str().unwrap(), &i]);
+    assert_eq!(
+        std::fs::read_to_string(cg.join("memory.high"))
+            .unwrap()
+            .trim(),
+        "59998208"
+    );
+    std::fs::write(&res, json!({"memory": {"limit": 4096}}).to_string()).unwrap();
+    let o = sandbox(&env, &["update", "--resources", res.to_str().unwrap(), &i]);
+    assert!(!o.status.success(), "a limit below usage was applied");
+    assert!(
+        err(&o).contains("below the container's current usage"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(
+        state(&env, &i)["status"],
+        "running",
+        "the refused update killed it"
+    );
+    ok(&env, &["delete", "--force", &i]);
+    assert!(!cg.exists());
+    let _ = std::fs::remove_dir(PathBuf::from("/sys/fs/cgroup").join(&parent));
+    env.assert_clean();
 }

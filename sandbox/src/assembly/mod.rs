@@ -25,8 +25,8 @@ use crate::spec::{self, RunOptions};
 use crate::state::{self, State, Status};
 use crate::store::{Image, Store};
 
-pub(crate) use resources::ns_kind;
 pub use resources::resources;
+pub(crate) use resources::{apply_unified, ns_kind};
 pub use spawn::exit_code;
 
 /// Where state and images live.

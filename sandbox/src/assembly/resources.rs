@@ -2,7 +2,7 @@
 //! terms.
 
 use cgroupkit::cpu::CpuWeight;
-use cgroupkit::{Cpu, CpuQuota, Cpuset, IdSet, Limit, Memory, Pids, Resources};
+use cgroupkit::{Controller, Cpu, CpuQuota, Cpuset, IdSet, Limit, Memory, Pids, Resources};
 use nskit::Namespace;
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
 
@@ -136,10 +136,96 @@ pub fn resources(r: Option<&LinuxResources>) -> Result<Resources> {
     if r.rdma().as_ref().is_some_and(|x| !x.is_empty()) {
         return Err(unsupported("rdma"));
     }
-    if r.unified().as_ref().is_some_and(|x| !x.is_empty()) {
-        return Err(unsupported("unified"));
+    for k in r.unified().iter().flatten().map(|(k, _)| k) {
+        unified_controller(k)?;
     }
     Ok(out)
+}
+
+/// The v2 controller a `linux.resources.unified` key belongs to (`memory.high` ->
+/// memory), or none for core files (`cgroup.*`); a key that could name another
+/// path (`/`, `..`) or is not `CONTROLLER.FILE` is refused.
+pub(crate) fn unified_controller(key: &str) -> Result<Option<Controller>> {
+    let bad = || {
+        Error::Config(format!(
+            "linux.resources.unified key {key:?}: expected a cgroup v2 file name like \
+             memory.high"
+        ))
+    };
+    let (prefix, rest) = key.split_once('.').ok_or_else(bad)?;
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.'))
+    };
+    if !ok(prefix) || !ok(rest) || rest.contains("..") {
+        return Err(bad());
+    }
+    if prefix == "cgroup" {
+        if matches!(
+            rest,
+            "procs" | "threads" | "subtree_control" | "kill" | "type"
+        ) {
+            return Err(Error::Config(format!(
+                "linux.resources.unified key {key:?}: the runtime owns this file"
+            )));
+        }
+        return Ok(None);
+    }
+    Controller::ALL
+        .into_iter()
+        .find(|c| c.v2_name() == Some(prefix))
+        .map(Some)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "linux.resources.unified key {key:?}: no cgroup v2 controller {prefix:?}"
+            ))
+        })
+}
+
+/// Writes `linux.resources.unified` into the cgroup's v2 directory (files that exist
+/// only: a missing one is an error naming it).
+pub(crate) fn apply_unified(
+    cg: &cgroupkit::Cgroup,
+    unified: &std::collections::HashMap<String, String>,
+) -> Result<()> {
+    if unified.is_empty() {
+        return Ok(());
+    }
+    let dir = cg
+        .dirs()
+        .iter()
+        .find(|d| d.version == cgroupkit::Version::V2)
+        .ok_or_else(|| {
+            Error::Config(
+                "linux.resources.unified needs cgroup v2, and this container's cgroup is on \
+                 v1 hierarchies only here: use the typed fields"
+                    .into(),
+            )
+        })?;
+    let mut keys: Vec<_> = unified.iter().collect();
+    keys.sort();
+    for (k, v) in keys {
+        if let Some(c) = unified_controller(k)?
+            && !dir.controllers.contains(&c)
+        {
+            return Err(Error::Config(format!(
+                "linux.resources.unified key {k:?} needs the {c} controller on cgroup v2, \
+                 and this host serves it from a v1 hierarchy: use the typed fields"
+            )));
+        }
+        let p = dir.path.join(k);
+        let f = std::fs::OpenOptions::new().write(true).open(&p);
+        let written = f.and_then(|mut f| std::io::Write::write_all(&mut f, v.as_bytes()));
+        written.map_err(|e| {
+            Error::io(
+                "write linux.resources.unified (is the file's controller available?)",
+                &p,
+                e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// The nskit namespace kind of an OCI namespace type.

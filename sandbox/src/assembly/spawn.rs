@@ -136,6 +136,18 @@ fn make_cgroup<'g>(g: &'g mut Guard<'_>, h: &Hierarchy, linux: &Linux) -> Result
     if res.cpuset.is_some() {
         wanted.push(Controller::Cpuset);
     }
+    let unified = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.unified().clone())
+        .unwrap_or_default();
+    for k in unified.keys() {
+        if let Some(c) = super::resources::unified_controller(k)?
+            && !wanted.contains(&c)
+        {
+            wanted.push(c);
+        }
+    }
     let controllers: Vec<Controller> = wanted
         .into_iter()
         .filter(|c| h.mount_for(*c).is_some())
@@ -143,6 +155,7 @@ fn make_cgroup<'g>(g: &'g mut Guard<'_>, h: &Hierarchy, linux: &Linux) -> Result
     let cg = Cgroup::create(h, &CgroupPath::new(&g.state.cgroup)?, &controllers)?;
     let cg = g.cgroup.insert(cg);
     cg.apply(&res)?;
+    super::resources::apply_unified(cg, &unified)?;
     Ok(cg)
 }
 

@@ -873,6 +873,9 @@ pub fn update(root: &Path, id: &str, r: &oci_spec::runtime::LinuxResources) -> R
         }
     }
     cg.apply(&res)?;
+    if let Some(u) = r.unified() {
+        crate::assembly::apply_unified(&cg, u)?;
+    }
     // The recorded spec follows, so that `state`/`exec` see the new limits.
     if let Some(mut spec) = load_spec(&dir)
         && let Some(mut linux) = spec.linux().clone()
