@@ -301,8 +301,19 @@ fn bad_configs_are_refused_by_field_and_leave_nothing() {
             Box::new(|c| c["process"]["terminal"] = json!(true)),
         ),
         (
-            "linux.sysctl",
-            Box::new(|c| c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"})),
+            "linux.sysctl \"kernel.panic\"",
+            Box::new(|c| c["linux"]["sysctl"] = json!({"kernel.panic": "1"})),
+        ),
+        (
+            "linux.sysctl \"../../etc\"",
+            Box::new(|c| c["linux"]["sysctl"] = json!({"../../etc": "1"})),
+        ),
+        (
+            "linux.devices[0].path",
+            Box::new(|c| {
+                c["linux"]["devices"] =
+                    json!([{"path": "/etc/x", "type": "c", "major": 1, "minor": 3}])
+            }),
         ),
         (
             "linux.resources.blockIO",
@@ -843,5 +854,39 @@ fn cgroup_v2_unified_freezer_devices_and_update() {
     ok(&env, &["delete", "--force", &i]);
     assert!(!cg.exists());
     let _ = std::fs::remove_dir(PathBuf::from("/sys/fs/cgroup").join(&parent));
+    env.assert_clean();
+}
+
+/// `linux.sysctl` lands in the container's own network and IPC namespaces (the
+/// host's values unchanged); `linux.devices` nodes are made with their mode and owner.
+#[test]
+fn sysctls_and_devices() {
+    let env = Env::new();
+    let host_port =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let host_shm = std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap();
+    let b = Bundle::new(
+        &env,
+        "sysctl",
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shmmni; \
+         stat -c '%a %u %g %t %T' /dev/my/null; echo hi > /dev/my/null && echo wrote",
+    );
+    b.edit(|c| {
+        c["linux"]["sysctl"] =
+            json!({"net.ipv4.ip_unprivileged_port_start": "1000", "kernel.shmmni": "1234"});
+        c["linux"]["devices"] = json!([{"path": "/dev/my/null", "type": "c", "major": 1, "minor": 3,
+                                        "fileMode": 432, "uid": 5, "gid": 6}]);
+    });
+    let o = run_bundle(&env, &b, &id("sysctl"));
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "1000\n1234\n660 5 6 1 3\nwrote\n", "{}", err(&o));
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(),
+        host_port
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap(),
+        host_shm
+    );
     env.assert_clean();
 }

@@ -194,14 +194,37 @@ pub fn check(spec: &Spec) -> Result<()> {
             "not supported by this runtime yet",
         ));
     }
-    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(refuse("linux.sysctl", "not supported by this runtime yet"));
+    let own = |t: LinuxNamespaceType| {
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
+    for (k, _) in linux.sysctl().iter().flatten() {
+        sysctl_namespace(k, &own)?;
     }
-    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(refuse(
-            "linux.devices",
-            "extra device nodes are not supported yet (the default devices are made)",
-        ));
+    for (i, d) in linux.devices().iter().flatten().enumerate() {
+        let p = d.path();
+        let under_dev = p.starts_with("/dev/")
+            && p.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+        if !under_dev {
+            return Err(refuse(
+                &format!("linux.devices[{i}].path"),
+                &format!("{} must be a path under /dev without ..", p.display()),
+            ));
+        }
+        if matches!(d.typ(), oci_spec::runtime::LinuxDeviceType::A) {
+            return Err(refuse(
+                &format!("linux.devices[{i}].type"),
+                "must be c, u, b or p",
+            ));
+        }
     }
     if let Some(p) = linux.rootfs_propagation()
         && !matches!(p.as_str(), "" | "private" | "rprivate")
@@ -266,6 +289,45 @@ pub fn check(spec: &Spec) -> Result<()> {
         return Err(refuse(
             "domainname",
             "needs a uts namespace of the container's own",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that sysctl `key` is one a container's own namespace holds: `net.*` (a
+/// network namespace of its own), the IPC ones (`kernel.msg*`, `kernel.sem`,
+/// `kernel.shm*`, `fs.mqueue.*`: an IPC namespace of its own); others would change
+/// the host and are refused, as are names that could leave /proc/sys.
+fn sysctl_namespace(key: &str, own: &dyn Fn(LinuxNamespaceType) -> bool) -> Result<()> {
+    let field = format!("linux.sysctl {key:?}");
+    let ok = !key.is_empty()
+        && !key.starts_with('.')
+        && !key.contains("..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !ok {
+        return Err(refuse(&field, "not a sysctl name"));
+    }
+    let ipc = key.starts_with("kernel.msg")
+        || key == "kernel.sem"
+        || key.starts_with("kernel.shm")
+        || key.starts_with("fs.mqueue.");
+    let (kind, what) = if key.starts_with("net.") {
+        (LinuxNamespaceType::Network, "network")
+    } else if ipc {
+        (LinuxNamespaceType::Ipc, "ipc")
+    } else {
+        return Err(refuse(
+            &field,
+            "is not namespaced: it would change the host (only net.* and the IPC sysctls \
+             are allowed)",
+        ));
+    };
+    if !own(kind) {
+        return Err(refuse(
+            &field,
+            &format!("needs a {what} namespace of the container's own"),
         ));
     }
     Ok(())

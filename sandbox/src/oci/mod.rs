@@ -327,10 +327,146 @@ fn prepare_rootfs(rootfs: &Path, spec: &Spec, owner: Option<(u32, u32)>) -> Resu
             .flags(nskit::MsFlags::MS_NOSUID | nskit::MsFlags::MS_NOEXEC)
             .mount()?;
     }
+    for d in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        make_device(&root, d, owner)?;
+    }
     if let Some(p) = spec.process() {
         crate::assembly::workdir::ensure(rootfs, p.cwd(), owner)?;
     }
     Ok(())
+}
+
+/// A `linux.devices` node in the container's /dev tmpfs (resolved inside the root;
+/// parents made), with its mode and owner. A node that exists (a default device)
+/// is replaced.
+fn make_device(
+    root: &nskit::Root,
+    d: &oci_spec::runtime::LinuxDevice,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    use nix::sys::stat::{Mode, SFlag};
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let p = d.path();
+    let kind = match d.typ() {
+        T::C | T::U => SFlag::S_IFCHR,
+        T::B => SFlag::S_IFBLK,
+        T::P => SFlag::S_IFIFO,
+        T::A => return Err(Error::Config("linux.devices: type a is not a node".into())),
+    };
+    let parent = p.parent().unwrap_or(Path::new("/dev"));
+    root.create_dir_all(parent)?;
+    let pfd = root.resolve(parent)?;
+    let name = p.file_name().unwrap_or_default();
+    // A default device bound there is unmounted first (our own bind).
+    let host_view = root.path().join(p.strip_prefix("/").unwrap_or(p));
+    let _ = nix::mount::umount2(&host_view, nix::mount::MntFlags::MNT_DETACH);
+    let _ = nix::unistd::unlinkat(&pfd, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666));
+    let (maj, min) = (
+        u64::try_from(d.major()).unwrap_or(0),
+        u64::try_from(d.minor()).unwrap_or(0),
+    );
+    nix::sys::stat::mknodat(&pfd, name, kind, mode, nix::sys::stat::makedev(maj, min))
+        .map_err(|e| Error::io("mknod linux.devices", p, e.into()))?;
+    let fd = nix::fcntl::openat(
+        &pfd,
+        name,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open linux.devices", p, e.into()))?;
+    // The mode without the umask, through /proc/self/fd (fchmod refuses O_PATH fds).
+    let via = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    std::fs::set_permissions(
+        &via,
+        std::os::unix::fs::PermissionsExt::from_mode(mode.bits()),
+    )
+    .map_err(|e| Error::io("chmod linux.devices", p, e))?;
+    let (u, g) = match owner {
+        Some((ou, og)) => (d.uid().unwrap_or(0) + ou, d.gid().unwrap_or(0) + og),
+        None => (d.uid().unwrap_or(0), d.gid().unwrap_or(0)),
+    };
+    nix::unistd::fchownat(
+        &fd,
+        "",
+        Some(u.into()),
+        Some(g.into()),
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| Error::io("chown linux.devices", p, e.into()))
+}
+
+/// Writes `linux.sysctl` (checked by [`bundle::check`] to be namespaced) in the
+/// container's namespaces: a forked helper enters its network and IPC namespaces
+/// and writes /proc/sys (procfs answers for the writer's namespaces).
+fn apply_sysctls(pid: i32, sysctl: &std::collections::HashMap<String, String>) -> Result<()> {
+    if sysctl.is_empty() {
+        return Ok(());
+    }
+    let mut items: Vec<(String, String, &str)> = Vec::new();
+    for (k, v) in sysctl {
+        let ns = if k.starts_with("net.") { "net" } else { "ipc" };
+        items.push((format!("/proc/sys/{}", k.replace('.', "/")), v.clone(), ns));
+    }
+    let nsfiles: Vec<(File, nix::sched::CloneFlags)> = ["net", "ipc"]
+        .into_iter()
+        .filter(|n| items.iter().any(|i| i.2 == *n))
+        .map(|n| {
+            let p = format!("/proc/{pid}/ns/{n}");
+            let flag = if n == "net" {
+                nix::sched::CloneFlags::CLONE_NEWNET
+            } else {
+                nix::sched::CloneFlags::CLONE_NEWIPC
+            };
+            File::open(&p)
+                .map(|f| (f, flag))
+                .map_err(|e| Error::io("open", p, e))
+        })
+        .collect::<Result<_>>()?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::io("pipe2", "sysctl report", e.into()))?;
+    // SAFETY: the runtime is single-threaded here (the CLI makes no threads), so the
+    // child may allocate; it only enters namespaces, writes files and exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(r);
+            let mut msg = String::new();
+            for (f, flag) in &nsfiles {
+                if let Err(e) = nix::sched::setns(f.as_fd(), *flag) {
+                    msg = format!("setns({flag:?}): {e}");
+                }
+            }
+            if msg.is_empty() {
+                for (path, value, _) in &items {
+                    if let Err(e) = std::fs::write(path, value) {
+                        msg = format!("write {path} = {value:?}: {e}");
+                        break;
+                    }
+                }
+            }
+            let _ = nix::unistd::write(&w, msg.as_bytes());
+            // SAFETY: _exit skips the parent's atexit handlers and buffers.
+            unsafe { libc::_exit(i32::from(!msg.is_empty())) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(w);
+            let mut msg = String::new();
+            let _ = std::io::Read::read_to_string(&mut File::from(r), &mut msg);
+            let _ = nix::sys::wait::waitpid(child, None);
+            if msg.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Config(format!("linux.sysctl: {msg}")))
+            }
+        }
+        Err(e) => Err(Error::io("fork", "sysctl helper", e.into())),
+    }
 }
 
 /// The namespaces to join: the spec's `linux.namespaces[].path`.
@@ -554,6 +690,9 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
         )
     })?;
     let pid = child.pid();
+    if let Some(s) = linux.sysctl() {
+        apply_sysctls(pid, s)?;
+    }
     if let Some(adj) = process.oom_score_adj() {
         let p = format!("/proc/{pid}/oom_score_adj");
         std::fs::write(&p, adj.to_string()).map_err(|e| {
@@ -947,13 +1086,27 @@ pub fn write_default_spec(bundle: &Path, rootless: bool) -> Result<()> {
         p.set_terminal(Some(true));
         spec.set_process(Some(p));
     }
-    // The device binds of `sandbox run` are made as default devices here.
+    // The device binds of `sandbox run` are made as default devices here, and /dev
+    // is not `nodev` (as runc's), so that `linux.devices` nodes work.
     let mounts: Vec<_> = spec
         .mounts()
         .iter()
         .flatten()
         .filter(|m| m.typ().as_deref() != Some("bind"))
         .cloned()
+        .map(|mut m| {
+            if m.destination() == Path::new("/dev") {
+                let o: Vec<String> = m
+                    .options()
+                    .iter()
+                    .flatten()
+                    .filter(|o| *o != "nodev")
+                    .cloned()
+                    .collect();
+                m.set_options(Some(o));
+            }
+            m
+        })
         .collect();
     spec.set_mounts(Some(mounts));
     if let Some(mut l) = spec.linux().clone() {
