@@ -194,7 +194,7 @@ fn kill_without_cgroup_kill_or_freezer_signals_through_pidfds_until_empty() {
     let cg = Cgroup::create(&h, &s.path("v1pidfd"), &[Controller::Cpu]).unwrap();
     assert!(cg.freezer_state().is_err(), "no freezer on this view");
     // A bystander outside the cgroup, to check nothing else is hit.
-    let mut by = Proc::sh("sleep 600");
+    let mut by = Proc::sleeper();
     let mut sh = Proc::sh("sleep 0.2; while :; do sleep 600 & sleep 0.01; done");
     cg.add_process(sh.pid()).unwrap();
     assert!(eventually(Duration::from_secs(5), || cg

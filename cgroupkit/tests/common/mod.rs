@@ -83,15 +83,22 @@ impl Drop for Scratch {
     }
 }
 
-/// A process the test started; SIGKILLed by pid and reaped on drop.
+/// A process the test started; SIGKILLed by pid and reaped on drop. Those made by
+/// [`Proc::sh`], [`Proc::sh_stdin`] and [`Proc::sleeper`] lead a process group of
+/// their own, and the whole group is killed: a shell's children (`sleep 600 &`)
+/// must not outlive the test, holding its output pipe open (a CI run once waited
+/// ten minutes on one).
 pub struct Proc(pub Child);
 
 impl Proc {
     pub fn sh(script: &str) -> Proc {
+        use std::os::unix::process::CommandExt;
         Proc(
             Command::new("sh")
                 .args(["-c", script])
                 .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .process_group(0)
                 .spawn()
                 .unwrap(),
         )
@@ -99,9 +106,11 @@ impl Proc {
     /// `sh -c script` with a pipe on stdin: a script starting with `read _` waits
     /// until the test closes it (after moving the process into a cgroup).
     pub fn sh_stdin(script: &str) -> Proc {
+        use std::os::unix::process::CommandExt;
         Proc(
             Command::new("sh")
                 .args(["-c", script])
+                .process_group(0)
                 .stdin(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -109,9 +118,11 @@ impl Proc {
         )
     }
     pub fn sleeper() -> Proc {
+        use std::os::unix::process::CommandExt;
         Proc(
             Command::new("sleep")
                 .arg("600")
+                .process_group(0)
                 .stdin(Stdio::null())
                 .spawn()
                 .unwrap(),
@@ -138,6 +149,15 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let pid = self.0.id() as libc::pid_t;
+        // Still our unreaped child, so the pid is its own: if it leads its group,
+        // the group is the one we made.
+        // SAFETY: getpgid and kill take integers only.
+        unsafe {
+            if libc::getpgid(pid) == pid {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
