@@ -73,7 +73,10 @@ pub fn mount_options(m: &Mount) -> (MsFlags, String, bool, bool) {
             "dirsync" => flags |= MsFlags::MS_DIRSYNC,
             // The defaults: flags not set; private is the propagation every mount
             // of the container's namespace has (its root is made rprivate).
-            "rw" | "suid" | "dev" | "exec" | "atime" | "private" | "rprivate" => {}
+            "rw" | "suid" | "dev" | "exec" | "atime" => {}
+            // Propagation: applied after the mount (see `assembly::mounts`).
+            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable"
+            | "runbindable" => {}
             other => data.push(other),
         }
     }

@@ -94,6 +94,11 @@ pub struct Confine {
     pub rlimits: Vec<(u32, u64, u64)>,
     /// `process.user.umask`.
     pub umask: Option<u32>,
+    /// `linux.rootfsPropagation` as mount(2) flags, applied to `/` after the root
+    /// change; 0 for none.
+    pub root_propagation: libc::c_ulong,
+    /// `linux.personality`'s domain (personality(2)), if given.
+    pub personality: Option<libc::c_ulong>,
     /// Highest capability number of the kernel.
     pub last_cap: u32,
     /// `setresgid`/`setresuid` (and setgroups to just the gid) when not root.
@@ -157,6 +162,23 @@ impl Confine {
     /// Applies every step. Async-signal-safe: raw syscalls on data prepared in the
     /// parent; no allocation, no locks.
     pub fn apply(&self) -> io::Result<()> {
+        if self.root_propagation != 0 {
+            // SAFETY: NUL-terminated literal; NULL source, type and data are allowed
+            // for a propagation change.
+            check(unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    self.root_propagation,
+                    std::ptr::null(),
+                )
+            } as libc::c_long)?;
+        }
+        if let Some(p) = self.personality {
+            // SAFETY: integer argument only.
+            check(unsafe { libc::syscall(libc::SYS_personality, p) })?;
+        }
         // Non-dumpable until exec: other processes of the container cannot open
         // /proc/PID/exe (the sandbox binary) of this one; exec resets it.
         // SAFETY: prctl with integer arguments only.
@@ -438,6 +460,20 @@ pub fn from_spec(spec: &Spec) -> Result<Confine> {
         groups,
         rlimits,
         umask: u.umask(),
+        root_propagation: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.rootfs_propagation().as_deref())
+            .and_then(crate::oci::bundle::propagation_flags)
+            .unwrap_or(0),
+        personality: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.personality().as_ref())
+            .map(|p| match p.domain() {
+                oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
+                oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0,
+            }),
         last_cap: last_cap(),
         user,
         no_new_privs: process.no_new_privileges().unwrap_or(true),

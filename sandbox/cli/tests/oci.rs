@@ -890,3 +890,80 @@ fn sysctls_and_devices() {
     );
     env.assert_clean();
 }
+
+/// Mount propagation (a `rslave` bind receives a mount made later on the host),
+/// `linux.personality` and `linux.timeOffsets` in a time namespace.
+#[test]
+fn propagation_personality_and_time_offsets() {
+    let env = Env::new();
+    // A shared mount of the test's own, so that propagation has a peer group.
+    let src = env.dir.path().join("shared");
+    std::fs::create_dir(&src).unwrap();
+    let sh = |c: &str| {
+        let o = std::process::Command::new("sh")
+            .args(["-c", c])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    sh(&format!(
+        "mount -t tmpfs sbx-src {0} && mount --make-shared {0} && mkdir {0}/sub",
+        src.display()
+    ));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-R")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let u = Unmount(src.clone());
+    let b = Bundle::new(
+        &env,
+        "prop",
+        "uname -m; cut -d. -f1 /proc/uptime; \
+         i=0; while [ $i -lt 100 ] && ! grep -q ' /data/sub ' /proc/mounts; do sleep 0.05; i=$((i+1)); done; \
+         grep -c ' /data/sub ' /proc/mounts",
+    );
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": src, "options": ["rbind", "rslave"]
+        }));
+        c["linux"]["personality"] = json!({"domain": "LINUX32"});
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "time"}));
+        c["linux"]["timeOffsets"] = json!({"boottime": {"secs": 400_000_000, "nanosecs": 0}});
+    });
+    let child = env
+        .cmd()
+        .args(["run", "--bundle", b.path(), &id("prop")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&format!("mount -t tmpfs sbx-sub {}/sub", src.display()));
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"i686"), "personality LINUX32: {text}");
+    let uptime: u64 = lines.get(1).unwrap().parse().unwrap();
+    assert!(uptime >= 400_000_000, "boottime offset not applied: {text}");
+    assert_eq!(
+        lines.get(2),
+        Some(&"1"),
+        "the host's later mount did not propagate: {text}"
+    );
+    drop(u);
+    env.assert_clean();
+}

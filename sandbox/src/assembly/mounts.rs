@@ -81,7 +81,7 @@ pub(crate) fn mounts(spec: &Spec, rootfs: &Path, cg: &Cgroup) -> Vec<MountSpec> 
         let (flags, d, bind, rec) = crate::rootfs::mount_options(m);
         let dst = m.destination();
         let src = m.source().clone().unwrap_or_default();
-        let spec = if bind {
+        let ms = if bind {
             let b = if rec {
                 MountSpec::rbind(&src, dst)
             } else {
@@ -98,7 +98,23 @@ pub(crate) fn mounts(spec: &Spec, rootfs: &Path, cg: &Cgroup) -> Vec<MountSpec> 
                 (!d.is_empty()).then_some(d.as_str()),
             )
         };
-        out.push(spec);
+        out.push(ms);
+        // A propagation other than the default private: changed on the new mount.
+        if let Some(flags) = m
+            .options()
+            .iter()
+            .flatten()
+            .filter(|o| !matches!(o.as_str(), "private" | "rprivate"))
+            .find_map(|o| crate::oci::bundle::propagation_flags(o))
+        {
+            out.push(MountSpec::new(
+                "none",
+                "none",
+                dst,
+                MsFlags::from_bits_truncate(flags),
+                None,
+            ));
+        }
     }
     let Some(linux) = spec.linux() else {
         return out;

@@ -212,6 +212,20 @@ fn build_spawn(
         }
     }
     sp.namespaces(ns);
+    if ns.contains(Namespace::TIME) {
+        for (name, o) in linux.time_offsets().iter().flatten() {
+            let clock = match name.as_str() {
+                "monotonic" => nskit::TimeClock::Monotonic,
+                "boottime" => nskit::TimeClock::Boottime,
+                other => {
+                    return Err(Error::Config(format!(
+                        "linux.timeOffsets {other:?}: only monotonic and boottime can be offset"
+                    )));
+                }
+            };
+            sp.time_offset(clock, o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0));
+        }
+    }
     for (handle, kind) in launch.joins {
         sp.join(handle, kind);
     }
@@ -228,6 +242,25 @@ fn build_spawn(
     }
     for m in linux.gid_mappings().iter().flatten() {
         sp.gid_map(IdMap::new(m.container_id(), m.host_id(), m.size()));
+    }
+    // A slave (or shared) propagation asked for, on the root or on a mount, needs the
+    // namespace's mounts kept as slaves of the host's from the start (made private
+    // first, they could never receive events again); else all private.
+    let wants_events = |w: &str| {
+        crate::oci::bundle::propagation_flags(w)
+            .is_some_and(|f| f & (libc::MS_SLAVE | libc::MS_SHARED) != 0)
+    };
+    if linux
+        .rootfs_propagation()
+        .as_deref()
+        .is_some_and(wants_events)
+        || spec
+            .mounts()
+            .iter()
+            .flatten()
+            .any(|m| m.options().iter().flatten().any(|o| wants_events(o)))
+    {
+        sp.propagation(nskit::Propagation::Slave);
     }
     sp.root(rootfs);
     if root_is_initramfs(mountinfo) {

@@ -182,16 +182,24 @@ pub fn check(spec: &Spec) -> Result<()> {
     if linux.intel_rdt().is_some() {
         return Err(refuse("linux.intelRdt", "not supported by this runtime"));
     }
-    if linux.personality().is_some() {
+    if let Some(p) = linux.personality()
+        && p.flags().as_ref().is_some_and(|f| !f.is_empty())
+    {
         return Err(refuse(
-            "linux.personality",
-            "not supported by this runtime yet",
+            "linux.personality.flags",
+            "not supported by this runtime (only the domain, LINUX or LINUX32)",
         ));
     }
-    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) {
+    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty())
+        && !linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none())
+    {
         return Err(refuse(
             "linux.timeOffsets",
-            "not supported by this runtime yet",
+            "needs a time namespace of the container's own (linux.namespaces type time)",
         ));
     }
     let own = |t: LinuxNamespaceType| {
@@ -227,11 +235,12 @@ pub fn check(spec: &Spec) -> Result<()> {
         }
     }
     if let Some(p) = linux.rootfs_propagation()
-        && !matches!(p.as_str(), "" | "private" | "rprivate")
+        && !p.is_empty()
+        && propagation_flags(p).is_none()
     {
         return Err(refuse(
             "linux.rootfsPropagation",
-            &format!("{p:?}: only private and rprivate are supported yet"),
+            &format!("{p:?}: expected [r]private, [r]slave, [r]shared or [r]unbindable"),
         ));
     }
     for ns in linux.namespaces().iter().flatten() {
@@ -333,10 +342,41 @@ fn sysctl_namespace(key: &str, own: &dyn Fn(LinuxNamespaceType) -> bool) -> Resu
     Ok(())
 }
 
+/// The mount(2) propagation flags of an OCI propagation word (`rslave`, ...).
+pub fn propagation_flags(word: &str) -> Option<libc::c_ulong> {
+    let (rec, base) = match word.strip_prefix('r') {
+        Some(b) if b != "o" && b != "w" => (libc::MS_REC, b),
+        _ => (0, word),
+    };
+    let f = match base {
+        "private" => libc::MS_PRIVATE,
+        "slave" => libc::MS_SLAVE,
+        "shared" => libc::MS_SHARED,
+        "unbindable" => libc::MS_UNBINDABLE,
+        _ => return None,
+    };
+    Some(f | rec)
+}
+
 /// The mount options this runtime applies (see `rootfs::mount_options`); filesystem
 /// data (`mode=`, `size=`, ...) passes through for non-bind mounts.
-const BIND_OPTIONS: [&str; 10] = [
-    "bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec", "private", "rprivate", "suid",
+const BIND_OPTIONS: [&str; 16] = [
+    "bind",
+    "rbind",
+    "ro",
+    "rw",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "private",
+    "rprivate",
+    "suid",
+    "slave",
+    "rslave",
+    "shared",
+    "rshared",
+    "unbindable",
+    "runbindable",
 ];
 
 fn check_mount(i: usize, m: &Mount) -> Result<()> {
@@ -371,12 +411,7 @@ fn check_mount(i: usize, m: &Mount) -> Result<()> {
             ));
         }
     }
-    if let Some(o) = opts.iter().find(|o| {
-        matches!(
-            **o,
-            "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" | "rro"
-        )
-    }) {
+    if let Some(o) = opts.iter().find(|o| matches!(**o, "rro")) {
         return Err(refuse(
             &field,
             &format!("option {o:?} is not supported yet"),
