@@ -967,3 +967,58 @@ fn propagation_personality_and_time_offsets() {
     drop(u);
     env.assert_clean();
 }
+
+/// `delete --force` ends a container even when part of it sits frozen in a
+/// sub-cgroup (runc cannot kill such a container; crun loops on EBUSY): bounded,
+/// and nothing is left.
+#[test]
+fn delete_force_ends_a_container_with_a_frozen_sub_cgroup() {
+    let env = Env::new();
+    let b = Bundle::new(&env, "frozen", "sleep 1000 & sleep 1000 & wait");
+    let i = id("frozen");
+    ok(&env, &["create", "--bundle", b.path(), &i]);
+    ok(&env, &["start", &i]);
+    let start = Instant::now();
+    let pids: Vec<i64> = loop {
+        let v: Vec<i64> = serde_json::from_str(&ok(&env, &["ps", "--format", "json", &i])).unwrap();
+        if v.len() >= 3 {
+            break v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "children never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // A sub-cgroup holding one sleeper, frozen, on the hierarchy that freezes.
+    let dirs = oci_cgroups(&i);
+    let freezer = dirs
+        .iter()
+        .find(|d| d.join("freezer.state").exists() || d.join("cgroup.freeze").exists())
+        .expect("a freezing hierarchy")
+        .clone();
+    let sub = freezer.join("stuck");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("cgroup.procs"), pids[1].to_string()).unwrap();
+    if sub.join("cgroup.freeze").exists() {
+        std::fs::write(sub.join("cgroup.freeze"), "1").unwrap();
+    } else {
+        std::fs::write(sub.join("freezer.state"), "FROZEN").unwrap();
+    }
+    let t = Instant::now();
+    let o = sandbox(&env, &["delete", "--force", &i]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "delete took {:?}",
+        t.elapsed()
+    );
+    for p in &pids {
+        assert!(
+            !Path::new(&format!("/proc/{p}/exe")).exists(),
+            "pid {p} survived"
+        );
+    }
+    assert!(!sub.exists() && oci_cgroups(&i).is_empty(), "cgroups left");
+    env.assert_clean();
+}
