@@ -11,14 +11,13 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use cgroupkit::{Cgroup, CgroupPath, Hierarchy, Placement};
+use cgroupkit::{Cgroup, CgroupPath, Hierarchy};
 use nix::sys::signal::Signal;
-use nskit::{Namespace, NsHandle, NsId, Spawn};
+use nskit::NsHandle;
 use oci_spec::runtime::Spec;
 
-use crate::assembly::{Paths, exit_code};
+use crate::assembly::Paths;
 use crate::error::{Error, Result};
-use crate::security;
 use crate::state::{self, State, Status};
 use crate::store::Store;
 
@@ -149,84 +148,25 @@ impl ContainerProcess {
     }
 }
 
-/// `sandbox exec NAME -- CMD`: runs CMD in the container's namespaces and cgroup,
-/// with its privileges dropped as the container's; returns its exit status.
+/// `sandbox exec NAME -- CMD`: runs CMD in the container's namespaces (its pid
+/// namespace entered before the clone) and cgroup, with its privileges dropped as the
+/// container's; returns its exit status. The same exec as the OCI `exec`.
 pub fn exec(paths: &Paths, name: &str, args: &[String], env: &[String]) -> Result<i32> {
     let (st, pid) = running(paths, name)?;
-    let proc = ContainerProcess::open(name, &st, pid)?;
+    // A stale pid is refused before anything else (exec_in checks again, holding it).
+    drop(ContainerProcess::open(name, &st, pid)?);
     let config = paths.state.join(name).join(state::CONFIG_FILE);
     let spec =
         Spec::load(&config).map_err(|e| Error::Config(format!("{}: {e}", config.display())))?;
-    let Some(prog) = args.first() else {
+    if args.is_empty() {
         return Err(Error::Config("no command: sandbox exec NAME -- CMD".into()));
+    }
+    let o = crate::oci::ExecOptions {
+        args: args.to_vec(),
+        env: env.to_vec(),
+        ..Default::default()
     };
-    let mut kinds = Namespace::empty();
-    for k in [
-        Namespace::USER,
-        Namespace::MOUNT,
-        Namespace::UTS,
-        Namespace::IPC,
-        Namespace::NET,
-        Namespace::PID,
-        Namespace::CGROUP,
-    ] {
-        if NsId::of(pid, k)? != NsId::current(k)? {
-            kinds |= k;
-        }
-    }
-    let handle = proc.ns_handle()?;
-    let mut confine = security::from_spec(&spec)?;
-    confine.init = true;
-    if kinds.contains(Namespace::USER) {
-        let u = spec
-            .process()
-            .as_ref()
-            .map(|p| (p.user().uid(), p.user().gid()));
-        confine.user = Some(u.unwrap_or((0, 0)));
-    }
-    let mut sp = Spawn::new(prog);
-    sp.args(&args[1..]).env_clear();
-    for e in spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.env().clone())
-        .unwrap_or_default()
-        .iter()
-        .chain(env)
-    {
-        if let Some((k, v)) = e.split_once('=') {
-            sp.env(k, v);
-        }
-    }
-    sp.join(handle, kinds);
-    // As `run` does: clone3 places the child in the cgroup on pure v2 (the
-    // directory fd closed in the child right after), the child joins by its
-    // pre-opened cgroup.procs files elsewhere; the working directory is entered
-    // inside the container's root, the runtime's fds closed first.
-    let mut close = Vec::new();
-    match proc.cgroup().spawn_handles()?.placement(true) {
-        Placement::CloneInto(dir) => {
-            close.push(dir.as_raw_fd());
-            sp.cgroup(dir);
-        }
-        Placement::JoinSelf(handles) => confine.cgroup = Some(handles),
-    }
-    let cwd = spec
-        .process()
-        .as_ref()
-        .map(|p| p.cwd().clone())
-        .unwrap_or_else(|| "/".into());
-    let (close, enter, report) = crate::assembly::workdir::prepare(&cwd, close)?;
-    // SAFETY: the three steps are async-signal-safe (raw syscalls on prepared data).
-    unsafe {
-        sp.pre_exec(move || close.apply());
-        sp.pre_exec(move || confine.apply());
-        sp.pre_exec(move || enter.apply());
-    }
-    let spawned = sp.spawn();
-    drop(sp);
-    let mut child = spawned.map_err(|e| report.failure(&e).unwrap_or(e.into()))?;
-    Ok(exit_code(child.wait()?))
+    crate::oci::exec::exec_in(name, &st, spec, &o)
 }
 
 /// Sends `sig` to the container's first process, through a pidfd verified to be in

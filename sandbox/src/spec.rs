@@ -211,6 +211,19 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
         .ok_or_else(|| Error::Config(format!("size {s:?}: expected a positive number like 64M")))
 }
 
+/// Adds `K=V` entries to `env`, each replacing an entry of the same key.
+pub fn merge_env(env: &mut Vec<String>, extra: &[String]) -> Result<()> {
+    for e in extra {
+        if !e.contains('=') {
+            return Err(Error::Config(format!("--env {e:?}: expected K=V")));
+        }
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    Ok(())
+}
+
 fn mount(dst: &str, typ: &str, src: &str, opts: &[&str]) -> Result<Mount> {
     MountBuilder::default()
         .destination(dst)
@@ -253,14 +266,7 @@ pub fn build(o: &RunOptions, name: &str, rootfs: &Path) -> Result<Spec> {
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         format!("HOSTNAME={}", o.hostname.as_deref().unwrap_or(name)),
     ];
-    for e in &o.env {
-        if !e.contains('=') {
-            return Err(Error::Config(format!("--env {e:?}: expected K=V")));
-        }
-        let key = e.split('=').next().unwrap_or_default();
-        env.retain(|x| x.split('=').next() != Some(key));
-        env.push(e.clone());
-    }
+    merge_env(&mut env, &o.env)?;
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(o.args.clone())

@@ -20,6 +20,16 @@ pub struct Console {
 /// The text sent with the fd (runc sends the terminal's name; clients ignore it).
 const NAME: &[u8] = b"/dev/ptmx";
 
+/// `process.consoleSize` as (rows, columns).
+pub fn size_of(p: &oci_spec::runtime::Process) -> Option<(u16, u16)> {
+    p.console_size().as_ref().map(|b| {
+        (
+            u16::try_from(b.height()).unwrap_or(u16::MAX),
+            u16::try_from(b.width()).unwrap_or(u16::MAX),
+        )
+    })
+}
+
 impl Console {
     /// Connects to the caller's console socket.
     pub fn connect(path: &Path, size: Option<(u16, u16)>) -> Result<Console> {

@@ -66,14 +66,7 @@ fn process_of(spec: &Spec, o: &ExecOptions) -> Result<Process> {
         .ok_or_else(|| Error::Config("the container's config.json has no process".into()))?;
     proc.set_args(Some(o.args.clone()));
     let mut env = proc.env().clone().unwrap_or_default();
-    for e in &o.env {
-        if !e.contains('=') {
-            return Err(Error::Config(format!("--env {e:?}: expected K=V")));
-        }
-        let key = e.split('=').next().unwrap_or_default();
-        env.retain(|x| x.split('=').next() != Some(key));
-        env.push(e.clone());
-    }
+    crate::spec::merge_env(&mut env, &o.env)?;
     proc.set_env(Some(env));
     if let Some(c) = &o.cwd {
         proc.set_cwd(c.clone());
@@ -101,10 +94,16 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32> {
             what: format!("cannot exec in a container that is {status}"),
         });
     }
-    let mut spec = load_spec(&dir).ok_or_else(|| Error::Container {
+    let spec = load_spec(&dir).ok_or_else(|| Error::Container {
         name: id.into(),
         what: "its config.json is missing from the state folder".into(),
     })?;
+    exec_in(id, &st, spec, o)
+}
+
+/// Runs the process `o` asks for in the container `id` (state `st`, created from
+/// `spec`): the one exec of both front ends.
+pub(crate) fn exec_in(id: &str, st: &state::State, mut spec: Spec, o: &ExecOptions) -> Result<i32> {
     let process = process_of(&spec, o)?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal != o.console_socket.is_some() {
@@ -116,7 +115,7 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32> {
     }
     spec.set_process(Some(process.clone()));
     let pid = st.pid.ok_or_else(|| not_found(id))?;
-    let proc = ContainerProcess::open(id, &st, pid)?;
+    let proc = ContainerProcess::open(id, st, pid)?;
 
     let mut kinds = Namespace::empty();
     for k in [
@@ -164,15 +163,7 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32> {
         Placement::JoinSelf(handles) => confine.cgroup = Some(handles),
     }
     let console = match &o.console_socket {
-        Some(p) => Some(console::Console::connect(
-            p,
-            process.console_size().as_ref().map(|b| {
-                (
-                    u16::try_from(b.height()).unwrap_or(u16::MAX),
-                    u16::try_from(b.width()).unwrap_or(u16::MAX),
-                )
-            }),
-        )?),
+        Some(p) => Some(console::Console::connect(p, console::size_of(&process))?),
         None => None,
     };
     let (close, enter, report) = crate::assembly::workdir::prepare(process.cwd(), close)?;

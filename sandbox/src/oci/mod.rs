@@ -18,7 +18,7 @@
 
 pub mod bundle;
 pub mod console;
-mod exec;
+pub(crate) mod exec;
 mod hooks;
 
 pub use exec::{ExecOptions, exec};
@@ -658,15 +658,7 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
         .map_err(ioe("open", &fifo))?
         .into();
     let console = match &o.console_socket {
-        Some(p) => Some(console::Console::connect(
-            p,
-            process.console_size().as_ref().map(|b| {
-                (
-                    u16::try_from(b.height()).unwrap_or(u16::MAX),
-                    u16::try_from(b.width()).unwrap_or(u16::MAX),
-                )
-            }),
-        )?),
+        Some(p) => Some(console::Console::connect(p, console::size_of(process))?),
         None => None,
     };
     // The child closes its copy of the console socket itself, once the master is
