@@ -79,6 +79,8 @@ pub struct Spawn {
     pub(super) joins: Vec<(NsHandle, Namespace)>,
     pub(super) pre_exec: Vec<PreExec>,
     pub(super) gate: Option<(OwnedFd, usize)>,
+    /// How many of `pre_exec`, at its front, run before the root change.
+    pub(super) pre_pivot: usize,
     pub(super) force_clone2: bool,
 }
 
@@ -135,6 +137,7 @@ impl Spawn {
             joins: Vec::new(),
             pre_exec: Vec::new(),
             gate: None,
+            pre_pivot: 0,
             force_clone2: false,
         }
     }
@@ -334,6 +337,24 @@ impl Spawn {
         F: FnMut() -> io::Result<()> + Send + Sync + 'static,
     {
         self.pre_exec.push(Box::new(f));
+        self
+    }
+
+    /// Runs `f` in the child after its mounts and before the root change (pivot_root),
+    /// in its new namespaces: an OCI `createContainer` hook runs there. Same rules as
+    /// [`pre_exec`](Spawn::pre_exec).
+    ///
+    /// # Safety
+    /// As for [`pre_exec`](Spawn::pre_exec): async-signal-safe work only.
+    pub unsafe fn pre_pivot<F>(&mut self, f: F) -> &mut Spawn
+    where
+        F: FnMut() -> io::Result<()> + Send + Sync + 'static,
+    {
+        self.pre_exec.insert(self.pre_pivot, Box::new(f));
+        self.pre_pivot += 1;
+        if let Some((_, at)) = &mut self.gate {
+            *at += 1;
+        }
         self
     }
 

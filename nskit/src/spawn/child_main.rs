@@ -131,6 +131,8 @@ pub(super) struct Prepared {
     pub(super) sync_w: Option<RawFd>,
     /// The exec gate: its fd, and how many `pre_exec` closures run before it.
     pub(super) gate: Option<(RawFd, usize)>,
+    /// How many `pre_exec` closures (at the front) run before the root change.
+    pub(super) pre_pivot: usize,
     /// Set by the child once it has passed the gate: nobody reads the error pipe
     /// any more, so a failure is written to its stderr instead.
     pub(super) gated: std::sync::atomic::AtomicBool,
@@ -920,6 +922,16 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
             raw::close(tfd);
         }
     }
+    for (i, f) in pre_exec.iter_mut().enumerate().take(p.pre_pivot) {
+        if let Err(e) = f() {
+            fail(
+                p,
+                Step::PreExec,
+                i,
+                e.raw_os_error().unwrap_or(libc::EINVAL),
+            );
+        }
+    }
     if p.pivot_root {
         // The runc way: no put_old directory; the old root ends up stacked on "." and
         // is detached, so nothing in the new root leads back to it.
@@ -946,7 +958,7 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
         }
     }
     let gate_at = p.gate.map_or(usize::MAX, |(_, at)| at);
-    for (i, f) in pre_exec.iter_mut().enumerate() {
+    for (i, f) in pre_exec.iter_mut().enumerate().skip(p.pre_pivot) {
         if i == gate_at {
             pass_gate(p);
         }

@@ -237,6 +237,7 @@ impl Spawn {
             sync_r: sync.map(|s| s.0),
             sync_w: sync.map(|s| s.1),
             gate: self.gate.as_ref().map(|(fd, at)| (fd.as_raw_fd(), *at)),
+            pre_pivot: self.pre_pivot,
             gated: std::sync::atomic::AtomicBool::new(false),
             program: cstring("program", &self.program)?,
         })
@@ -461,7 +462,8 @@ impl Spawn {
             Step::PivotRoot => "pivot_root(\".\", \".\") into the root".into(),
             Step::Chdir => format!("chdir({:?})", self.cwd.as_deref().unwrap_or(Path::new(""))),
             Step::Stdio => format!("dup2 onto fd {i}"),
-            Step::PreExec => format!("pre_exec closure #{i}"),
+            Step::PreExec if i < self.pre_pivot => format!("pre_pivot closure #{i}"),
+            Step::PreExec => format!("pre_exec closure #{}", i - self.pre_pivot),
             Step::Exec => format!("{EXEC_STEP}{:?}", self.program),
             Step::Gate => "the exec gate".into(),
         }

@@ -496,37 +496,60 @@ fn namespaces_joined_by_path_and_mounts() {
 fn hooks_run_in_order_with_the_state_on_stdin() {
     let env = Env::new();
     let log = env.dir.path().join("hooks.log");
-    let hook = |name: &str| {
+    // Each hook appends its name, the status and pid it read, and (for the hooks
+    // in the container's namespaces) its hostname, to `path`.
+    let hook = |name: &str, path: &str| {
         json!({"path": "/bin/sh", "args": ["sh", "-c",
-            format!("read s; echo \"{name} $(echo \"$s\" | grep -o '\"status\":\"[a-z]*\"')\" >> {}", log.display())]})
+            format!("read s; st=$(echo \"$s\" | grep -o '\"status\":\"[a-z]*\"'); \
+                     pid=$(echo \"$s\" | grep -o '\"pid\":[0-9]*'); \
+                     echo \"{name} $st $pid $(hostname)\" >> {path}")]})
     };
+    let host_log = log.to_str().unwrap();
     let b = Bundle::new(&env, "hooks", "true");
     b.edit(|c| {
+        c["hostname"] = json!("in-the-box");
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/hooklog", "type": "bind", "source": env.dir.path(), "options": ["rbind", "rw"]
+        }));
         c["hooks"] = json!({
-            "createRuntime": [hook("createRuntime")],
-            "prestart": [hook("prestart")],
-            "poststart": [hook("poststart")],
-            "poststop": [hook("poststop")],
+            "createRuntime": [hook("createRuntime", host_log)],
+            "prestart": [hook("prestart", host_log)],
+            "createContainer": [hook("createContainer", host_log)],
+            "startContainer": [hook("startContainer", "/hooklog/hooks.log")],
+            "poststart": [hook("poststart", host_log)],
+            "poststop": [hook("poststop", host_log)],
         });
     });
     let i = id("hooks");
     ok(&env, &["create", "--bundle", b.path(), &i]);
+    let pid = state(&env, &i)["pid"].as_i64().unwrap();
     ok(&env, &["start", &i]);
     wait_status(&env, &i, "stopped");
     ok(&env, &["delete", &i]);
     let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(
-        text,
-        "prestart \"status\":\"creating\"\ncreateRuntime \"status\":\"creating\"\n\
-         poststart \"status\":\"running\"\npoststop \"status\":\"stopped\"\n",
-        "{text}"
+    let host = common::hostname();
+    let want = format!(
+        "prestart \"status\":\"creating\" \"pid\":{pid} {host}\n\
+         createRuntime \"status\":\"creating\" \"pid\":{pid} {host}\n\
+         createContainer \"status\":\"creating\" \"pid\":{pid} in-the-box\n\
+         startContainer \"status\":\"created\" \"pid\":{pid} in-the-box\n\
+         poststart \"status\":\"running\" \"pid\":{pid} {host}\n\
+         poststop \"status\":\"stopped\" \"pid\":0 {host}\n"
     );
-    // A failing prestart hook fails create and leaves nothing.
-    b.edit(|c| c["hooks"] = json!({"prestart": [{"path": "/bin/false"}]}));
-    let o = sandbox(&env, &["create", "--bundle", b.path(), &id("hookfail")]);
-    assert!(!o.status.success());
-    assert!(err(&o).contains("hooks.prestart[0]"), "{}", err(&o));
-    env.assert_clean();
+    assert_eq!(text, want, "{text}");
+    // A failing hook of each create-time kind fails create and leaves nothing.
+    for kind in ["prestart", "createRuntime", "createContainer"] {
+        b.edit(|c| c["hooks"] = json!({kind: [{"path": "/bin/false"}]}));
+        let o = sandbox(&env, &["create", "--bundle", b.path(), &id("hookfail")]);
+        assert!(!o.status.success(), "{kind}: a failing hook passed");
+        assert!(
+            err(&o).contains(kind) || err(&o).contains("pre_pivot"),
+            "{kind}: {}",
+            err(&o)
+        );
+        assert!(oci_cgroups(&id("hookfail")).is_empty());
+        env.assert_clean();
+    }
 }
 
 /// Receives one fd over a unix socket (the console master).

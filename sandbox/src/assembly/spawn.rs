@@ -174,7 +174,7 @@ fn build_spawn(
     cg: &Cgroup,
     mountinfo: &str,
     rootfs: &Path,
-) -> Result<(Spawn, workdir::Report)> {
+) -> Result<(Spawn, workdir::Report, Vec<std::os::fd::OwnedFd>)> {
     let process = spec
         .process()
         .as_ref()
@@ -297,14 +297,41 @@ fn build_spawn(
         sp.pre_exec(move || confine.apply());
         sp.pre_exec(move || enter.apply());
     }
+    let mut start_hooks = None;
+    let mut keep_until_spawned = Vec::new();
+    if let Some(h) = launch.hooks {
+        let (pid, create) = (h.pid, h.create);
+        let sync = h.sync.map(|(fds, pid_w, ack_r)| {
+            keep_until_spawned.push(pid_w);
+            keep_until_spawned.push(ack_r);
+            fds
+        });
+        // SAFETY: raw syscalls on prepared data (see child_hooks).
+        unsafe {
+            sp.pre_pivot(move || {
+                crate::oci::child_hooks::record_pid(&pid)?;
+                if let Some(s) = &sync {
+                    s.wait_for_runtime(&pid)?;
+                }
+                create.run()
+            });
+        }
+        start_hooks = Some(h.start);
+    }
     sp.exec_gate(launch.gate);
+    if let Some(h) = start_hooks.filter(|h| !h.is_empty()) {
+        // SAFETY: as above.
+        unsafe {
+            sp.pre_exec(move || h.run());
+        }
+    }
     if let Some(p) = late_seccomp {
         // SAFETY: as above.
         unsafe {
             sp.pre_exec(move || p.install());
         }
     }
-    Ok((sp, report))
+    Ok((sp, report, keep_until_spawned))
 }
 
 /// How the container's process is started.
@@ -320,6 +347,27 @@ pub(crate) struct Launch {
     pub loopback: bool,
     /// Namespaces to join (the spec's `linux.namespaces[].path`).
     pub joins: Vec<(nskit::NsHandle, Namespace)>,
+    /// `createContainer` hooks (before the root change) and `startContainer` hooks
+    /// (after the gate), with where the child records its host pid for them.
+    pub hooks: Option<ContainerHooks>,
+}
+
+/// The hooks run by the container's process itself.
+pub(crate) struct ContainerHooks {
+    /// Written by the child before its root change, read by both kinds.
+    pub pid: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    /// `createContainer`.
+    pub create: crate::oci::child_hooks::ChildHooks,
+    /// `startContainer`.
+    pub start: crate::oci::child_hooks::ChildHooks,
+    /// The pipes to the runtime's thread that runs prestart/createRuntime while
+    /// the child waits (the fds the child uses, and the runtime's owned copies of
+    /// the child's ends, closed once spawned).
+    pub sync: Option<(
+        crate::oci::child_hooks::Sync,
+        std::os::fd::OwnedFd,
+        std::os::fd::OwnedFd,
+    )>,
 }
 
 /// Assembles the container recorded in `g` on the root filesystem `rootfs`: its
@@ -352,10 +400,13 @@ pub(crate) fn launch(
         std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
     let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
     let cg = make_cgroup(g, &h, linux)?;
-    let (mut sp, report) = build_spawn(held, launch, spec, linux, kinds, cg, &mountinfo, rootfs)?;
+    let (mut sp, report, keep) =
+        build_spawn(held, launch, spec, linux, kinds, cg, &mountinfo, rootfs)?;
     let spawned = sp.spawn();
-    // Drops the child's steps, and with them the parent's write end of the report.
+    // Drops the child's steps, and with them the parent's write end of the report;
+    // and our copies of the child's ends of the hook pipes.
     drop(sp);
+    drop(keep);
     let child = spawned.map_err(|e| report.failure(&e).unwrap_or(e.into()))?;
     g.state.pid = Some(child.pid());
     g.state.pid_start = crate::oci::proc_start_time(child.pid());
@@ -404,6 +455,7 @@ pub(super) fn start_and_wait(
             init: cfg.init,
             loopback: true,
             joins: Vec::new(),
+            hooks: None,
         },
     )?;
     nix::unistd::write(&gate_w, b"1").map_err(|e| Error::io("write", "exec gate", e.into()))?;

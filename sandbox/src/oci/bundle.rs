@@ -274,20 +274,6 @@ pub fn check(spec: &Spec) -> Result<()> {
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         check_mount(i, m)?;
     }
-    if let Some(h) = spec.hooks() {
-        if h.create_container().as_ref().is_some_and(|v| !v.is_empty()) {
-            return Err(refuse(
-                "hooks.createContainer",
-                "hooks in the container's namespaces are not supported yet",
-            ));
-        }
-        if h.start_container().as_ref().is_some_and(|v| !v.is_empty()) {
-            return Err(refuse(
-                "hooks.startContainer",
-                "hooks in the container's namespaces are not supported yet",
-            ));
-        }
-    }
     if spec.domainname().as_ref().is_some_and(|d| !d.is_empty())
         && !linux
             .namespaces()

@@ -17,6 +17,7 @@
 //! the container's namespace copies: nothing appears in the host's mount table.
 
 pub mod bundle;
+pub mod child_hooks;
 pub mod console;
 pub(crate) mod exec;
 mod hooks;
@@ -665,9 +666,86 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
     // sent; the runtime's copy goes with the spawn.
     let mut held: Vec<i32> = lock.iter().map(AsRawFd::as_raw_fd).collect();
     held.extend_from_slice(extra_held);
+    // Hooks around the child's root change: prestart and createRuntime run here, in
+    // the runtime's namespaces, while the child waits (after its mounts, before
+    // pivot_root) for them; then createContainer runs in the child. startContainer
+    // runs in the child after `start`.
+    let (container_hooks, runtime_hooks) = match spec.hooks() {
+        Some(h) => {
+            let mut st = oci_state(&dir, &g.state);
+            st.pid = child_hooks::PID_PLACEHOLDER;
+            st.status = "creating".into();
+            let creating = serde_json::to_vec(&st).unwrap_or_default();
+            st.status = "created".into();
+            let created = serde_json::to_vec(&st).unwrap_or_default();
+            let pid = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+            let runtime: Vec<(&'static str, Vec<oci_spec::runtime::Hook>)> = vec![
+                ("prestart", h.prestart().clone().unwrap_or_default()),
+                (
+                    "createRuntime",
+                    h.create_runtime().clone().unwrap_or_default(),
+                ),
+            ];
+            let (sync, thread) = if runtime.iter().any(|(_, l)| !l.is_empty()) {
+                let pipe = || {
+                    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .map_err(|e| Error::io("pipe2", "hook sync", e.into()))
+                };
+                let ((sync_r, sync_w), (ack_r, ack_w)) = (pipe()?, pipe()?);
+                let fds = child_hooks::Sync {
+                    pid_w: sync_w.as_raw_fd(),
+                    ack_r: ack_r.as_raw_fd(),
+                    close: [sync_r.as_raw_fd(), ack_w.as_raw_fd()],
+                };
+                let template = creating.clone();
+                // Started inside the private mount namespace (unshare refuses a
+                // process with a second thread) and joined before leaving it.
+                let t: Box<dyn FnOnce() -> Result<()> + Send> = Box::new(move || {
+                    let mut b = [0u8; 4];
+                    let mut r = File::from(sync_r);
+                    // EOF: the child failed before its hooks; its spawn reports it.
+                    if std::io::Read::read_exact(&mut r, &mut b).is_err() {
+                        return Ok(());
+                    }
+                    let json = String::from_utf8_lossy(&template).replace(
+                        &child_hooks::PID_PLACEHOLDER.to_string(),
+                        &i32::from_ne_bytes(b).to_string(),
+                    );
+                    for (kind, list) in &runtime {
+                        hooks::run(kind, list, json.as_bytes())?;
+                    }
+                    let _ = nix::unistd::write(&ack_w, &[1]);
+                    Ok(())
+                });
+                // The child's ends stay ours until the spawn returns.
+                (Some((fds, sync_w, ack_r)), Some(t))
+            } else {
+                (None, None)
+            };
+            let hooks = crate::assembly::spawn::ContainerHooks {
+                create: child_hooks::ChildHooks::new(
+                    "createContainer",
+                    h.create_container().as_deref().unwrap_or_default(),
+                    &creating,
+                    pid.clone(),
+                )?,
+                start: child_hooks::ChildHooks::new(
+                    "startContainer",
+                    h.start_container().as_deref().unwrap_or_default(),
+                    &created,
+                    pid.clone(),
+                )?,
+                sync,
+                pid,
+            };
+            (Some(hooks), thread)
+        }
+        None => (None, None),
+    };
     let child = in_private_mounts(|| {
         prepare_rootfs(&rootfs, &spec, owner)?;
-        launch(
+        let thread = runtime_hooks.map(std::thread::spawn);
+        let launched = launch(
             &mut g,
             &held,
             &spec,
@@ -678,8 +756,37 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
                 init: false,
                 loopback: true,
                 joins,
+                hooks: container_hooks,
             },
-        )
+        );
+        // Joined before we leave the mount namespace (setns needs one thread); it
+        // ends once the child answered or went away.
+        let hooked = match thread {
+            Some(t) => t
+                .join()
+                .map_err(|_| Error::Config("the runtime hooks' thread panicked".into()))
+                .and_then(|r| r),
+            None => Ok(()),
+        };
+        match (launched, hooked) {
+            (Ok(c), Ok(())) => Ok(c),
+            // A hook's own failure says more than the child's "cancelled".
+            (Ok(mut c), Err(e)) => {
+                let _ = c.kill();
+                let _ = c.wait();
+                Err(e)
+            }
+            (Err(_), Err(e)) => Err(e),
+            // The child's hooks step: say which hooks.
+            (Err(e), Ok(())) if e.to_string().contains("pre_pivot closure") => {
+                Err(Error::Config(format!(
+                    "hooks.createContainer (or the wait for prestart/createRuntime) failed: \
+                     {} (ECHILD: a hook exited non-zero; ETIMEDOUT: past its timeout)",
+                    errchain::Chain(&e)
+                )))
+            }
+            (Err(e), Ok(())) => Err(e),
+        }
     })?;
     let pid = child.pid();
     if let Some(s) = linux.sysctl() {
@@ -694,18 +801,6 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
                 e,
             )
         })?;
-    }
-    if let Some(h) = spec.hooks() {
-        // As runc gives them: the state while being created.
-        let mut st = oci_state(&dir, &g.state);
-        st.status = "creating".into();
-        let json = serde_json::to_vec(&st).unwrap_or_default();
-        for (kind, list) in [
-            ("prestart", h.prestart()),
-            ("createRuntime", h.create_runtime()),
-        ] {
-            hooks::run(kind, list.as_deref().unwrap_or_default(), &json)?;
-        }
     }
     if let Some(p) = &o.pid_file {
         write_atomic(p, &pid.to_string())?;

@@ -258,3 +258,11 @@ pub fn cgroups_of(name: &str) -> Vec<PathBuf> {
     }
     out
 }
+
+/// This host's hostname.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
