@@ -81,6 +81,14 @@ enum What {
         #[arg(long, default_value_t = 5)]
         wrk_secs: u64,
     },
+    /// `ctr run --rm` and `podman run --rm` of /bin/true under private clients, with
+    /// runc and with sandbox as the runtime (the body is the ignored test
+    /// sandbox/cli/tests/bench_clients.rs, which uses the clients' harness).
+    Clients {
+        /// Runs of each client with each runtime (interleaved).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// A full container cycle of /bin/true (pid, mount, uts, ipc, net namespaces and a
     /// cgroup, busybox rootfs): sandbox vs runc and crun (and youki if installed);
     /// medians, peak RSS of each runtime's process tree, ratios.
@@ -112,6 +120,24 @@ pub fn run(args: Args) -> Result<()> {
             rounds,
         } => cgroupkit::run(count, churn_rounds, rounds),
         What::Sandbox { runs } => sandbox::run(runs),
+        What::Clients { runs } => {
+            util::apt_install(&["podman", "containerd", "runc"])?;
+            util::run(
+                util::cargo()
+                    .args([
+                        "test",
+                        "--release",
+                        "-p",
+                        "sandbox-cli",
+                        "--test",
+                        "bench_clients",
+                        "--",
+                        "--ignored",
+                        "--nocapture",
+                    ])
+                    .env("SANDBOX_BENCH_RUNS", runs.to_string()),
+            )
+        }
     }
 }
 
