@@ -1045,3 +1045,34 @@ fn delete_force_ends_a_container_with_a_frozen_sub_cgroup() {
     assert!(!sub.exists() && oci_cgroups(&i).is_empty(), "cgroups left");
     env.assert_clean();
 }
+
+/// A cgroupsPath naming a cgroup that exists (here one of the test's own holding a
+/// process) is refused, and neither the cgroup nor its process is touched.
+#[test]
+fn an_existing_cgroup_is_never_taken_over() {
+    let env = Env::new();
+    let name = format!("oci-taken-{}", std::process::id());
+    let h = cgroupkit::Hierarchy::detect().unwrap();
+    let path = cgroupkit::CgroupPath::new(&name).unwrap();
+    let cg = cgroupkit::Cgroup::create(&h, &path, &[cgroupkit::Controller::Pids]).unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    cg.add_process(cgroupkit::Pid::new(i64::from(other.id())).unwrap())
+        .unwrap();
+    let b = Bundle::new(&env, "taken", "true");
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!(format!("/{name}")));
+    let o = sandbox(&env, &["create", "--bundle", b.path(), &id("taken")]);
+    assert!(!o.status.success(), "an existing cgroup was taken over");
+    assert!(err(&o).contains("exists already"), "{}", err(&o));
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the cgroup's process was killed"
+    );
+    assert_eq!(cg.procs().unwrap().len(), 1, "the cgroup was changed");
+    let _ = other.kill();
+    let _ = other.wait();
+    cg.delete().unwrap();
+    env.assert_clean();
+}

@@ -88,15 +88,16 @@ pub(crate) struct Guard<'a> {
 impl Guard<'_> {
     pub(crate) fn teardown(&mut self, remove: bool) -> Result<()> {
         let mut first = None;
-        // The cgroup is removed through the handle made at start (no new lookup),
-        // or found by name if the start failed before that.
+        // The cgroup is removed through the handle made at start (no new lookup);
+        // without one, this start made none (cgroupkit undoes a partial create), and
+        // a cgroup found by name could be someone else's.
         let released = match self.cgroup.take() {
             Some(cg) => {
                 let deleted = cg.delete_recursive(Leftovers::Kill).map_err(Error::from);
                 let unmounted = state::release_mounts(&self.dir, &self.state);
                 deleted.and(unmounted)
             }
-            None => state::release(&self.dir, &self.state),
+            None => state::release_mounts(&self.dir, &self.state),
         };
         if let Err(e) = released {
             first.get_or_insert(e);

@@ -152,7 +152,17 @@ fn make_cgroup<'g>(g: &'g mut Guard<'_>, h: &Hierarchy, linux: &Linux) -> Result
         .into_iter()
         .filter(|c| h.mount_for(*c).is_some())
         .collect();
-    let cg = Cgroup::create(h, &CgroupPath::new(&g.state.cgroup)?, &controllers)?;
+    let path = CgroupPath::new(&g.state.cgroup)?;
+    // A cgroup of its own: one that exists already may hold processes that are not
+    // the container's, which a failed start or `delete` would kill.
+    if Cgroup::load(h, &path).is_ok() {
+        return Err(Error::Config(format!(
+            "linux.cgroupsPath: the cgroup {} exists already; give each container a cgroup \
+             of its own",
+            g.state.cgroup
+        )));
+    }
+    let cg = Cgroup::create(h, &path, &controllers)?;
     let cg = g.cgroup.insert(cg);
     cg.apply(&res)?;
     super::resources::apply_unified(cg, &unified)?;
@@ -229,7 +239,9 @@ fn build_spawn(
     for (handle, kind) in launch.joins {
         sp.join(handle, kind);
     }
-    if let Some(dn) = spec.domainname() {
+    if ns.contains(Namespace::UTS)
+        && let Some(dn) = spec.domainname()
+    {
         sp.domainname(dn);
     }
     if ns.contains(Namespace::UTS)
