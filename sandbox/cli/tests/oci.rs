@@ -129,7 +129,7 @@ fn oci_cgroups(name: &str) -> Vec<PathBuf> {
 }
 
 #[test]
-fn create_start_state_delete_with_the_spec_states() {
+fn oci_create_start_state_delete_with_the_spec_states() {
     let env = Env::new();
     let marker = env.dir.path().join("ran");
     let id = id("life");
@@ -206,7 +206,7 @@ fn create_start_state_delete_with_the_spec_states() {
 }
 
 #[test]
-fn run_reports_the_exit_status_and_a_missing_program() {
+fn oci_run_reports_the_exit_status_and_a_missing_program() {
     let env = Env::new();
     let b = Bundle::new(&env, "exit", "echo out; echo err >&2; exit 7");
     let o = run_bundle(&env, &b, &id("exit"));
@@ -223,7 +223,7 @@ fn run_reports_the_exit_status_and_a_missing_program() {
 }
 
 #[test]
-fn kill_and_delete_semantics() {
+fn oci_kill_and_delete_semantics() {
     let env = Env::new();
     let b = Bundle::new(
         &env,
@@ -287,7 +287,7 @@ fn kill_and_delete_semantics() {
 }
 
 #[test]
-fn bad_configs_are_refused_by_field_and_leave_nothing() {
+fn oci_bad_configs_are_refused_by_field_and_leave_nothing() {
     let env = Env::new();
     let b = Bundle::new(&env, "bad", "true");
     let cases: Vec<(&str, Edit)> = vec![
@@ -392,7 +392,7 @@ fn bad_configs_are_refused_by_field_and_leave_nothing() {
 }
 
 #[test]
-fn process_fields_are_honoured() {
+fn oci_process_fields_are_honoured() {
     let env = Env::new();
     let b = Bundle::new(
         &env,
@@ -440,7 +440,7 @@ fn process_fields_are_honoured() {
 }
 
 #[test]
-fn namespaces_joined_by_path_and_mounts() {
+fn oci_namespaces_joined_by_path_and_mounts() {
     let env = Env::new();
     // Container a holds a network namespace; b joins it by path.
     let a = id("netholder");
@@ -493,7 +493,7 @@ fn namespaces_joined_by_path_and_mounts() {
 }
 
 #[test]
-fn hooks_run_in_order_with_the_state_on_stdin() {
+fn oci_hooks_run_in_order_with_the_state_on_stdin() {
     let env = Env::new();
     let log = env.dir.path().join("hooks.log");
     // Each hook appends its name, the status and pid it read, and (for the hooks
@@ -578,7 +578,7 @@ fn recv_fd(sock: &std::os::unix::net::UnixStream) -> OwnedFd {
 }
 
 #[test]
-fn a_terminal_goes_to_the_console_socket() {
+fn oci_a_terminal_goes_to_the_console_socket() {
     let env = Env::new();
     let sock_path = env.dir.path().join("console.sock");
     let listener = UnixListener::bind(&sock_path).unwrap();
@@ -626,7 +626,7 @@ fn a_terminal_goes_to_the_console_socket() {
 }
 
 #[test]
-fn exec_pause_resume_update_and_events() {
+fn oci_exec_pause_resume_update_and_events() {
     let env = Env::new();
     let b = Bundle::new(&env, "exec", "sleep 1000");
     b.edit(|c| c["linux"]["resources"] = json!({"cpu": {"quota": 50000, "period": 100000}}));
@@ -715,7 +715,7 @@ fn exec_pause_resume_update_and_events() {
 }
 
 #[test]
-fn fifty_concurrent_creates_all_succeed() {
+fn oci_fifty_concurrent_creates_all_succeed() {
     let env = Env::new();
     let b = Bundle::new(&env, "many", "true");
     let ids: Vec<String> = (0..50).map(|n| id(&format!("many{n}"))).collect();
@@ -745,7 +745,7 @@ fn fifty_concurrent_creates_all_succeed() {
 }
 
 #[test]
-fn features_and_spec() {
+fn oci_features_and_spec() {
     let env = Env::new();
     let f: Value = serde_json::from_str(&ok(&env, &["features"])).unwrap();
     assert_eq!(f["ociVersionMin"], "1.0.0");
@@ -784,7 +784,7 @@ fn pure_v2() -> bool {
 /// freezer, a memory limit below usage refused on update, and the device program.
 /// On a host whose container cgroups are v1 (hybrid), `unified` is refused clearly.
 #[test]
-fn cgroup_v2_unified_freezer_devices_and_update() {
+fn oci_cgroup_v2_unified_freezer_devices_and_update() {
     let env = Env::new();
     let parent = format!("oci-v2-{}", std::process::id());
     let b = Bundle::new(
@@ -883,7 +883,7 @@ fn cgroup_v2_unified_freezer_devices_and_update() {
 /// `linux.sysctl` lands in the container's own network and IPC namespaces (the
 /// host's values unchanged); `linux.devices` nodes are made with their mode and owner.
 #[test]
-fn sysctls_and_devices() {
+fn oci_sysctls_and_devices() {
     let env = Env::new();
     let host_port =
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
@@ -917,7 +917,7 @@ fn sysctls_and_devices() {
 /// Mount propagation (a `rslave` bind receives a mount made later on the host),
 /// `linux.personality` and `linux.timeOffsets` in a time namespace.
 #[test]
-fn propagation_personality_and_time_offsets() {
+fn oci_propagation_personality_and_time_offsets() {
     let env = Env::new();
     // A shared mount of the test's own, so that propagation has a peer group.
     let src = env.dir.path().join("shared");
@@ -995,7 +995,7 @@ fn propagation_personality_and_time_offsets() {
 /// sub-cgroup (runc cannot kill such a container; crun loops on EBUSY): bounded,
 /// and nothing is left.
 #[test]
-fn delete_force_ends_a_container_with_a_frozen_sub_cgroup() {
+fn oci_delete_force_ends_a_container_with_a_frozen_sub_cgroup() {
     let env = Env::new();
     let b = Bundle::new(&env, "frozen", "sleep 1000 & sleep 1000 & wait");
     let i = id("frozen");
@@ -1049,7 +1049,7 @@ fn delete_force_ends_a_container_with_a_frozen_sub_cgroup() {
 /// A cgroupsPath naming a cgroup that exists (here one of the test's own holding a
 /// process) is refused, and neither the cgroup nor its process is touched.
 #[test]
-fn an_existing_cgroup_is_never_taken_over() {
+fn oci_an_existing_cgroup_is_never_taken_over() {
     let env = Env::new();
     let name = format!("oci-taken-{}", std::process::id());
     let h = cgroupkit::Hierarchy::detect().unwrap();

@@ -256,6 +256,9 @@ const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
 /// mount namespace: mount points (made inside the root, never through its
 /// symlinks), the /dev tmpfs with the default devices, the working directory.
 fn prepare_rootfs(rootfs: &Path, spec: &Spec, owner: Option<(u32, u32)>) -> Result<()> {
+    // The root becomes a mount of its own (as runc makes it): pivot_root needs one,
+    // and so does the MS_MOVE used where / is an initramfs.
+    nskit::MountSpec::rbind(rootfs, rootfs).mount()?;
     let root = nskit::Root::open(rootfs)?;
     // /dev must be a directory of the root itself: through a symlink the host-side
     // steps below would land outside it.
