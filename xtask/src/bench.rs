@@ -122,11 +122,11 @@ pub fn run(args: Args) -> Result<()> {
         What::Sandbox { runs } => sandbox::run(runs),
         What::Clients { runs } => {
             util::apt_install(&["podman", "containerd", "runc"])?;
+            util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox-cli"]))?;
             util::run(
                 util::cargo()
                     .args([
                         "test",
-                        "--release",
                         "-p",
                         "sandbox-cli",
                         "--test",
@@ -135,7 +135,8 @@ pub fn run(args: Args) -> Result<()> {
                         "--ignored",
                         "--nocapture",
                     ])
-                    .env("SANDBOX_BENCH_RUNS", runs.to_string()),
+                    .env("SANDBOX_BENCH_RUNS", runs.to_string())
+                    .env("SANDBOX_BENCH_BINARY", util::release_bin("sandbox")),
             )
         }
     }

@@ -27,7 +27,12 @@ fn bench_clients() {
         .unwrap_or(20);
     let runtimes = [
         ("runc", "/usr/sbin/runc".to_string()),
-        ("sandbox", env!("CARGO_BIN_EXE_sandbox").to_string()),
+        // xtask passes its release build; the harness itself may be a debug build.
+        (
+            "sandbox",
+            std::env::var("SANDBOX_BENCH_BINARY")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sandbox").to_string()),
+        ),
     ];
     let mut ctrs = Vec::new();
     let mut podmans = Vec::new();

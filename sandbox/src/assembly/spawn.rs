@@ -122,7 +122,12 @@ fn make_rootfs(
 
 /// The container's cgroup (cpu, memory, pids, devices where mounted) with the spec's limits,
 /// kept in the guard so that a failed start removes it.
-fn make_cgroup<'g>(g: &'g mut Guard<'_>, h: &Hierarchy, linux: &Linux) -> Result<&'g Cgroup> {
+fn make_cgroup<'g>(
+    g: &'g mut Guard<'_>,
+    h: &Hierarchy,
+    linux: &Linux,
+    freezer: bool,
+) -> Result<&'g Cgroup> {
     // Refused fields are refused before anything is made.
     let res = resources(linux.resources().as_ref())?;
     let mut wanted = vec![
@@ -130,9 +135,12 @@ fn make_cgroup<'g>(g: &'g mut Guard<'_>, h: &Hierarchy, linux: &Linux) -> Result
         Controller::Memory,
         Controller::Pids,
         Controller::Devices,
-        // pause/resume.
-        Controller::Freezer,
     ];
+    // `pause`/`resume` of OCI containers: a v1 freezer cgroup is one more directory
+    // to make, join and remove on every start.
+    if freezer {
+        wanted.push(Controller::Freezer);
+    }
     if res.cpuset.is_some() {
         wanted.push(Controller::Cpuset);
     }
@@ -359,6 +367,8 @@ pub(crate) struct Launch {
     pub loopback: bool,
     /// Namespaces to join (the spec's `linux.namespaces[].path`).
     pub joins: Vec<(nskit::NsHandle, Namespace)>,
+    /// Join the freezer (v1) too, for pause/resume.
+    pub freezer: bool,
     /// `createContainer` hooks (before the root change) and `startContainer` hooks
     /// (after the gate), with where the child records its host pid for them.
     pub hooks: Option<ContainerHooks>,
@@ -383,7 +393,8 @@ pub(crate) struct ContainerHooks {
 }
 
 /// Assembles the container recorded in `g` on the root filesystem `rootfs`: its
-/// cgroup, then its process, which waits created at the gate. Records the pid.
+/// cgroup, then its process, which waits created at the gate. Sets the pid and the
+/// status in `g.state` (the caller writes it).
 pub(crate) fn launch(
     g: &mut Guard<'_>,
     held: &[RawFd],
@@ -411,7 +422,7 @@ pub(crate) fn launch(
     let mountinfo =
         std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
     let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
-    let cg = make_cgroup(g, &h, linux)?;
+    let cg = make_cgroup(g, &h, linux, launch.freezer)?;
     let (mut sp, report, keep) =
         build_spawn(held, launch, spec, linux, kinds, cg, &mountinfo, rootfs)?;
     let spawned = sp.spawn();
@@ -423,7 +434,7 @@ pub(crate) fn launch(
     g.state.pid = Some(child.pid());
     g.state.pid_start = crate::oci::proc_start_time(child.pid());
     g.state.status = Status::Created;
-    state::write(&g.dir, &g.state)?;
+    // The caller records it: `sandbox run` starts it at once (one write, not two).
     Ok(child)
 }
 
@@ -467,6 +478,7 @@ pub(super) fn start_and_wait(
             init: cfg.init,
             loopback: true,
             joins: Vec::new(),
+            freezer: false,
             hooks: None,
         },
     )?;

@@ -759,6 +759,7 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
                 init: false,
                 loopback: true,
                 joins,
+                freezer: true,
                 hooks: container_hooks,
             },
         );
@@ -791,6 +792,7 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
             (Err(e), Ok(())) => Err(e),
         }
     })?;
+    state::write(&dir, &g.state)?;
     let pid = child.pid();
     if let Some(s) = linux.sysctl() {
         apply_sysctls(pid, s)?;
