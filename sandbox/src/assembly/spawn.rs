@@ -177,6 +177,24 @@ fn make_cgroup<'g>(
     Ok(cg)
 }
 
+/// A spawn of `process`'s program with its arguments and only its environment.
+pub(crate) fn process_spawn(process: &oci_spec::runtime::Process) -> Result<Spawn> {
+    let args = process.args().clone().unwrap_or_default();
+    let Some(prog) = args.first() else {
+        return Err(Error::Config(
+            "process.args is empty: name the program".into(),
+        ));
+    };
+    let mut sp = Spawn::new(prog);
+    sp.args(&args[1..]).env_clear();
+    for e in process.env().iter().flatten() {
+        if let Some((k, v)) = e.split_once('=') {
+            sp.env(k, v);
+        }
+    }
+    Ok(sp)
+}
+
 /// The spawn of the container's first process: command, environment, namespaces,
 /// cgroup, id maps, root change, mounts and the confinement steps before exec, the
 /// last of them entering the working directory (see [`workdir`]); `held` are the
@@ -197,17 +215,7 @@ fn build_spawn(
         .process()
         .as_ref()
         .ok_or_else(|| Error::Config("the spec has no process".into()))?;
-    let args = process.args().clone().unwrap_or_default();
-    let Some(prog) = args.first() else {
-        return Err(Error::Config("the spec's process has no args".into()));
-    };
-    let mut sp = Spawn::new(prog);
-    sp.args(&args[1..]).env_clear();
-    for e in process.env().iter().flatten() {
-        if let Some((k, v)) = e.split_once('=') {
-            sp.env(k, v);
-        }
-    }
+    let mut sp = process_spawn(process)?;
     let mut confine = security::from_spec(spec)?;
     confine.init = launch.init;
     confine.loopback = kinds.contains(Namespace::NET) && launch.loopback;

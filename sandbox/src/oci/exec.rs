@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use cgroupkit::Placement;
-use nskit::{Namespace, NsId, Spawn};
+use nskit::{Namespace, NsId};
 use oci_spec::runtime::{Process, Spec};
 
 use super::{console, load_spec, not_found, status_of, write_atomic};
@@ -142,17 +142,7 @@ pub(crate) fn exec_in(id: &str, st: &state::State, mut spec: Spec, o: &ExecOptio
         let u = process.user();
         confine.user = Some((u.uid(), u.gid()));
     }
-    let args = process.args().clone().unwrap_or_default();
-    let Some(prog) = args.first() else {
-        return Err(Error::Config("process.args is empty".into()));
-    };
-    let mut sp = Spawn::new(prog);
-    sp.args(&args[1..]).env_clear();
-    for e in process.env().iter().flatten() {
-        if let Some((k, v)) = e.split_once('=') {
-            sp.env(k, v);
-        }
-    }
+    let mut sp = crate::assembly::spawn::process_spawn(&process)?;
     sp.join(proc.ns_handle()?, kinds);
     let mut close = Vec::new();
     match proc.cgroup().spawn_handles()?.placement(true) {
