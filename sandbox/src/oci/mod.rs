@@ -893,8 +893,11 @@ pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<()> {
             return Ok(cg.kill()?);
         }
         for p in cg.procs()? {
-            // Gone meanwhile is fine.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.as_raw()), sig);
+            // Through a pidfd checked against the cgroup, as for the first process;
+            // one that is gone meanwhile is fine.
+            if let Ok(proc) = ContainerProcess::open(id, &st, p.as_raw()) {
+                let _ = proc.signal(sig);
+            }
         }
         return Ok(());
     }
