@@ -1076,3 +1076,77 @@ fn oci_an_existing_cgroup_is_never_taken_over() {
     cg.delete().unwrap();
     env.assert_clean();
 }
+
+/// `blockIO` throttles land in the cgroup's files for a real disk of this host, and
+/// `hugepageLimits` too where the host has the hugetlb controller (else the error
+/// names it).
+#[test]
+fn oci_block_io_and_hugepage_limits() {
+    let env = Env::new();
+    // A whole disk of this host (not loop, ram or zram).
+    let disk = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !["loop", "ram", "zram"].iter().any(|p| n.starts_with(p)))
+        .find_map(|n| std::fs::read_to_string(format!("/sys/block/{n}/dev")).ok())
+        .expect("a block device")
+        .trim()
+        .to_string();
+    let (maj, min) = disk.split_once(':').unwrap();
+    let (maj, min): (i64, i64) = (maj.parse().unwrap(), min.parse().unwrap());
+    let b = Bundle::new(&env, "blkio", "sleep 1000");
+    b.edit(|c| {
+        c["linux"]["resources"]["blockIO"] = json!({
+            "throttleReadBpsDevice": [{"major": maj, "minor": min, "rate": 1048576}],
+            "throttleWriteIOPSDevice": [{"major": maj, "minor": min, "rate": 100}]
+        });
+    });
+    let i = id("blkio");
+    ok(&env, &["create", "--bundle", b.path(), &i]);
+    let dirs = oci_cgroups(&i);
+    let v1 = dirs
+        .iter()
+        .find(|d| d.join("blkio.throttle.read_bps_device").exists());
+    let v2 = dirs.iter().find(|d| d.join("io.max").exists());
+    match (v1, v2) {
+        (Some(d), _) => {
+            let r = std::fs::read_to_string(d.join("blkio.throttle.read_bps_device")).unwrap();
+            assert!(r.contains(&format!("{disk} 1048576")), "{r}");
+            let w = std::fs::read_to_string(d.join("blkio.throttle.write_iops_device")).unwrap();
+            assert!(w.contains(&format!("{disk} 100")), "{w}");
+        }
+        (None, Some(d)) => {
+            let m = std::fs::read_to_string(d.join("io.max")).unwrap();
+            assert!(
+                m.contains(&format!("{disk} rbps=1048576")) && m.contains("wiops=100"),
+                "{m}"
+            );
+        }
+        _ => panic!("no io controller for {i}: {dirs:?}"),
+    }
+    ok(&env, &["delete", &i]);
+
+    let hb = Bundle::new(&env, "huge", "true");
+    hb.edit(|c| {
+        c["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 4194304}]);
+    });
+    let hi = id("huge");
+    let o = sandbox(&env, &["create", "--bundle", hb.path(), &hi]);
+    if o.status.success() {
+        let dirs = oci_cgroups(&hi);
+        let v = dirs
+            .iter()
+            .find_map(|d| {
+                std::fs::read_to_string(d.join("hugetlb.2MB.limit_in_bytes"))
+                    .or_else(|_| std::fs::read_to_string(d.join("hugetlb.2MB.max")))
+                    .ok()
+            })
+            .expect("a hugetlb file");
+        assert_eq!(v.trim(), "4194304");
+        ok(&env, &["delete", &hi]);
+    } else {
+        assert!(err(&o).contains("hugetlb"), "{}", err(&o));
+    }
+    env.assert_clean();
+}

@@ -121,14 +121,26 @@ pub fn resources(r: Option<&LinuxResources>) -> Result<Resources> {
     {
         out.pids = Some(Pids::with_max(p.limit() as u64)?);
     }
-    if r.block_io()
-        .as_ref()
-        .is_some_and(|b| *b != Default::default())
-    {
-        return Err(unsupported("blockIO"));
+    if let Some(b) = r.block_io() {
+        out.io = block_io(b)?;
     }
-    if r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()) {
-        return Err(unsupported("hugepageLimits"));
+    for (i, h) in r.hugepage_limits().iter().flatten().enumerate() {
+        let field = |what: &str| format!("linux.resources.hugepageLimits[{i}].{what}");
+        let size: cgroupkit::PageSize = h.page_size().parse().map_err(|e| {
+            Error::Config(format!("{} {:?}: {e}", field("pageSize"), h.page_size()))
+        })?;
+        let limit = u64::try_from(h.limit()).map_err(|_| {
+            Error::Config(format!(
+                "{} {}: must not be negative",
+                field("limit"),
+                h.limit()
+            ))
+        })?;
+        let hug = out.hugetlb.take().unwrap_or_default();
+        out.hugetlb = Some(
+            hug.limit(size, Limit::Bytes(limit))
+                .map_err(|e| Error::Config(format!("{}: {e}", field("limit"))))?,
+        );
     }
     if r.network().is_some() {
         return Err(unsupported("network"));
@@ -226,6 +238,70 @@ pub(crate) fn apply_unified(
         })?;
     }
     Ok(())
+}
+
+/// `linux.resources.blockIO` as cgroupkit's io: the weight (OCI's blkio scale,
+/// 10..1000, taken as it is: cgroupkit writes it where the kernel has a weight file
+/// and refuses it where none is, e.g. without BFQ) and the per-device throttles.
+/// Per-device weights and leafWeight are refused by name.
+fn block_io(b: &oci_spec::runtime::LinuxBlockIo) -> Result<Option<cgroupkit::Io>> {
+    use cgroupkit::{DeviceLimit, DeviceNumber, IoRate};
+    if b.leaf_weight().is_some() {
+        return Err(unsupported("blockIO.leafWeight"));
+    }
+    if b.weight_device().as_ref().is_some_and(|w| !w.is_empty()) {
+        return Err(unsupported("blockIO.weightDevice"));
+    }
+    let mut io = match b.weight() {
+        Some(w) => cgroupkit::Io::with_weight(w)
+            .map_err(|e| Error::Config(format!("linux.resources.blockIO.weight {w}: {e}")))?,
+        None => cgroupkit::Io::default(),
+    };
+    let mut limits: Vec<DeviceLimit> = Vec::new();
+    let lists = [
+        ("throttleReadBpsDevice", b.throttle_read_bps_device()),
+        ("throttleWriteBpsDevice", b.throttle_write_bps_device()),
+        ("throttleReadIOPSDevice", b.throttle_read_iops_device()),
+        ("throttleWriteIOPSDevice", b.throttle_write_iops_device()),
+    ];
+    for (k, (name, list)) in lists.into_iter().enumerate() {
+        for d in list.iter().flatten() {
+            let dev = match (u32::try_from(d.major()), u32::try_from(d.minor())) {
+                (Ok(a), Ok(b)) => DeviceNumber::new(a, b),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "linux.resources.blockIO.{name}: device {}:{} is not a device number",
+                        d.major(),
+                        d.minor()
+                    )));
+                }
+            };
+            // OCI's 0 is "no limit", as v1's.
+            let rate = match d.rate() {
+                0 => IoRate::Max,
+                n => IoRate::PerSecond(n),
+            };
+            let i = match limits.iter().position(|l| l.device == dev) {
+                Some(i) => i,
+                None => {
+                    limits.push(DeviceLimit::new(dev));
+                    limits.len() - 1
+                }
+            };
+            if let Some(l) = limits.get_mut(i) {
+                match k {
+                    0 => l.rbps = Some(rate),
+                    1 => l.wbps = Some(rate),
+                    2 => l.riops = Some(rate),
+                    _ => l.wiops = Some(rate),
+                }
+            }
+        }
+    }
+    for l in limits {
+        io = io.limit(l);
+    }
+    Ok((io != cgroupkit::Io::default()).then_some(io))
 }
 
 /// The nskit namespace kind of an OCI namespace type.

@@ -144,6 +144,12 @@ fn make_cgroup<'g>(
     if res.cpuset.is_some() {
         wanted.push(Controller::Cpuset);
     }
+    if res.io.is_some() {
+        wanted.push(Controller::Io);
+    }
+    if res.hugetlb.is_some() {
+        wanted.push(Controller::Hugetlb);
+    }
     let unified = linux
         .resources()
         .as_ref()
