@@ -9,6 +9,8 @@
 //! | soft limit          | memory.soft_limit_in_bytes                   | — (refused, see [`Memory::soft_limit`]) |
 //! | swap beyond memory  | memory.memsw.limit_in_bytes (memory + swap)  | memory.swap.max     |
 //! | OOM kills the group | —                                            | memory.oom.group    |
+//! | swappiness          | memory.swappiness                            | — (refused)         |
+//! | OOM killer off      | memory.oom_control (`1`)                     | — (refused)         |
 //! | usage / peak        | memory.usage_in_bytes / memory.max_usage_in_bytes | memory.current / memory.peak |
 //! | breakdown           | memory.stat                                  | memory.stat         |
 //! | events              | memory.oom_control, memory.failcnt           | memory.events       |
@@ -198,8 +200,16 @@ pub struct Memory {
     /// below which memory is not reclaimed, honoured hierarchically) is a different
     /// promise; set [`Memory::low`] on v2 when protection is what you mean.
     pub soft_limit: Option<Limit>,
+    /// v1 memory.swappiness (0..=100): how eagerly the cgroup's anonymous memory is
+    /// swapped. Refused on v2 ([`Error::Unsupported`]), which has no such file.
+    pub swappiness: Option<u8>,
+    /// v1 memory.oom_control: `true` stops the OOM killer in this cgroup (tasks
+    /// over the limit wait instead). Refused on v2, which cannot turn it off.
+    pub oom_kill_disable: Option<bool>,
 }
 
+/// v1: how eagerly the cgroup's memory is swapped, 0..=100.
+pub const SWAPPINESS: &str = "memory.swappiness";
 impl Memory {
     /// Only a hard limit.
     pub fn with_max(max: Limit) -> Memory {
@@ -251,6 +261,12 @@ impl Memory {
     /// and a finite `low`/`min` above a finite `max`. Zero is accepted where it means
     /// "none": `swap_max` 0 (no swap), `low`/`min` 0 (no protection), `soft_limit` 0.
     pub fn validate(&self) -> Result<()> {
+        if let Some(v) = self.swappiness.filter(|v| *v > 100) {
+            return Err(Error::InvalidResource {
+                what: SWAPPINESS,
+                reason: format!("{v} is above 100"),
+            });
+        }
         for (name, v) in [("memory.max", self.max), ("memory.high", self.high)] {
             if v == Some(Limit::Bytes(0)) {
                 return Err(Error::InvalidResource {
@@ -306,6 +322,17 @@ pub(crate) fn apply(dir: &CgroupDir, m: &Memory, w: &mut Writer) -> Result<()> {
 }
 
 fn apply_v2(dir: &CgroupDir, m: &Memory, w: &mut Writer) -> Result<()> {
+    if m.swappiness.is_some() || m.oom_kill_disable.is_some() {
+        return Err(unsupported(
+            dir,
+            if m.swappiness.is_some() {
+                "memory swappiness"
+            } else {
+                "disabling the OOM killer"
+            },
+            "cgroup v2 has neither memory.swappiness nor memory.oom_control".to_owned(),
+        ));
+    }
     if m.soft_limit.is_some() {
         return Err(unsupported(
             dir,
@@ -378,6 +405,12 @@ fn apply_v1(dir: &CgroupDir, m: &Memory, w: &mut Writer) -> Result<()> {
     };
     if let Some(v) = m.soft_limit {
         w.write(dir, SOFT_LIMIT_IN_BYTES, v.to_v1())?;
+    }
+    if let Some(v) = m.swappiness {
+        w.write(dir, SWAPPINESS, v.to_string())?;
+    }
+    if let Some(off) = m.oom_kill_disable {
+        w.write(dir, OOM_CONTROL, if off { "1" } else { "0" })?;
     }
     match (m.max, memsw) {
         (Some(max), None) => w.write(dir, LIMIT_IN_BYTES, max.to_v1())?,

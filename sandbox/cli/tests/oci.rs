@@ -1150,3 +1150,36 @@ fn oci_block_io_and_hugepage_limits() {
     }
     env.assert_clean();
 }
+
+/// memory.swappiness and disableOOMKiller: written on a v1 memory hierarchy, refused
+/// naming the file on cgroup v2 (which has neither).
+#[test]
+fn oci_swappiness_and_oom_killer() {
+    let env = Env::new();
+    let b = Bundle::new(&env, "swap", "true");
+    b.edit(|c| {
+        c["linux"]["resources"]["memory"] = json!({"swappiness": 10, "disableOOMKiller": true});
+    });
+    let i = id("swap");
+    let o = sandbox(&env, &["create", "--bundle", b.path(), &i]);
+    if pure_v2() {
+        assert!(!o.status.success(), "accepted on cgroup v2");
+        assert!(err(&o).contains("swappiness"), "{}", err(&o));
+    } else {
+        assert!(o.status.success(), "{}", err(&o));
+        let d = oci_cgroups(&i)
+            .into_iter()
+            .find(|d| d.join("memory.swappiness").exists())
+            .expect("a v1 memory cgroup");
+        assert_eq!(
+            std::fs::read_to_string(d.join("memory.swappiness"))
+                .unwrap()
+                .trim(),
+            "10"
+        );
+        let oc = std::fs::read_to_string(d.join("memory.oom_control")).unwrap();
+        assert!(oc.contains("oom_kill_disable 1"), "{oc}");
+        ok(&env, &["delete", &i]);
+    }
+    env.assert_clean();
+}

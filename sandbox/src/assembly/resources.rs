@@ -103,11 +103,17 @@ pub fn resources(r: Option<&LinuxResources>) -> Result<Resources> {
                 "memory.kernel/kernelTCP (deprecated by the kernel)",
             ));
         }
-        if m.swappiness().is_some() {
-            return Err(unsupported("memory.swappiness"));
+        if let Some(sw) = m.swappiness() {
+            mem.swappiness =
+                Some(u8::try_from(sw).ok().filter(|v| *v <= 100).ok_or_else(|| {
+                    Error::Config(format!(
+                        "linux.resources.memory.swappiness {sw}: expected 0..=100"
+                    ))
+                })?);
         }
+        // false is the default: set (and refused on v2) only when asked to disable.
         if m.disable_oom_killer() == Some(true) {
-            return Err(unsupported("memory.disableOOMKiller"));
+            mem.oom_kill_disable = Some(true);
         }
         if m.use_hierarchy().is_some() || m.check_before_update().is_some() {
             return Err(unsupported("memory.useHierarchy/checkBeforeUpdate"));
