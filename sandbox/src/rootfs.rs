@@ -56,7 +56,9 @@ pub fn mount_options(m: &Mount) -> (MsFlags, String, bool, bool) {
     let mut rec = false;
     for o in m.options().iter().flatten() {
         match o.as_str() {
-            "ro" => flags |= MsFlags::MS_RDONLY,
+            // An rbind's flags go to every mount below it (mount_setattr with
+            // AT_RECURSIVE, which `rro` needs: checked when the spec is read).
+            "ro" | "rro" => flags |= MsFlags::MS_RDONLY,
             "nosuid" => flags |= MsFlags::MS_NOSUID,
             "noexec" => flags |= MsFlags::MS_NOEXEC,
             "nodev" => flags |= MsFlags::MS_NODEV,

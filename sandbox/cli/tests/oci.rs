@@ -1183,3 +1183,38 @@ fn oci_swappiness_and_oom_killer() {
     }
     env.assert_clean();
 }
+
+/// `rro`: an rbind read-only all the way down (a submount of the source too).
+#[test]
+fn oci_rro_makes_submounts_read_only() {
+    let env = Env::new();
+    let src = env.dir.path().join("rro");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let sh = |c: &str| {
+        let o = std::process::Command::new("sh")
+            .args(["-c", c])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    sh(&format!("mount -t tmpfs sbx-rro {}/sub", src.display()));
+    let b = Bundle::new(
+        &env,
+        "rro",
+        "touch /data/x 2>/dev/null && echo top-writable; touch /data/sub/x 2>/dev/null && echo sub-writable; echo done",
+    );
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": src, "options": ["rbind", "rro"]
+        }));
+    });
+    let o = run_bundle(&env, &b, &id("rro"));
+    sh(&format!("umount {}/sub", src.display()));
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "done\n", "{}", err(&o));
+    env.assert_clean();
+}

@@ -346,7 +346,7 @@ pub fn propagation_flags(word: &str) -> Option<libc::c_ulong> {
 
 /// The mount options this runtime applies (see `rootfs::mount_options`); filesystem
 /// data (`mode=`, `size=`, ...) passes through for non-bind mounts.
-const BIND_OPTIONS: [&str; 16] = [
+const BIND_OPTIONS: [&str; 17] = [
     "bind",
     "rbind",
     "ro",
@@ -363,7 +363,25 @@ const BIND_OPTIONS: [&str; 16] = [
     "rshared",
     "unbindable",
     "runbindable",
+    "rro",
 ];
+
+/// Whether the kernel has mount_setattr(2) (5.12): `rro` (read-only all the way
+/// down an rbind) needs it.
+fn has_mount_setattr() -> bool {
+    // SAFETY: an invalid fd and empty path only probe whether the syscall exists.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            c"".as_ptr(),
+            0,
+            std::ptr::null::<u8>(),
+            0usize,
+        )
+    };
+    !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+}
 
 fn check_mount(i: usize, m: &Mount) -> Result<()> {
     let field = format!("mounts[{i}] ({})", m.destination().display());
@@ -374,6 +392,12 @@ fn check_mount(i: usize, m: &Mount) -> Result<()> {
     let opts: Vec<&str> = m.options().iter().flatten().map(String::as_str).collect();
     let bind = typ == "bind" || opts.iter().any(|o| *o == "bind" || *o == "rbind");
     if bind {
+        if opts.contains(&"rro") && !has_mount_setattr() {
+            return Err(refuse(
+                &field,
+                "rro needs mount_setattr(2) (Linux 5.12), which this kernel lacks",
+            ));
+        }
         if let Some(o) = opts
             .iter()
             .find(|o| !BIND_OPTIONS.contains(o) && !matches!(**o, "dev" | "exec"))
