@@ -371,7 +371,17 @@ pub struct Cpu {
     pub burst_usec: Option<u64>,
     /// SCHED_IDLE for the whole group (cpu.idle, kernel 5.15+).
     pub idle: Option<bool>,
+    /// Real-time bandwidth, v1 only (cpu.rt_period_us and cpu.rt_runtime_us, with
+    /// CONFIG_RT_GROUP_SCHED): (runtime, period) in microseconds; runtime -1 is
+    /// no limit. The kernel refuses a runtime its parent cannot give. cgroup v2 has
+    /// no such files ([`Error::Unsupported`]).
+    pub realtime: Option<(i64, u64)>,
 }
+
+/// v1: real-time runtime per period, microseconds (-1: no limit).
+pub const RT_RUNTIME_US: &str = "cpu.rt_runtime_us";
+/// v1: real-time period, microseconds.
+pub const RT_PERIOD_US: &str = "cpu.rt_period_us";
 
 impl Cpu {
     /// Only a bandwidth limit.
@@ -493,6 +503,13 @@ pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
             "idle",
             "cpu.idle needs kernel 5.15+",
         ),
+        (
+            cpu.realtime.is_some(),
+            RT_RUNTIME_US,
+            "realtime",
+            "real-time group scheduling is cgroup v1 only, and needs a kernel with \
+             CONFIG_RT_GROUP_SCHED",
+        ),
     ] {
         if set {
             require(dir, file, what, why)?;
@@ -517,6 +534,12 @@ pub(crate) fn apply(dir: &CgroupDir, cpu: &Cpu, w: &mut Writer) -> Result<()> {
             "burst",
             "CPU burst needs kernel 5.14+",
         )?;
+    }
+    if let Some((runtime, period)) = cpu.realtime {
+        let why = "real-time group scheduling is cgroup v1 only, and needs a kernel \
+                   with CONFIG_RT_GROUP_SCHED";
+        write_optional(dir, w, RT_PERIOD_US, period.to_string(), "realtime", why)?;
+        write_optional(dir, w, RT_RUNTIME_US, runtime.to_string(), "realtime", why)?;
     }
     if let Some(idle) = cpu.idle {
         let v = if idle { "1" } else { "0" };
@@ -648,6 +671,13 @@ pub(crate) fn read_settings(dir: &CgroupDir) -> Result<Cpu> {
         weight,
         burst_usec: burst,
         idle: opt(CPU_IDLE)?.map(|v| v != 0),
+        realtime: match (
+            std::fs::read_to_string(dir.file(RT_RUNTIME_US)),
+            opt(RT_PERIOD_US)?,
+        ) {
+            (Ok(rt), Some(p)) => rt.trim().parse().ok().map(|rt: i64| (rt, p)),
+            _ => None,
+        },
     })
 }
 

@@ -1218,3 +1218,48 @@ fn oci_rro_makes_submounts_read_only() {
     assert_eq!(out(&o), "done\n", "{}", err(&o));
     env.assert_clean();
 }
+
+/// Real-time CPU bandwidth: written on a v1 cpu hierarchy that has the files (with
+/// runtime 0, which every parent can give), refused with the reason elsewhere.
+#[test]
+fn oci_realtime_cpu() {
+    let env = Env::new();
+    let b = Bundle::new(&env, "rt", "true");
+    b.edit(|c| {
+        c["linux"]["resources"]["cpu"] = json!({"realtimeRuntime": 0, "realtimePeriod": 500000});
+    });
+    let i = id("rt");
+    let o = sandbox(&env, &["create", "--bundle", b.path(), &i]);
+    let v1_rt = Path::new("/sys/fs/cgroup/cpu/cpu.rt_runtime_us").exists();
+    if v1_rt {
+        assert!(o.status.success(), "{}", err(&o));
+        let d = oci_cgroups(&i)
+            .into_iter()
+            .find(|d| d.join("cpu.rt_period_us").exists())
+            .expect("a v1 cpu cgroup");
+        assert_eq!(
+            std::fs::read_to_string(d.join("cpu.rt_period_us"))
+                .unwrap()
+                .trim(),
+            "500000"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("cpu.rt_runtime_us"))
+                .unwrap()
+                .trim(),
+            "0"
+        );
+        ok(&env, &["delete", &i]);
+    } else {
+        assert!(
+            !o.status.success(),
+            "accepted without real-time group scheduling"
+        );
+        assert!(
+            err(&o).contains("realtime") || err(&o).contains("rt_"),
+            "{}",
+            err(&o)
+        );
+    }
+    env.assert_clean();
+}

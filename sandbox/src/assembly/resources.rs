@@ -43,8 +43,16 @@ pub fn resources(r: Option<&LinuxResources>) -> Result<Resources> {
         if let Some(i) = c.idle() {
             cpu.idle = Some(i != 0);
         }
-        if c.realtime_runtime().is_some() || c.realtime_period().is_some() {
-            return Err(unsupported("cpu.realtimeRuntime/realtimePeriod"));
+        match (c.realtime_runtime(), c.realtime_period()) {
+            (None, None) => {}
+            (Some(rt), Some(p)) => cpu.realtime = Some((rt, p)),
+            _ => {
+                return Err(Error::Config(
+                    "linux.resources.cpu.realtimeRuntime and realtimePeriod go together: \
+                     give both"
+                        .into(),
+                ));
+            }
         }
         if cpu != Cpu::default() {
             out.cpu = Some(cpu);
