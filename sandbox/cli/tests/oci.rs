@@ -801,6 +801,17 @@ fn oci_cgroup_v2_unified_freezer_devices_and_update() {
         let o = sandbox(&env, &["create", "--bundle", b.path(), &i]);
         assert!(!o.status.success(), "unified accepted on v1 hierarchies");
         assert!(err(&o).contains("cgroup v2"), "{}", err(&o));
+        // Nothing half-made: not even the parent the cgroupsPath named.
+        let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|h| h.path().join(&parent))
+            .filter(|p| p.exists())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "cgroups left by a refused create: {left:?}"
+        );
         env.assert_clean();
         return;
     }

@@ -93,7 +93,13 @@ impl Guard<'_> {
         // a cgroup found by name could be someone else's.
         let released = match self.cgroup.take() {
             Some(cg) => {
+                // The parents this start made go too (a failed start leaves no
+                // empty cgroup); one that another container uses now stays (EBUSY).
+                let made = cg.created().to_vec();
                 let deleted = cg.delete_recursive(Leftovers::Kill).map_err(Error::from);
+                for d in made.iter().rev() {
+                    let _ = std::fs::remove_dir(d);
+                }
                 let unmounted = state::release_mounts(&self.dir, &self.state);
                 deleted.and(unmounted)
             }
