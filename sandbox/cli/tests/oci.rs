@@ -111,6 +111,32 @@ fn run_bundle(env: &Env, b: &Bundle, id: &str) -> Output {
 /// A change to a config.json.
 type Edit = Box<dyn Fn(&mut Value)>;
 
+/// Deletes (--force) every container left in the test's state root when the test
+/// ends, failed assertions included: no process or cgroup outlives a test.
+struct Cleanup<'a>(&'a Env);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for e in std::fs::read_dir(&self.0.state)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !id.starts_with('.') {
+                let _ = self
+                    .0
+                    .cmd()
+                    .args(["delete", "--force", &id])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
 fn id(tag: &str) -> String {
     common::name(&format!("oci-{tag}"))
 }
@@ -131,6 +157,7 @@ fn oci_cgroups(name: &str) -> Vec<PathBuf> {
 #[test]
 fn oci_create_start_state_delete_with_the_spec_states() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let marker = env.dir.path().join("ran");
     let id = id("life");
     let b = Bundle::new(&env, "life", "echo ran > /data/ran; sleep 0.3; exit 3");
@@ -208,6 +235,7 @@ fn oci_create_start_state_delete_with_the_spec_states() {
 #[test]
 fn oci_run_reports_the_exit_status_and_a_missing_program() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = Bundle::new(&env, "exit", "echo out; echo err >&2; exit 7");
     let o = run_bundle(&env, &b, &id("exit"));
     assert_eq!(o.status.code(), Some(7), "{}", err(&o));
@@ -225,6 +253,7 @@ fn oci_run_reports_the_exit_status_and_a_missing_program() {
 #[test]
 fn oci_kill_and_delete_semantics() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = Bundle::new(
         &env,
         "kill",
@@ -299,6 +328,7 @@ fn oci_kill_and_delete_semantics() {
 #[test]
 fn oci_bad_configs_are_refused_by_field_and_leave_nothing() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = Bundle::new(&env, "bad", "true");
     let cases: Vec<(&str, Edit)> = vec![
         ("ociVersion", Box::new(|c| c["ociVersion"] = json!("2.0.0"))),
@@ -407,6 +437,7 @@ fn oci_bad_configs_are_refused_by_field_and_leave_nothing() {
 #[test]
 fn oci_process_fields_are_honoured() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = Bundle::new(
         &env,
         "proc",
@@ -455,6 +486,7 @@ fn oci_process_fields_are_honoured() {
 #[test]
 fn oci_namespaces_joined_by_path_and_mounts() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     // Container a holds a network namespace; b joins it by path.
     let a = id("netholder");
     let ba = Bundle::new(&env, "netholder", "sleep 1000");
@@ -508,6 +540,7 @@ fn oci_namespaces_joined_by_path_and_mounts() {
 #[test]
 fn oci_hooks_run_in_order_with_the_state_on_stdin() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let log = env.dir.path().join("hooks.log");
     // Each hook appends its name, the status and pid it read, and (for the hooks
     // in the container's namespaces) its hostname, to `path`.
@@ -593,6 +626,7 @@ fn recv_fd(sock: &std::os::unix::net::UnixStream) -> OwnedFd {
 #[test]
 fn oci_a_terminal_goes_to_the_console_socket() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let sock_path = env.dir.path().join("console.sock");
     let listener = UnixListener::bind(&sock_path).unwrap();
     let b = Bundle::new(&env, "tty", "");
@@ -641,6 +675,7 @@ fn oci_a_terminal_goes_to_the_console_socket() {
 #[test]
 fn oci_exec_pause_resume_update_and_events() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = Bundle::new(&env, "exec", "sleep 1000");
     b.edit(|c| c["linux"]["resources"] = json!({"cpu": {"quota": 50000, "period": 100000}}));
     let i = id("exec");
@@ -730,6 +765,7 @@ fn oci_exec_pause_resume_update_and_events() {
 #[test]
 fn oci_fifty_concurrent_creates_all_succeed() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = Bundle::new(&env, "many", "true");
     let ids: Vec<String> = (0..50).map(|n| id(&format!("many{n}"))).collect();
     let children: Vec<_> = ids
@@ -760,6 +796,7 @@ fn oci_fifty_concurrent_creates_all_succeed() {
 #[test]
 fn oci_features_and_spec() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let f: Value = serde_json::from_str(&ok(&env, &["features"])).unwrap();
     assert_eq!(f["ociVersionMin"], "1.0.0");
     assert!(
@@ -799,6 +836,7 @@ fn pure_v2() -> bool {
 #[test]
 fn oci_cgroup_v2_unified_freezer_devices_and_update() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let parent = format!("oci-v2-{}", std::process::id());
     let b = Bundle::new(
         &env,
@@ -909,6 +947,7 @@ fn oci_cgroup_v2_unified_freezer_devices_and_update() {
 #[test]
 fn oci_sysctls_and_devices() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let host_port =
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
     let host_shm = std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap();
@@ -943,6 +982,7 @@ fn oci_sysctls_and_devices() {
 #[test]
 fn oci_propagation_personality_and_time_offsets() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     // A shared mount of the test's own, so that propagation has a peer group.
     let src = env.dir.path().join("shared");
     std::fs::create_dir(&src).unwrap();
@@ -1021,6 +1061,7 @@ fn oci_propagation_personality_and_time_offsets() {
 #[test]
 fn oci_delete_force_ends_a_container_with_a_frozen_sub_cgroup() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = Bundle::new(&env, "frozen", "sleep 1000 & sleep 1000 & wait");
     let i = id("frozen");
     ok(&env, &["create", "--bundle", b.path(), &i]);
@@ -1075,6 +1116,7 @@ fn oci_delete_force_ends_a_container_with_a_frozen_sub_cgroup() {
 #[test]
 fn oci_an_existing_cgroup_is_never_taken_over() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let name = format!("oci-taken-{}", std::process::id());
     let h = cgroupkit::Hierarchy::detect().unwrap();
     let path = cgroupkit::CgroupPath::new(&name).unwrap();
@@ -1107,6 +1149,7 @@ fn oci_an_existing_cgroup_is_never_taken_over() {
 #[test]
 fn oci_block_io_and_hugepage_limits() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     // A whole disk of this host (not loop, ram or zram).
     let disk = std::fs::read_dir("/sys/block")
         .unwrap()
@@ -1180,6 +1223,7 @@ fn oci_block_io_and_hugepage_limits() {
 #[test]
 fn oci_swappiness_and_oom_killer() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = Bundle::new(&env, "swap", "true");
     b.edit(|c| {
         c["linux"]["resources"]["memory"] = json!({"swappiness": 10, "disableOOMKiller": true});
@@ -1212,6 +1256,7 @@ fn oci_swappiness_and_oom_killer() {
 #[test]
 fn oci_rro_makes_submounts_read_only() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let src = env.dir.path().join("rro");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     let sh = |c: &str| {
@@ -1248,6 +1293,7 @@ fn oci_rro_makes_submounts_read_only() {
 #[test]
 fn oci_realtime_cpu() {
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = Bundle::new(&env, "rt", "true");
     b.edit(|c| {
         c["linux"]["resources"]["cpu"] = json!({"realtimeRuntime": 0, "realtimePeriod": 500000});
