@@ -20,8 +20,11 @@ use harness::{
     ok, output_within, stderr, stdout, wait_within,
 };
 
-/// What a user types at the terminal: proves the shell sees a tty and computes.
-const TYPED: &[u8] = b"test -t 0 && test -t 1 && echo tty-$((6*7)); exit\n";
+/// What a user types at the terminal: proves the shell sees a tty and computes. The
+/// shell stays a second after its answer: a client that learns of the exit before it
+/// has copied the last output drops it (containerd's client cancels the copy on exit),
+/// which is not what these tests are about.
+const TYPED: &[u8] = b"test -t 0 && test -t 1 && echo tty-$((6*7)); sleep 1; exit\n";
 
 // ---------------------------------------------------------------------------------------
 // podman

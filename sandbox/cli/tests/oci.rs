@@ -1333,3 +1333,39 @@ fn oci_realtime_cpu() {
     }
     env.assert_clean();
 }
+
+/// `exec`'s own flags: working directory, extra environment, user; and `list --format
+/// json`.
+#[test]
+fn oci_exec_flags_and_list_json() {
+    let env = Env::new();
+    let _cleanup = Cleanup(&env);
+    let b = Bundle::new(&env, "flags", "sleep 1000");
+    let i = id("flags");
+    ok(&env, &["create", "--bundle", b.path(), &i]);
+    ok(&env, &["start", &i]);
+    let text = ok(
+        &env,
+        &[
+            "exec",
+            "--cwd",
+            "/tmp",
+            "--env",
+            "FOO=bar",
+            "--user",
+            "1000:1001",
+            &i,
+            "sh",
+            "-c",
+            "pwd; echo $FOO; id -u; id -g",
+        ],
+    );
+    assert_eq!(text, "/tmp\nbar\n1000\n1001\n");
+    let all: Vec<Value> = serde_json::from_str(&ok(&env, &["list", "--format", "json"])).unwrap();
+    assert!(
+        all.iter().any(|c| c["id"] == i && c["status"] == "running"),
+        "{all:?}"
+    );
+    ok(&env, &["delete", "--force", &i]);
+    env.assert_clean();
+}
