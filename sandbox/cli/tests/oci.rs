@@ -80,6 +80,12 @@ impl Bundle {
     }
 }
 
+/// `create` then `start` of bundle `b` as container `id`.
+fn create_and_start(env: &Env, b: &Bundle, id: &str) {
+    ok(env, &["create", "--bundle", b.path(), id]);
+    ok(env, &["start", id]);
+}
+
 fn state(env: &Env, id: &str) -> Value {
     serde_json::from_str(&ok(env, &["state", id])).unwrap()
 }
@@ -274,8 +280,7 @@ fn oci_kill_and_delete_semantics() {
     }
     // A running one needs --force.
     let r = id("running");
-    ok(&env, &["create", "--bundle", b.path(), &r]);
-    ok(&env, &["start", &r]);
+    create_and_start(&env, &b, &r);
     let o = sandbox(&env, &["delete", &r]);
     assert!(!o.status.success());
     assert!(err(&o).contains("running"), "{}", err(&o));
@@ -299,8 +304,7 @@ fn oci_kill_and_delete_semantics() {
     // kill --all reaches every process of the cgroup; delete --force ends a running one.
     let a = id("all");
     let b2 = Bundle::new(&env, "all", "sleep 1000 & sleep 1000 & wait");
-    ok(&env, &["create", "--bundle", b2.path(), &a]);
-    ok(&env, &["start", &a]);
+    create_and_start(&env, &b2, &a);
     let start = Instant::now();
     while ok(&env, &["ps", "--format", "json", &a])
         .matches(',')
@@ -318,8 +322,7 @@ fn oci_kill_and_delete_semantics() {
     assert_eq!(ok(&env, &["ps", "--format", "json", &a]).trim(), "[]");
     ok(&env, &["delete", &a]);
     let f = id("force");
-    ok(&env, &["create", "--bundle", b2.path(), &f]);
-    ok(&env, &["start", &f]);
+    create_and_start(&env, &b2, &f);
     ok(&env, &["delete", "--force", &f]);
     assert!(oci_cgroups(&f).is_empty());
     env.assert_clean();
@@ -490,8 +493,7 @@ fn oci_namespaces_joined_by_path_and_mounts() {
     // Container a holds a network namespace; b joins it by path.
     let a = id("netholder");
     let ba = Bundle::new(&env, "netholder", "sleep 1000");
-    ok(&env, &["create", "--bundle", ba.path(), &a]);
-    ok(&env, &["start", &a]);
+    create_and_start(&env, &ba, &a);
     let apid = state(&env, &a)["pid"].as_i64().unwrap();
     let want = std::fs::read_link(format!("/proc/{apid}/ns/net")).unwrap();
     let bb = Bundle::new(
@@ -679,8 +681,7 @@ fn oci_exec_pause_resume_update_and_events() {
     let b = Bundle::new(&env, "exec", "sleep 1000");
     b.edit(|c| c["linux"]["resources"] = json!({"cpu": {"quota": 50000, "period": 100000}}));
     let i = id("exec");
-    ok(&env, &["create", "--bundle", b.path(), &i]);
-    ok(&env, &["start", &i]);
+    create_and_start(&env, &b, &i);
     // exec with arguments: in the container's pid namespace, with its hostname.
     let text = ok(
         &env,
@@ -1064,8 +1065,7 @@ fn oci_delete_force_ends_a_container_with_a_frozen_sub_cgroup() {
     let _cleanup = Cleanup(&env);
     let b = Bundle::new(&env, "frozen", "sleep 1000 & sleep 1000 & wait");
     let i = id("frozen");
-    ok(&env, &["create", "--bundle", b.path(), &i]);
-    ok(&env, &["start", &i]);
+    create_and_start(&env, &b, &i);
     let start = Instant::now();
     let pids: Vec<i64> = loop {
         let v: Vec<i64> = serde_json::from_str(&ok(&env, &["ps", "--format", "json", &i])).unwrap();
@@ -1342,8 +1342,7 @@ fn oci_exec_flags_and_list_json() {
     let _cleanup = Cleanup(&env);
     let b = Bundle::new(&env, "flags", "sleep 1000");
     let i = id("flags");
-    ok(&env, &["create", "--bundle", b.path(), &i]);
-    ok(&env, &["start", &i]);
+    create_and_start(&env, &b, &i);
     let text = ok(
         &env,
         &[
