@@ -40,11 +40,6 @@ impl Console {
         })
     }
 
-    /// The socket's fd (the runtime's copy is closed once the child has its own).
-    pub fn socket_fd(&self) -> i32 {
-        self.sock.as_raw_fd()
-    }
-
     /// In the child, after its root and mounts are in place: opens a pty on the
     /// container's /dev/ptmx, sends the master, makes the slave the controlling
     /// terminal and fds 0-2. Async-signal-safe: raw syscalls, stack buffers.
