@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use cgroupkit::{Cgroup, CgroupPath, FreezerState, Hierarchy, Leftovers};
 use nix::sys::signal::Signal;
 use nskit::{Namespace, NsHandle};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::Spec;
 use serde::Serialize;
 
 use crate::assembly::spawn::{Launch, kinds_of, launch, userns_owner};
@@ -848,10 +848,40 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     if let Some(h) = load_spec(&dir).and_then(|s| s.hooks().clone())
         && let Some(list) = h.poststart()
     {
+        // poststart runs once the program is executing (runtime spec); the gate only
+        // let the process go on (startContainer hooks may still run).
+        if let Some(pid) = st.pid {
+            wait_for_exec(pid);
+        }
         // A failed poststart hook is reported, the container keeps running (spec).
-        hooks::run("poststart", list, &state_json(&dir, &st))?;
+        // The state as of the start: running (a short program may be gone by now).
+        let mut os = oci_state(&dir, &st);
+        os.status = "running".into();
+        os.pid = st.pid.unwrap_or(0);
+        hooks::run(
+            "poststart",
+            list,
+            &serde_json::to_vec(&os).unwrap_or_default(),
+        )?;
     }
     Ok(())
+}
+
+/// Waits (bounded) until `pid` runs another program than this runtime's (its
+/// /proc/PID/exe is another file), or is gone.
+fn wait_for_exec(pid: i32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(me) = std::fs::metadata("/proc/self/exe") else {
+        return;
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        match std::fs::metadata(format!("/proc/{pid}/exe")) {
+            Ok(md) if md.dev() == me.dev() && md.ino() == me.ino() => {}
+            _ => return,
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 pub(crate) fn load_spec(dir: &Path) -> Option<Spec> {
@@ -1055,21 +1085,6 @@ pub fn features() -> serde_json::Value {
         "annotations": {
             "org.opencontainers.runtime-spec.features.runtime": "sandbox",
         }
-    })
-}
-
-/// Helps `Namespace` names of the spec's types (used by the CLI's `spec`).
-pub fn ns_type(name: &str) -> Option<LinuxNamespaceType> {
-    Some(match name {
-        "cgroup" => LinuxNamespaceType::Cgroup,
-        "ipc" => LinuxNamespaceType::Ipc,
-        "mount" => LinuxNamespaceType::Mount,
-        "network" => LinuxNamespaceType::Network,
-        "pid" => LinuxNamespaceType::Pid,
-        "user" => LinuxNamespaceType::User,
-        "uts" => LinuxNamespaceType::Uts,
-        "time" => LinuxNamespaceType::Time,
-        _ => return None,
     })
 }
 
