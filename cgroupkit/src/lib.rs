@@ -59,7 +59,7 @@ pub use error::{Error, Result};
 pub use hierarchy::{Controller, Hierarchy, Layout, Mount, Version};
 pub use hugetlb::{Hugetlb, HugetlbSizeStat, HugetlbStat, PageSize};
 pub use io::{DeviceIo, DeviceLimit, DeviceNumber, Io, IoRate, IoStat};
-pub use lifecycle::{CgroupEvents, FreezerState, Leftovers};
+pub use lifecycle::{CgroupEvents, FreezerState, Leftovers, SETTLE_TIMEOUT};
 pub use memory::{Limit, Memory, MemoryEvents, MemoryStat};
 pub use path::CgroupPath;
 pub use pids::{Pids, PidsLimit, PidsStat};

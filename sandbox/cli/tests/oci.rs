@@ -1368,3 +1368,217 @@ fn oci_exec_flags_and_list_json() {
     ok(&env, &["delete", "--force", &i]);
     env.assert_clean();
 }
+
+/// A FUSE file system of the test's own whose server answers INIT and GETATTR but
+/// holds a LOOKUP of the name `hang` unanswered: the process that looks it up waits
+/// in the kernel, and once SIGKILLed waits uninterruptibly (state D) until the
+/// server answers or the connection goes, which dropping this does (the server
+/// thread has stopped reading; closing the last /dev/fuse fd aborts the connection).
+struct HangingFuse {
+    dir: PathBuf,
+    dev: Option<OwnedFd>,
+    held: std::sync::mpsc::Receiver<()>,
+}
+
+impl HangingFuse {
+    /// None where the kernel has no FUSE (the test then cannot make a D state).
+    fn mount(dir: PathBuf) -> Option<HangingFuse> {
+        let fs = std::fs::read_to_string("/proc/filesystems").unwrap();
+        if !fs
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some("fuse"))
+        {
+            return None;
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        let dev: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .expect("open /dev/fuse")
+            .into();
+        let opts = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0",
+            std::os::fd::AsRawFd::as_raw_fd(&dev)
+        );
+        nix::mount::mount(
+            Some("sandbox-test-fuse"),
+            &dir,
+            Some("fuse"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .expect("mount fuse");
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&dev);
+        let (tx, held) = std::sync::mpsc::channel();
+        std::thread::spawn(move || Self::serve(raw, tx));
+        Some(HangingFuse {
+            dir,
+            dev: Some(dev),
+            held,
+        })
+    }
+
+    /// Answers requests until the LOOKUP of `hang`, which it never answers, then
+    /// stops reading (so it holds no reference the abort would wait for).
+    fn serve(fd: i32, held: std::sync::mpsc::Sender<()>) {
+        const LOOKUP: u32 = 1;
+        const FORGET: u32 = 2;
+        const GETATTR: u32 = 3;
+        const INIT: u32 = 26;
+        const INTERRUPT: u32 = 36;
+        const BATCH_FORGET: u32 = 42;
+        let mut buf = vec![0u8; 1 << 18];
+        let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
+        loop {
+            // SAFETY: buf is a valid writable buffer of its length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+            let req = &buf[..n as usize];
+            let opcode = u32_at(req, 4);
+            let unique = u64::from_ne_bytes(req[8..16].try_into().unwrap());
+            let body = &req[40..];
+            let mut payload: Vec<u8> = Vec::new();
+            let mut error: i32 = 0;
+            match opcode {
+                FORGET | BATCH_FORGET | INTERRUPT => continue,
+                INIT => {
+                    // fuse_init_out: major, minor, max_readahead, flags,
+                    // max_background, congestion_threshold (u16s), max_write,
+                    // time_gran, then zeros to 64 bytes.
+                    for v in [7u32, 31, u32_at(body, 8), 0] {
+                        payload.extend(v.to_ne_bytes());
+                    }
+                    payload.extend([0u8; 4]);
+                    payload.extend(4096u32.to_ne_bytes());
+                    payload.extend(1u32.to_ne_bytes());
+                    payload.resize(64, 0);
+                }
+                GETATTR => {
+                    // fuse_attr_out: attr_valid (u64), attr_valid_nsec, dummy, then
+                    // fuse_attr: ino, size, blocks, atime, mtime, ctime (u64s),
+                    // atimensec, mtimensec, ctimensec, mode, nlink, uid, gid, rdev,
+                    // blksize, flags (u32s).
+                    payload.extend(3600u64.to_ne_bytes());
+                    payload.extend([0u8; 8]);
+                    payload.extend(1u64.to_ne_bytes());
+                    payload.extend([0u8; 40]);
+                    payload.extend([0u8; 12]);
+                    for v in [0o40755u32, 2, 0, 0, 0, 4096, 0] {
+                        payload.extend(v.to_ne_bytes());
+                    }
+                }
+                LOOKUP if body.starts_with(b"hang\0") => {
+                    let _ = held.send(());
+                    return;
+                }
+                LOOKUP => error = -libc::ENOENT,
+                _ => error = -libc::ENOSYS,
+            }
+            let mut out = Vec::with_capacity(16 + payload.len());
+            out.extend(((16 + payload.len()) as u32).to_ne_bytes());
+            out.extend(error.to_ne_bytes());
+            out.extend(unique.to_ne_bytes());
+            out.extend(&payload);
+            // SAFETY: out is a valid buffer of its length.
+            unsafe { libc::write(fd, out.as_ptr().cast(), out.len()) };
+        }
+    }
+
+    /// Aborts the connection: the held request fails and its process can die.
+    fn release(&mut self) {
+        self.dev.take();
+    }
+}
+
+impl Drop for HangingFuse {
+    fn drop(&mut self) {
+        self.release();
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn proc_state(pid: i64) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// A process stuck in D state (SIGKILLed while a FUSE request of the test's own
+/// goes unanswered): `kill --all` and `delete --force` return within a bound, fail
+/// naming the process and its state, and keep the container's state; once the
+/// process can die, `delete --force` removes everything.
+#[test]
+fn oci_kill_and_delete_of_a_process_in_d_state_are_bounded_and_name_it() {
+    let env = Env::new();
+    let _cleanup = Cleanup(&env);
+    let Some(mut fuse) = HangingFuse::mount(env.dir.path().join("fuse")) else {
+        // No FUSE here: no way to make a process that SIGKILL cannot end. Say so
+        // loudly rather than pass silently.
+        panic!("this kernel has no FUSE (fuse in /proc/filesystems): cannot make a D state");
+    };
+    let b = Bundle::new(&env, "dstate", "exec cat /f/hang");
+    let fuse_dir = fuse.dir.clone();
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/f", "type": "bind",
+            "source": fuse_dir, "options": ["bind"]
+        }));
+    });
+    let i = id("dstate");
+    create_and_start(&env, &b, &i);
+    fuse.held
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the container never looked up /f/hang");
+    let pid = state(&env, &i)["pid"].as_i64().unwrap();
+    ok(&env, &["kill", &i, "KILL"]);
+    let start = Instant::now();
+    while proc_state(pid) != Some('D') {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "pid {pid} never reached D state: {:?}",
+            proc_state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for args in [
+        vec!["kill", "--all", &i, "KILL"],
+        vec!["delete", "--force", &i],
+    ] {
+        let t = Instant::now();
+        let o = sandbox(&env, &args);
+        assert!(
+            !o.status.success(),
+            "{args:?} succeeded with pid {pid} stuck"
+        );
+        let e = err(&o);
+        assert!(
+            e.contains(&format!("pid {pid} (")) && e.contains("in state D"),
+            "{args:?}: the error does not name the stuck process: {e}"
+        );
+        // Bounded: the cgroupkit settle timeout (5 s), not forever.
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{args:?} took {:?}",
+            t.elapsed()
+        );
+    }
+    // The state is kept for a later delete.
+    assert_eq!(state(&env, &i)["pid"], pid);
+    assert!(!oci_cgroups(&i).is_empty());
+    fuse.release();
+    ok(&env, &["delete", "--force", &i]);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists() || proc_state(pid) == Some('Z'),
+        "pid {pid} survived"
+    );
+    assert!(oci_cgroups(&i).is_empty(), "cgroups left");
+    drop(fuse);
+    env.assert_clean();
+}

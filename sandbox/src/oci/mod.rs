@@ -920,7 +920,14 @@ pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<()> {
         let h = Hierarchy::detect()?;
         let cg = Cgroup::load(&h, &CgroupPath::new(&st.cgroup)?)?;
         if sig == Signal::SIGKILL {
-            return Ok(cg.kill()?);
+            return cg.kill().map_err(|e| {
+                stuck(
+                    id,
+                    &cg,
+                    e,
+                    "a process in D state dies when its system call returns",
+                )
+            });
         }
         for p in cg.procs()? {
             // Through a pidfd checked against the cgroup, as for the first process;
@@ -933,6 +940,63 @@ pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<()> {
     }
     let pid = st.pid.ok_or_else(|| not_found(id))?;
     ContainerProcess::open(id, &st, pid)?.signal(sig)
+}
+
+/// The error for a cgroup whose processes outlived SIGKILL (cgroupkit gives up
+/// after its settle timeout rather than hang): names each process left, its state
+/// and where in the kernel it waits, so the operator sees what holds the container
+/// (a process in D state dies only when its system call returns).
+fn stuck(id: &str, cg: &Cgroup, e: cgroupkit::Error, then: &str) -> Error {
+    if !matches!(e, cgroupkit::Error::Timeout { .. }) {
+        return e.into();
+    }
+    Error::Container {
+        name: id.into(),
+        what: format!(
+            "SIGKILL was sent to every process of cgroup {}, but after {} s{}; {then}",
+            cg.path(),
+            cgroupkit::SETTLE_TIMEOUT.as_secs(),
+            match remaining(cg) {
+                r if r.is_empty() => " it is still populated".to_string(),
+                r => r,
+            }
+        ),
+    }
+}
+
+/// ": these processes remain: pid 12 (cat) in state D, waiting in the kernel at
+/// request_wait_answer, ..." for the processes still in `cg`; empty if none.
+fn remaining(cg: &Cgroup) -> String {
+    let Ok(pids) = cg.all_procs() else {
+        return String::new();
+    };
+    let list: Vec<String> = pids
+        .iter()
+        .map(|p| {
+            let pid = p.as_raw();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // comm is between the first '(' and the last ')'; the state follows.
+            let comm = stat
+                .find('(')
+                .zip(stat.rfind(')'))
+                .map(|(a, b)| &stat[a + 1..b])
+                .unwrap_or("?");
+            let state = stat
+                .rfind(')')
+                .and_then(|b| stat[b + 1..].split_whitespace().next())
+                .unwrap_or("?");
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            match wchan.trim() {
+                "" | "0" => format!("pid {pid} ({comm}) in state {state}"),
+                w => format!("pid {pid} ({comm}) in state {state}, waiting in the kernel at {w}"),
+            }
+        })
+        .collect();
+    if list.is_empty() {
+        String::new()
+    } else {
+        format!(": these processes remain: {}", list.join(", "))
+    }
 }
 
 /// How long `delete` waits for the container's cgroup to empty and go.
@@ -964,7 +1028,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<Option<Error>> {
     let start = Instant::now();
     if let Ok(cg) = Cgroup::load(&h, &CgroupPath::new(&st.cgroup)?) {
         if status != "stopped" {
-            cg.kill()?;
+            cg.kill().map_err(|e| {
+                stuck(
+                    id,
+                    &cg,
+                    e,
+                    "the state is kept: run delete --force again once they have gone",
+                )
+            })?;
         }
         let left = loop {
             match Cgroup::load(&h, &CgroupPath::new(&st.cgroup)?) {
@@ -977,11 +1048,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<Option<Error>> {
             }
         };
         if let Some(e) = left {
+            let remain = Cgroup::load(&h, &CgroupPath::new(&st.cgroup)?)
+                .map(|cg| remaining(&cg))
+                .unwrap_or_default();
             return Err(Error::Container {
                 name: id.into(),
                 what: format!(
-                    "its cgroup {} could not be removed within {} s ({e}); processes stuck \
-                     in the kernel (D state) may hold it: run delete --force again later",
+                    "its cgroup {} could not be removed within {} s ({e}){remain}; \
+                     run delete --force again later",
                     st.cgroup,
                     DELETE_TIMEOUT.as_secs()
                 ),

@@ -152,10 +152,11 @@ pub fn kernel(lane: &str) -> Result<Kernel> {
 }
 
 /// Modules the tests need that Debian builds as modules: the NVMe driver (the io.max
-/// scratch disk; built in on the cloud kernel) and overlayfs (sandbox root filesystems).
-const MODULE_ROOTS: &[&str] = &["nvme", "overlay"];
+/// scratch disk; built in on the cloud kernel), overlayfs (sandbox root filesystems)
+/// and FUSE (a test's own file system that never answers puts a process in D state).
+const MODULE_ROOTS: &[&str] = &["nvme", "overlay", "fuse"];
 /// Written into each cached kernel; bump it when MODULE_ROOTS changes.
-const CACHE_LAYOUT: &str = "modules: nvme overlay (decompressed)\n";
+const CACHE_LAYOUT: &str = "modules: nvme overlay fuse (decompressed)\n";
 
 /// Fetch `package`, copy out its vmlinuz and the modules of MODULE_ROOTS with their
 /// dependencies into `dir` (vmlinuz, modules/, modules.order, package, layout).
