@@ -320,17 +320,7 @@ fn build_spawn(
     } else {
         None
     };
-    let console = launch.console;
-    // SAFETY: every step is async-signal-safe (raw syscalls on data prepared here,
-    // stack buffers).
-    unsafe {
-        sp.pre_exec(move || close.apply());
-        if let Some(c) = console {
-            sp.pre_exec(move || c.apply());
-        }
-        sp.pre_exec(move || confine.apply());
-        sp.pre_exec(move || enter.apply());
-    }
+    exec_steps(&mut sp, close, launch.console, confine, enter);
     let mut start_hooks = None;
     let mut keep_until_spawned = Vec::new();
     if let Some(h) = launch.hooks {
@@ -369,6 +359,29 @@ fn build_spawn(
 }
 
 /// How the container's process is started.
+/// The child's last steps before exec, in this order for the container's process
+/// and for `exec` alike: close the runtime's fds (before anything forks and keeps
+/// them), take the terminal, confine (credentials, capabilities, seccomp), enter the
+/// working directory (resolved in the new root).
+pub(crate) fn exec_steps(
+    sp: &mut Spawn,
+    close: workdir::CloseFds,
+    console: Option<crate::oci::console::Console>,
+    confine: security::Confine,
+    enter: workdir::Enter,
+) {
+    // SAFETY: every step is async-signal-safe (raw syscalls on data prepared before
+    // the clone, stack buffers).
+    unsafe {
+        sp.pre_exec(move || close.apply());
+        if let Some(c) = console {
+            sp.pre_exec(move || c.apply());
+        }
+        sp.pre_exec(move || confine.apply());
+        sp.pre_exec(move || enter.apply());
+    }
+}
+
 pub(crate) struct Launch {
     /// The exec gate ([`nskit::Spawn::exec_gate`]): the process waits there, created,
     /// until a byte can be read from it (`start`).

@@ -157,15 +157,7 @@ pub(crate) fn exec_in(id: &str, st: &state::State, mut spec: Spec, o: &ExecOptio
         None => None,
     };
     let (close, enter, report) = crate::assembly::workdir::prepare(process.cwd(), close)?;
-    // SAFETY: each step is async-signal-safe (raw syscalls on prepared data).
-    unsafe {
-        sp.pre_exec(move || close.apply());
-        if let Some(c) = console {
-            sp.pre_exec(move || c.apply());
-        }
-        sp.pre_exec(move || confine.apply());
-        sp.pre_exec(move || enter.apply());
-    }
+    crate::assembly::spawn::exec_steps(&mut sp, close, console, confine, enter);
     let spawned = sp.spawn();
     drop(sp);
     let mut child = spawned.map_err(|e| report.failure(&e).unwrap_or(e.into()))?;
