@@ -138,6 +138,15 @@ impl Cgroup {
         self.wait_empty()
     }
 
+    /// Sends `sig` (a signal number, e.g. `libc::SIGTERM`) once to every process in
+    /// the cgroup and its descendants, through pidfds checked against a second
+    /// listing (never to a reused pid); a process that exits meanwhile is skipped.
+    /// Unlike [`Cgroup::kill`] it neither freezes nor waits: a process forked during
+    /// the call may be missed. Returns how many processes were listed.
+    pub fn signal(&self, sig: libc::c_int) -> Result<usize> {
+        signal_listed(|| self.all_procs(), false, sig)
+    }
+
     /// Every pid in this cgroup and its descendants (first hierarchy).
     pub fn all_procs(&self) -> Result<Vec<Pid>> {
         let d = self.dirs().first().ok_or_else(|| Error::NotFound {
@@ -215,9 +224,15 @@ impl Cgroup {
 /// Without pidfd_open (ENOSYS, before 5.3) kill(2) is used only when `frozen`: a
 /// task frozen by the v1 freezer does not exit, so its pid cannot be recycled;
 /// otherwise that is [`Error::Unsupported`].
-pub(crate) fn kill_listed(
+pub(crate) fn kill_listed(list: impl FnMut() -> Result<Vec<Pid>>, frozen: bool) -> Result<usize> {
+    signal_listed(list, frozen, libc::SIGKILL)
+}
+
+/// [`kill_listed`] with any signal `sig`.
+fn signal_listed(
     mut list: impl FnMut() -> Result<Vec<Pid>>,
     frozen: bool,
+    sig: libc::c_int,
 ) -> Result<usize> {
     let first = list()?;
     let mut opened = Vec::with_capacity(first.len());
@@ -256,14 +271,11 @@ pub(crate) fn kill_listed(
             continue;
         }
         let (syscall, res) = match fd {
-            Some(fd) => (
-                "pidfd_send_signal",
-                crate::sys::pidfd_send_signal(&fd, libc::SIGKILL),
-            ),
+            Some(fd) => ("pidfd_send_signal", crate::sys::pidfd_send_signal(&fd, sig)),
             None => {
                 // SAFETY: kill(2) has no memory-safety preconditions; the pid is a
                 // frozen member of the cgroup (see above), so it names that member.
-                let r = unsafe { libc::kill(pid.as_raw(), libc::SIGKILL) };
+                let r = unsafe { libc::kill(pid.as_raw(), sig) };
                 (
                     "kill",
                     if r < 0 {

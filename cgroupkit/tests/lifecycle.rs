@@ -58,6 +58,22 @@ fn kill_ends_every_process_including_forked_children() {
 }
 
 #[test]
+fn signal_reaches_processes_in_child_cgroups_once() {
+    let s = Scratch::new();
+    let cg = Cgroup::create(&s.h, &s.path("sig"), CTRL).unwrap();
+    let child = Cgroup::create(&s.h, &s.path("sig/child"), CTRL).unwrap();
+    let mut top = Proc::sh("sleep 600");
+    let mut below = Proc::sh("sleep 600");
+    cg.add_process(top.pid()).unwrap();
+    child.add_process(below.pid()).unwrap();
+    assert_eq!(cg.signal(libc::SIGTERM).unwrap(), 2);
+    assert!(eventually(Duration::from_secs(5), || top.exited() && below.exited()));
+    assert!(!cg.is_populated().unwrap());
+    child.delete().unwrap();
+    cg.delete().unwrap();
+}
+
+#[test]
 fn delete_recursive_kills_through_frozen_children() {
     let s = Scratch::new();
     let top = Cgroup::create(&s.h, &s.path("t"), CTRL).unwrap();

@@ -929,13 +929,9 @@ pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<()> {
                 )
             });
         }
-        for p in cg.procs()? {
-            // Through a pidfd checked against the cgroup, as for the first process;
-            // one that is gone meanwhile is fine.
-            if let Ok(proc) = ContainerProcess::open(id, &st, p.as_raw()) {
-                let _ = proc.signal(sig);
-            }
-        }
+        // Through pidfds checked against a second listing of the cgroup (its
+        // sub-cgroups included); one that is gone meanwhile is fine.
+        cg.signal(sig as i32)?;
         return Ok(());
     }
     let pid = st.pid.ok_or_else(|| not_found(id))?;
