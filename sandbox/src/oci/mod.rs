@@ -233,8 +233,14 @@ fn in_private_mounts<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     )
     .map_err(|e| Error::io("mount(MS_REC|MS_SLAVE)", "/", e.into()))
     .and_then(|()| f());
-    setns(host.as_fd(), CloneFlags::CLONE_NEWNS)
-        .map_err(|e| Error::io("setns", "/proc/self/ns/mnt", e.into()))?;
+    if let Err(e) = setns(host.as_fd(), CloneFlags::CLONE_NEWNS) {
+        let back = Error::io("setns back to the host's", "/proc/self/ns/mnt", e.into());
+        // The first failure is the cause; not returning is reported with it.
+        return Err(match r {
+            Ok(_) => back,
+            Err(first) => Error::Config(format!("{first}; then {back}")),
+        });
+    }
     if let Some(c) = cwd {
         let _ = nix::unistd::fchdir(c.as_fd());
     }
