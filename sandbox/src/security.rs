@@ -117,6 +117,11 @@ pub struct Confine {
     pub move_root: Option<CString>,
     /// Bring `lo` up (a new network namespace).
     pub loopback: bool,
+    /// Join this session keyring (made if missing) instead of keeping the caller's:
+    /// keys are not namespaced, so a container that kept the runtime's session
+    /// keyring could read and link the host's keys (runc does the same; `create
+    /// --no-new-keyring` opts out).
+    pub session_keyring: Option<CString>,
     /// Fork: the parent stays as PID 1 reaping zombies and forwarding signals, the
     /// child goes on to exec.
     pub init: bool,
@@ -156,12 +161,39 @@ struct CapData {
     inheritable: u32,
 }
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+const KEYCTL_SETPERM: libc::c_long = 5;
+/// A new session keyring's permissions (possessor: all; its user: view, read,
+/// link) plus search for its user, so that the process can still search it after
+/// changing uid (as runc sets it).
+const SESSION_KEYRING_PERM: libc::c_long = 0x3f1b_0000;
+
+/// Joins (or makes) the session keyring `name` and sets its permissions. A kernel
+/// without keys (ENOSYS) has nothing to isolate. Async-signal-safe.
+fn join_session_keyring(name: &CString) -> io::Result<()> {
+    // SAFETY: a NUL-terminated name and integer arguments.
+    let id = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if id < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENOSYS) {
+            Ok(())
+        } else {
+            Err(e)
+        };
+    }
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, id, SESSION_KEYRING_PERM) })?;
+    Ok(())
+}
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 impl Confine {
     /// Applies every step. Async-signal-safe: raw syscalls on data prepared in the
     /// parent; no allocation, no locks.
     pub fn apply(&self) -> io::Result<()> {
+        if let Some(name) = &self.session_keyring {
+            join_session_keyring(name)?;
+        }
         if self.root_propagation != 0 {
             // SAFETY: NUL-terminated literal; NULL source, type and data are allowed
             // for a propagation change.
@@ -487,6 +519,7 @@ pub fn from_spec(spec: &Spec) -> Result<Confine> {
         unshare_cgroup: false,
         move_root: None,
         loopback: false,
+        session_keyring: None,
         init: false,
     })
 }

@@ -89,6 +89,10 @@ pub struct State {
     /// Creation time with nanoseconds (RFC 3339, UTC), for the OCI state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// Created with `--no-new-keyring`: its processes (and `exec`'s) keep the
+    /// caller's session keyring.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_keyring: bool,
 }
 
 /// The state root from `--root`, `$SANDBOX_ROOT` or the default.

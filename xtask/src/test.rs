@@ -158,6 +158,8 @@ pub fn run(args: Args) -> Result<()> {
     util::apt_install(&["busybox-static"]).context("install busybox-static (sandbox tests)")?;
     // nskit's unprivileged user-namespace test maps an id range through newuidmap.
     util::apt_install(&["uidmap"]).context("install newuidmap/newgidmap (nskit tests)")?;
+    // The OCI tests tell pivot_root from --no-pivot's chroot by the system calls made.
+    util::apt_install(&["strace"]).context("install strace (sandbox-cli OCI tests)")?;
     // sandbox-cli's tests/clients.rs drive the runtime through its real clients: podman
     // (with conmon) and containerd + ctr (with the runc shim v2). The tests never use a
     // system daemon (none starts here: no systemd, and policy-rc.d refuses): each runs

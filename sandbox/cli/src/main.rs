@@ -56,10 +56,12 @@ enum Cmd {
         /// A unix socket that receives the terminal's master (process.terminal).
         #[arg(long = "console-socket")]
         console_socket: Option<PathBuf>,
-        /// Refused: the root is always changed with pivot_root (or MS_MOVE on an initramfs).
+        /// Change the root with MS_MOVE and chroot instead of pivot_root (for a root
+        /// on a ramfs; less isolating: the old root stays reachable to a process
+        /// with CAP_SYS_CHROOT).
         #[arg(long = "no-pivot")]
         no_pivot: bool,
-        /// Accepted: no session keyring is made (the container uses the caller's).
+        /// Keep the caller's session keyring instead of a new one named `_ses.ID`.
         #[arg(long = "no-new-keyring")]
         no_new_keyring: bool,
         /// Container id.
@@ -253,6 +255,12 @@ struct RunArgs {
     /// With --bundle: return once started.
     #[arg(long, short = 'd', requires = "bundle")]
     detach: bool,
+    /// With --bundle: change the root with MS_MOVE and chroot (see create).
+    #[arg(long = "no-pivot", requires = "bundle")]
+    no_pivot: bool,
+    /// With --bundle: keep the caller's session keyring (see create).
+    #[arg(long = "no-new-keyring", requires = "bundle")]
+    no_new_keyring: bool,
     /// With --bundle: the container id.
     #[arg(requires = "bundle")]
     id: Option<String>,
@@ -441,6 +449,8 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                     bundle: bundle.clone(),
                     pid_file: a.pid_file.clone(),
                     console_socket: a.console_socket.clone(),
+                    no_pivot: a.no_pivot,
+                    no_new_keyring: a.no_new_keyring,
                 };
                 return oci::run(&paths.state, &o, a.detach);
             }
@@ -461,21 +471,16 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             pid_file,
             console_socket,
             no_pivot,
-            no_new_keyring: _,
+            no_new_keyring,
             id,
         } => {
-            if no_pivot {
-                return Err(Error::Config(
-                    "--no-pivot is not supported: the root is always changed with pivot_root \
-                     (MS_MOVE where / is an initramfs, which is detected)"
-                        .into(),
-                ));
-            }
             let o = CreateOptions {
                 id,
                 bundle,
                 pid_file,
                 console_socket,
+                no_pivot,
+                no_new_keyring,
             };
             oci::create(&paths.state, &o)?;
             Ok(0)

@@ -1584,3 +1584,81 @@ fn oci_kill_and_delete_of_a_process_in_d_state_are_bounded_and_name_it() {
     drop(fuse);
     env.assert_clean();
 }
+
+/// Each container joins a session keyring of its own, `_ses.ID` (keys are not
+/// namespaced: sharing the runtime's would hand the host's keys to it), and so
+/// does a process exec'd into it; `--no-new-keyring` keeps the caller's.
+/// `--no-pivot` changes the root with MS_MOVE and chroot instead of pivot_root:
+/// seen from inside both look alike, so strace tells which system calls ran.
+#[test]
+#[cfg_attr(vm_lane, ignore = "strace is a host-lane tool")]
+fn oci_session_keyring_and_no_pivot() {
+    let env = Env::new();
+    let _cleanup = Cleanup(&env);
+    let b = Bundle::new(&env, "keys", "grep -o '_ses\\.[a-z0-9-]*' /proc/keys; ls /");
+    b.edit(|c| {
+        let masked = c["linux"]["maskedPaths"].as_array_mut().unwrap();
+        masked.retain(|p| p != "/proc/keys");
+    });
+    // `sandbox run --bundle ARGS ID` under strace: its output and the root-changing
+    // system calls made.
+    let run = |args: &[&str], id: &str| {
+        let trace = env.dir.path().join(format!("trace-{id}"));
+        let o = std::process::Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=pivot_root,chroot", "-o"])
+            .arg(&trace)
+            .arg(env!("CARGO_BIN_EXE_sandbox"))
+            .arg("--root")
+            .arg(&env.state)
+            .args(["run", "--bundle", b.path()])
+            .args(args)
+            .arg(id)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("strace (cargo xtask test installs it)");
+        assert!(o.status.success(), "{args:?}: {}", err(&o));
+        let calls = std::fs::read_to_string(&trace).unwrap();
+        let names = |c: &str| {
+            calls
+                .lines()
+                .filter(|l| l.contains(&format!("{c}(")))
+                .count()
+        };
+        (out(&o), names("pivot_root"), names("chroot"))
+    };
+    let own = id("keys");
+    let (text, pivots, chroots) = run(&[], &own);
+    assert!(
+        text.contains(&format!("_ses.{own}")),
+        "no own keyring:\n{text}"
+    );
+    assert!(text.contains("bin"), "{text}");
+    assert_eq!(
+        (pivots, chroots),
+        (1, 0),
+        "the default changes the root with pivot_root"
+    );
+    let shared = id("keys-shared");
+    let (text, pivots, chroots) = run(&["--no-new-keyring", "--no-pivot"], &shared);
+    assert!(
+        !text.contains(&format!("_ses.{shared}")),
+        "a keyring was made:\n{text}"
+    );
+    assert!(
+        text.contains("bin"),
+        "the container's root is not shown:\n{text}"
+    );
+    assert_eq!((pivots, chroots), (0, 1), "--no-pivot used pivot_root");
+    // exec joins the container's keyring too.
+    let held = id("keys-exec");
+    let b2 = Bundle::new(&env, "keys-exec", "sleep 1000");
+    b2.edit(|c| {
+        let masked = c["linux"]["maskedPaths"].as_array_mut().unwrap();
+        masked.retain(|p| p != "/proc/keys");
+    });
+    create_and_start(&env, &b2, &held);
+    let text = ok(&env, &["exec", &held, "cat", "/proc/keys"]);
+    assert!(text.contains(&format!("_ses.{held}")), "exec: {text}");
+    ok(&env, &["delete", "--force", &held]);
+    env.assert_clean();
+}

@@ -179,6 +179,7 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
         annotations: Default::default(),
         pid_start: None,
         created_at: Some(crate::oci::rfc3339_now()),
+        no_new_keyring: false,
     };
     let lock = place(&paths.state, &dir, &st)?;
     let mut g = Guard {

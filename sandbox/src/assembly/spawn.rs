@@ -224,6 +224,7 @@ fn build_spawn(
     let mut sp = process_spawn(process)?;
     let mut confine = security::from_spec(spec)?;
     confine.init = launch.init;
+    confine.session_keyring = launch.keyring.clone();
     confine.loopback = kinds.contains(Namespace::NET) && launch.loopback;
     let mut close = held.to_vec();
     let mut ns = kinds;
@@ -297,7 +298,7 @@ fn build_spawn(
         sp.propagation(nskit::Propagation::Slave);
     }
     sp.root(rootfs);
-    if root_is_initramfs(mountinfo) {
+    if launch.no_pivot || root_is_initramfs(mountinfo) {
         confine.move_root = Some(
             CString::new(rootfs.as_os_str().as_encoded_bytes())
                 .map_err(|_| Error::Config("rootfs path holds NUL".into()))?,
@@ -359,6 +360,12 @@ fn build_spawn(
 }
 
 /// How the container's process is started.
+/// The session keyring of container `name`: `_ses.NAME`, as runc names it.
+pub(crate) fn session_keyring_name(name: &str) -> Result<CString> {
+    CString::new(format!("_ses.{name}"))
+        .map_err(|_| Error::Config(format!("container name {name:?} holds NUL")))
+}
+
 /// The child's last steps before exec, in this order for the container's process
 /// and for `exec` alike: close the runtime's fds (before anything forks and keeps
 /// them), take the terminal, confine (credentials, capabilities, seccomp), enter the
@@ -399,6 +406,12 @@ pub(crate) struct Launch {
     /// `createContainer` hooks (before the root change) and `startContainer` hooks
     /// (after the gate), with where the child records its host pid for them.
     pub hooks: Option<ContainerHooks>,
+    /// Change the root with MS_MOVE and chroot, never pivot_root (`--no-pivot`:
+    /// for roots on a ramfs, where pivot_root fails; less isolating).
+    pub no_pivot: bool,
+    /// The session keyring the process joins ([`security::Confine::session_keyring`]);
+    /// None keeps the caller's.
+    pub keyring: Option<CString>,
 }
 
 /// The hooks run by the container's process itself.
@@ -507,6 +520,8 @@ pub(super) fn start_and_wait(
             joins: Vec::new(),
             freezer: false,
             hooks: None,
+            no_pivot: false,
+            keyring: Some(session_keyring_name(&g.state.name)?),
         },
     )?;
     nix::unistd::write(&gate_w, b"1").map_err(|e| Error::io("write", "exec gate", e.into()))?;

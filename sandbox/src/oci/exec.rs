@@ -138,6 +138,10 @@ pub(crate) fn exec_in(id: &str, st: &state::State, mut spec: Spec, o: &ExecOptio
         kinds -= Namespace::PID;
     }
     let mut confine = security::from_spec(&spec)?;
+    // The container's session keyring, as its first process has (runc's exec too).
+    if !st.no_new_keyring {
+        confine.session_keyring = Some(crate::assembly::spawn::session_keyring_name(&st.name)?);
+    }
     if kinds.contains(Namespace::USER) {
         let u = process.user();
         confine.user = Some((u.uid(), u.gid()));

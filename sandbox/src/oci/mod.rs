@@ -62,6 +62,10 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// The caller's socket for the terminal's master (`process.terminal`).
     pub console_socket: Option<PathBuf>,
+    /// `--no-pivot`: change the root with MS_MOVE and chroot (a root on a ramfs).
+    pub no_pivot: bool,
+    /// `--no-new-keyring`: keep the caller's session keyring.
+    pub no_new_keyring: bool,
 }
 
 /// The OCI state of a container (`sandbox state`), as runc prints it.
@@ -632,6 +636,7 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
             .collect(),
         pid_start: None,
         created_at: Some(rfc3339_now()),
+        no_new_keyring: o.no_new_keyring,
     };
     let lock = place(root, &dir, &st).map_err(|e| match e {
         Error::Container { name, .. } => Error::Container {
@@ -767,6 +772,12 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
                 joins,
                 freezer: true,
                 hooks: container_hooks,
+                no_pivot: o.no_pivot,
+                keyring: if o.no_new_keyring {
+                    None
+                } else {
+                    Some(crate::assembly::spawn::session_keyring_name(&o.id)?)
+                },
             },
         );
         // Joined before we leave the mount namespace (setns needs one thread); it
