@@ -76,6 +76,8 @@ pub fn mount_options(m: &Mount) -> (MsFlags, String, bool, bool) {
             // The defaults: flags not set; private is the propagation every mount
             // of the container's namespace has (its root is made rprivate).
             "rw" | "suid" | "dev" | "exec" | "atime" => {}
+            // Idmapped binds: made by the runtime (oci::bundle::MountIdmap).
+            "idmap" | "ridmap" => {}
             // Propagation: applied after the mount (see `assembly::mounts`).
             "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable"
             | "runbindable" => {}

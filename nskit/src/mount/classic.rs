@@ -50,6 +50,9 @@ pub struct MountSpec {
     pub(crate) flags: MsFlags,
     pub(crate) data: Option<String>,
     pub(crate) mkdir: bool,
+    /// A detached mount's fd ([`MountSpec::detached`]): attached with move_mount(2)
+    /// instead of a mount(2).
+    pub(crate) detached: Option<std::os::fd::RawFd>,
 }
 
 impl MountSpec {
@@ -69,6 +72,7 @@ impl MountSpec {
             flags,
             data: data.map(str::to_owned),
             mkdir: false,
+            detached: None,
         }
     }
 
@@ -132,6 +136,26 @@ impl MountSpec {
             flags: MsFlags::MS_BIND,
             data: None,
             mkdir: false,
+            detached: None,
+        }
+    }
+
+    /// A mount made beforehand and not attached yet ([`DetachedMount`](super::DetachedMount),
+    /// e.g. an idmapped clone of a tree), attached at `target` with move_mount(2): by
+    /// the child of a [`Spawn`](crate::Spawn) inside its own mount namespace, or by
+    /// [`MountSpec::mount`]. Per-mount flags given with [`MountSpec::flags`] are set
+    /// after, as for a bind (with `MS_REC`: on every mount of the tree). `m` must
+    /// stay open until then (the spawn has returned).
+    pub fn detached(m: &super::DetachedMount, target: impl AsRef<Path>) -> MountSpec {
+        use std::os::fd::{AsFd, AsRawFd};
+        MountSpec {
+            source: None,
+            target: target.as_ref().to_owned(),
+            fstype: None,
+            flags: MsFlags::MS_BIND,
+            data: None,
+            mkdir: false,
+            detached: Some(m.as_fd().as_raw_fd()),
         }
     }
 
@@ -157,6 +181,7 @@ impl MountSpec {
             flags,
             data: data.map(str::to_owned),
             mkdir: false,
+            detached: None,
         }
     }
 
@@ -233,6 +258,19 @@ impl MountSpec {
     /// mount(2) at `target`; `second`: make a bind's second call (per-mount flags)
     /// on the same path (a path reaches the new mount, an fd path does not).
     fn mount_at(&self, target: &CStr, shown: &str, second: bool) -> Result<()> {
+        if let Some(fd) = self.detached {
+            // SAFETY: the caller keeps the DetachedMount (and so fd) open (see
+            // MountSpec::detached).
+            let from = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            // MOVE_MOUNT_T_SYMLINKS: follow as mount(2) does (a /proc/self/fd/N path
+            // from mount_in too).
+            sys::move_mount(from, super::cwd_fd(), target, 0x10)
+                .map_err(|e| error::sys("move_mount", format!("{self} at {shown}"), e))?;
+            if second && self.bind_flags() != 0 {
+                self.set_bind_flags(target, shown)?;
+            }
+            return Ok(());
+        }
         let bind = self.flags.contains(MsFlags::MS_BIND);
         let flags = if bind {
             self.flags - MsFlags::MS_RDONLY
@@ -274,6 +312,9 @@ impl fmt::Display for MountSpec {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "none".into());
         match &self.fstype {
+            None if self.detached.is_some() => {
+                write!(f, "a detached mount on {}", self.target.display())?
+            }
             Some(t) => write!(f, "{t} {src} on {}", self.target.display())?,
             None => write!(f, "bind {src} on {}", self.target.display())?,
         }

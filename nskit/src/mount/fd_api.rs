@@ -90,12 +90,22 @@ impl DetachedMount {
     /// `MOUNT_ATTR_IDMAP` (5.12; the filesystem must support it: ext4, xfs, btrfs,
     /// tmpfs since 6.3, overlay since 5.19...).
     pub fn idmap(&self, userns: &NsHandle) -> Result<()> {
+        self.idmap_tree(userns, false)
+    }
+
+    /// [`idmap`](DetachedMount::idmap), with `recursive` on every mount of a tree
+    /// cloned with its submounts (`AT_RECURSIVE`).
+    pub fn idmap_tree(&self, userns: &NsHandle, recursive: bool) -> Result<()> {
         let attr = sys::MountAttr {
             attr_set: sys::MOUNT_ATTR_IDMAP,
             userns_fd: userns.as_fd().as_raw_fd() as u64,
             ..Default::default()
         };
-        sys::mount_setattr(self.fd.as_fd(), c"", libc::AT_EMPTY_PATH as u32, &attr)
+        let mut flags = libc::AT_EMPTY_PATH as u32;
+        if recursive {
+            flags |= sys::AT_RECURSIVE;
+        }
+        sys::mount_setattr(self.fd.as_fd(), c"", flags, &attr)
             .map_err(|e| error::sys("mount_setattr", "MOUNT_ATTR_IDMAP", e))
     }
 

@@ -76,6 +76,8 @@ pub(super) struct ChildMount {
     pub(super) remount: libc::c_ulong,
     /// Make the target directory (inside the root) when missing.
     pub(super) mkdir: bool,
+    /// A detached mount to attach with move_mount(2) instead of mount(2); -1 for none.
+    pub(super) detached: RawFd,
 }
 
 /// A setns for the child: the fd, its CLONE_NEW* flags, and the /proc/PID/ns paths to
@@ -406,6 +408,36 @@ pub(super) mod raw {
         // SAFETY: the caller passes NUL-terminated strings or NULL, alive for the call.
         ret(unsafe { libc::syscall(libc::SYS_mount, source, target, fstype, flags, data) })
             .map(drop)
+    }
+
+    /// move_mount(2) of the detached mount `from` onto the directory `to_fd` (an
+    /// O_PATH fd) or, when it is -1, onto the path `target` (5.2).
+    pub(super) fn move_mount(
+        from: RawFd,
+        to_fd: RawFd,
+        target: *const libc::c_char,
+    ) -> Result<(), i32> {
+        const MOVE_MOUNT_F_EMPTY_PATH: c_long = 0x4;
+        const MOVE_MOUNT_T_SYMLINKS: c_long = 0x10;
+        const MOVE_MOUNT_T_EMPTY_PATH: c_long = 0x40;
+        // A /proc/self/fd/N path would name the magic link itself: the fd, directly.
+        let (dir, path, flags) = if to_fd >= 0 {
+            (to_fd, c"".as_ptr(), MOVE_MOUNT_T_EMPTY_PATH)
+        } else {
+            (libc::AT_FDCWD, target, MOVE_MOUNT_T_SYMLINKS)
+        };
+        // SAFETY: the paths are NUL-terminated and alive for the call; integer fds.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                from,
+                c"".as_ptr(),
+                dir,
+                path,
+                MOVE_MOUNT_F_EMPTY_PATH | flags,
+            )
+        })
+        .map(drop)
     }
 
     pub(super) fn umount_detach(target: &CStr) -> Result<(), i32> {
@@ -895,7 +927,13 @@ pub(super) fn child_main(p: &Prepared, pre_exec: &mut [PreExec]) -> ! {
         }
         let mut buf = [0u8; 32];
         let (mut tfd, target) = mount_target(p, i, root_fd, &m.target, &mut buf);
-        if let Err(e) = raw::mount(
+        if m.detached >= 0 {
+            if let Err(e) = raw::move_mount(m.detached, tfd, target) {
+                fail(p, Step::Mount, i, e);
+            }
+            // Attached: the fd is of no further use, and none may reach the program.
+            raw::close(m.detached);
+        } else if let Err(e) = raw::mount(
             opt(&m.source),
             target,
             opt(&m.fstype),

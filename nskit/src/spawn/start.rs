@@ -194,6 +194,7 @@ impl Spawn {
                     .map(|s| cstring("mount data", OsStr::new(s)))
                     .transpose()?,
                 mkdir: m.mkdir,
+                detached: m.detached.unwrap_or(-1),
                 remount: if is_bind && flags & sys::PER_MOUNT_FLAGS != 0 {
                     flags & (sys::PER_MOUNT_FLAGS | libc::MS_REC)
                 } else {

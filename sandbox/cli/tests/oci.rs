@@ -815,6 +815,14 @@ fn oci_features_and_spec() {
             .contains(&json!("CAP_KILL"))
     );
     assert_eq!(f["linux"]["cgroup"]["systemd"], false);
+    assert_eq!(f["hooks"].as_array().unwrap().len(), 6, "{}", f["hooks"]);
+    assert!(
+        f["mountOptions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ridmap"))
+    );
+    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
     let dir = env.dir.path().join("spec");
     std::fs::create_dir(&dir).unwrap();
     ok(&env, &["spec", "--bundle", dir.to_str().unwrap()]);
@@ -1660,5 +1668,148 @@ fn oci_session_keyring_and_no_pivot() {
     let text = ok(&env, &["exec", &held, "cat", "/proc/keys"]);
     assert!(text.contains(&format!("_ses.{held}")), "exec: {text}");
     ok(&env, &["delete", "--force", &held]);
+    env.assert_clean();
+}
+
+/// An idmapped bind mount (`uidMappings`/`gidMappings`): files of host uid/gid 1000
+/// show as 0 inside, and a file the container's root makes lands as 1000 on the
+/// host. Where the kernel or filesystem cannot (tmpfs before 6.3), the error names
+/// the mount. Half-given mappings and idmapped non-bind mounts are refused by field,
+/// leaving nothing.
+#[test]
+fn oci_idmapped_mounts() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let _cleanup = Cleanup(&env);
+    let src = env.dir.path().join("owned");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), "x").unwrap();
+    for p in [&src, &src.join("f")] {
+        std::os::unix::fs::chown(p, Some(1000), Some(1000)).unwrap();
+    }
+    let maps = json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+    let b = Bundle::new(
+        &env,
+        "idmap",
+        "stat -c %u:%g /m/f; touch /m/new && stat -c %u:%g /m/new",
+    );
+    let mount = json!({
+        "destination": "/m", "type": "bind", "source": src,
+        "options": ["bind", "idmap"], "uidMappings": maps, "gidMappings": maps
+    });
+    b.edit(|c| c["mounts"].as_array_mut().unwrap().push(mount.clone()));
+    let index = {
+        let c: Value =
+            serde_json::from_slice(&std::fs::read(b.dir.join("config.json")).unwrap()).unwrap();
+        c["mounts"].as_array().unwrap().len() - 1
+    };
+    let o = run_bundle(&env, &b, &id("idmap"));
+    let fs = nix::sys::statfs::statfs(&src).unwrap();
+    let release = nix::sys::utsname::uname().unwrap();
+    let mut v = release
+        .release()
+        .to_str()
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    let tmpfs_without =
+        fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC && (major, minor) < (6, 3);
+    if tmpfs_without {
+        assert!(!o.status.success(), "idmapped tmpfs on {major}.{minor}");
+        let e = err(&o);
+        assert!(
+            e.contains(&format!("mounts[{index}]")) && e.contains("idmap"),
+            "{e}"
+        );
+    } else {
+        assert!(o.status.success(), "{}", err(&o));
+        assert_eq!(out(&o).lines().collect::<Vec<_>>(), ["0:0", "0:0"]);
+        let md = std::fs::metadata(src.join("new")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    }
+    // ridmap: every mount of an rbind's tree is idmapped; idmap: only its top. The
+    // submount is the test's own, undone by the guard even if an assertion fails.
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let other = env.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("g"), "y").unwrap();
+    for p in [&other, &other.join("g")] {
+        std::os::unix::fs::chown(p, Some(1000), Some(1000)).unwrap();
+    }
+    std::fs::create_dir(src.join("sub")).unwrap();
+    nix::mount::mount(
+        Some(&other),
+        &src.join("sub"),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let sub = Unmount(src.join("sub"));
+    if !tmpfs_without {
+        for (opts, want) in [
+            (json!(["rbind", "ridmap"]), "0:0"),
+            (json!(["rbind", "idmap"]), "1000:1000"),
+        ] {
+            let rb = Bundle::new(&env, "ridmap", "stat -c %u:%g /m/sub/g");
+            let mut m = mount.clone();
+            m["options"] = opts.clone();
+            rb.edit(|c| c["mounts"].as_array_mut().unwrap().push(m));
+            let o = run_bundle(&env, &rb, &id("ridmap"));
+            assert!(o.status.success(), "{opts}: {}", err(&o));
+            assert_eq!(out(&o).trim(), want, "{opts}");
+            std::fs::remove_dir_all(&rb.dir).unwrap();
+        }
+    }
+    drop(sub);
+    // Refused by field: one map without the other; an idmapped tmpfs; idmap without maps.
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "uidMappings",
+            Box::new(move |c| {
+                let m = c["mounts"].as_array_mut().unwrap().last_mut().unwrap();
+                m.as_object_mut().unwrap().remove("gidMappings");
+            }),
+        ),
+        (
+            "bind mounts only",
+            Box::new(|c| {
+                let m = c["mounts"].as_array_mut().unwrap().last_mut().unwrap();
+                m["type"] = json!("tmpfs");
+                m["options"] = json!(["idmap"]);
+            }),
+        ),
+        (
+            "without uidMappings",
+            Box::new(|c| {
+                let m = c["mounts"].as_array_mut().unwrap().last_mut().unwrap();
+                let o = m.as_object_mut().unwrap();
+                o.remove("uidMappings");
+                o.remove("gidMappings");
+            }),
+        ),
+    ];
+    for (i, (want, edit)) in cases.into_iter().enumerate() {
+        let bad = Bundle::new(&env, &format!("idmap-bad{i}"), "true");
+        bad.edit(|c| {
+            c["mounts"].as_array_mut().unwrap().push(mount.clone());
+            edit(c);
+        });
+        let cid = id(&format!("idmap-bad{i}"));
+        let o = sandbox(&env, &["create", "--bundle", bad.path(), &cid]);
+        assert!(!o.status.success(), "{want}: accepted");
+        let e = err(&o);
+        assert!(
+            e.contains(&format!("mounts[{index}]")) && e.contains(want),
+            "{want}: {e}"
+        );
+        assert!(oci_cgroups(&cid).is_empty(), "{want}: a cgroup was left");
+    }
     env.assert_clean();
 }

@@ -68,9 +68,14 @@ fn cgroup_mounts(m: &Mount, cg: &Cgroup, out: &mut Vec<MountSpec>) {
 
 /// The nskit mounts the child makes: the spec's mounts but those made on the host
 /// (/dev, [`crate::rootfs::mount_dev`]), then masked and read-only paths.
-pub(crate) fn mounts(spec: &Spec, rootfs: &Path, cg: &Cgroup) -> Vec<MountSpec> {
+pub(crate) fn mounts(
+    spec: &Spec,
+    rootfs: &Path,
+    cg: &Cgroup,
+    detached: &[(usize, nskit::DetachedMount)],
+) -> Vec<MountSpec> {
     let mut out = Vec::new();
-    for m in spec.mounts().iter().flatten() {
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
         if crate::rootfs::is_host_side(m) {
             continue;
         }
@@ -81,7 +86,12 @@ pub(crate) fn mounts(spec: &Spec, rootfs: &Path, cg: &Cgroup) -> Vec<MountSpec> 
         let (flags, d, bind, rec) = crate::rootfs::mount_options(m);
         let dst = m.destination();
         let src = m.source().clone().unwrap_or_default();
-        let ms = if bind {
+        let ms = if let Some((_, d)) = detached.iter().find(|(at, _)| *at == i) {
+            // An idmapped clone of the source, made by the runtime: attached in
+            // its place, with the bind's flags after.
+            let f = if rec { flags | MsFlags::MS_REC } else { flags };
+            MountSpec::detached(d, dst).flags(f)
+        } else if bind {
             let b = if rec {
                 MountSpec::rbind(&src, dst)
             } else {

@@ -216,6 +216,7 @@ fn build_spawn(
     cg: &Cgroup,
     mountinfo: &str,
     rootfs: &Path,
+    detached: &[(usize, nskit::DetachedMount)],
 ) -> Result<(Spawn, workdir::Report, Vec<std::os::fd::OwnedFd>)> {
     let process = spec
         .process()
@@ -306,7 +307,7 @@ fn build_spawn(
     } else {
         sp.pivot_root(true);
     }
-    for m in mounts(spec, rootfs, cg) {
+    for m in mounts(spec, rootfs, cg, detached) {
         sp.mount(m);
     }
     // The working directory is entered by the last step, after the root change
@@ -412,6 +413,9 @@ pub(crate) struct Launch {
     /// The session keyring the process joins ([`security::Confine::session_keyring`]);
     /// None keeps the caller's.
     pub keyring: Option<CString>,
+    /// Idmapped mounts made beforehand, by index in the spec's `mounts`
+    /// ([`crate::oci::idmap`]): the child attaches them in their place.
+    pub detached: Vec<(usize, nskit::DetachedMount)>,
 }
 
 /// The hooks run by the container's process itself.
@@ -463,9 +467,13 @@ pub(crate) fn launch(
         std::fs::read_to_string(MOUNTINFO).map_err(ioe("read", Path::new(MOUNTINFO)))?;
     let h = Hierarchy::from_mountinfo_text(&mountinfo, Path::new(MOUNTINFO))?;
     let cg = make_cgroup(g, &h, linux, launch.freezer)?;
-    let (mut sp, report, keep) =
-        build_spawn(held, launch, spec, linux, kinds, cg, &mountinfo, rootfs)?;
+    // Attached by the child: open until the spawn has returned.
+    let detached = std::mem::take(&mut launch.detached);
+    let (mut sp, report, keep) = build_spawn(
+        held, launch, spec, linux, kinds, cg, &mountinfo, rootfs, &detached,
+    )?;
     let spawned = sp.spawn();
+    drop(detached);
     // Drops the child's steps, and with them the parent's write end of the report;
     // and our copies of the child's ends of the hook pipes.
     drop(sp);
@@ -522,6 +530,7 @@ pub(super) fn start_and_wait(
             hooks: None,
             no_pivot: false,
             keyring: Some(session_keyring_name(&g.state.name)?),
+            detached: Vec::new(),
         },
     )?;
     nix::unistd::write(&gate_w, b"1").map_err(|e| Error::io("write", "exec gate", e.into()))?;

@@ -18,16 +18,104 @@ fn refuse(field: &str, what: &str) -> Error {
     Error::Config(format!("config.json {field}: {what}"))
 }
 
+/// An idmapped bind mount: `mounts[index]` with `uidMappings` and `gidMappings`
+/// (runtime-spec 1.1), which the typed spec does not model. The ids seen through
+/// the mount are mapped as a user namespace with these maps would map them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountIdmap {
+    /// Which entry of `mounts`.
+    pub index: usize,
+    /// (containerID, hostID, size) triples.
+    pub uid: Vec<(u32, u32, u32)>,
+    /// (containerID, hostID, size) triples.
+    pub gid: Vec<(u32, u32, u32)>,
+    /// Every mount of an rbind's tree (`ridmap`, or `rbind` with `idmap`), not just
+    /// its top.
+    pub recursive: bool,
+}
+
 /// Reads `BUNDLE/config.json` and checks it ([`check`]).
 pub fn load(bundle: &Path) -> Result<Spec> {
+    load_with_idmaps(bundle).map(|(spec, _)| spec)
+}
+
+/// The mounts' `uidMappings`/`gidMappings`, taken out of `raw` (so that the typed
+/// spec's re-serialisation matches) and checked: both given, on a bind mount, with
+/// an `idmap` or `ridmap` option where one is given.
+fn take_idmaps(raw: &mut serde_json::Value) -> Result<Vec<MountIdmap>> {
+    let mut out = Vec::new();
+    let Some(mounts) = raw.get_mut("mounts").and_then(|m| m.as_array_mut()) else {
+        return Ok(out);
+    };
+    for (i, m) in mounts.iter_mut().enumerate() {
+        let Some(obj) = m.as_object_mut() else {
+            continue;
+        };
+        let (uid, gid) = (obj.remove("uidMappings"), obj.remove("gidMappings"));
+        let field = |k: &str| format!("mounts[{i}].{k}");
+        let opts: Vec<String> = obj
+            .get("options")
+            .and_then(|o| serde_json::from_value(o.clone()).ok())
+            .unwrap_or_default();
+        let asks = opts.iter().any(|o| o == "idmap" || o == "ridmap");
+        let (uid, gid) = match (uid, gid) {
+            (None, None) if asks => {
+                return Err(refuse(
+                    &field("options"),
+                    "idmap/ridmap without uidMappings and gidMappings: give both (the \
+                     container's own user namespace mappings are not taken implicitly)",
+                ));
+            }
+            (None, None) => continue,
+            (Some(_), None) => {
+                return Err(refuse(&field("uidMappings"), "give gidMappings too"));
+            }
+            (None, Some(_)) => {
+                return Err(refuse(&field("gidMappings"), "give uidMappings too"));
+            }
+            (Some(u), Some(g)) => (u, g),
+        };
+        let maps = |v: serde_json::Value, k: &str| -> Result<Vec<(u32, u32, u32)>> {
+            let m: Vec<oci_spec::runtime::LinuxIdMapping> = serde_json::from_value(v)
+                .map_err(|e| refuse(&field(k), &format!("not a list of id mappings: {e}")))?;
+            if m.is_empty() {
+                return Err(refuse(&field(k), "empty: give at least one mapping"));
+            }
+            Ok(m.iter()
+                .map(|m| (m.container_id(), m.host_id(), m.size()))
+                .collect())
+        };
+        let typ = obj.get("type").and_then(|t| t.as_str()).unwrap_or("");
+        let bind = typ == "bind" || opts.iter().any(|o| o == "bind" || o == "rbind");
+        if !bind {
+            return Err(refuse(
+                &field("uidMappings"),
+                "idmapped mounts are supported for bind mounts only",
+            ));
+        }
+        out.push(MountIdmap {
+            index: i,
+            uid: maps(uid, "uidMappings")?,
+            gid: maps(gid, "gidMappings")?,
+            recursive: opts.iter().any(|o| o == "ridmap")
+                || (opts.iter().any(|o| o == "rbind") && !opts.iter().any(|o| o == "idmap")),
+        });
+    }
+    Ok(out)
+}
+
+/// [`load`], and the idmapped mounts ([`MountIdmap`]) it holds.
+pub fn load_with_idmaps(bundle: &Path) -> Result<(Spec, Vec<MountIdmap>)> {
     let p = bundle.join("config.json");
     let text = std::fs::read(&p).map_err(ioe("read", &p))?;
     // Unknown top-level or nested keys are not reported by serde; the ones we do not
     // model are found by comparing with a re-serialisation below.
-    let raw: serde_json::Value = serde_json::from_slice(&text).map_err(|source| Error::Json {
-        path: p.clone(),
-        source,
-    })?;
+    let mut raw: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|source| Error::Json {
+            path: p.clone(),
+            source,
+        })?;
+    let idmaps = take_idmaps(&mut raw)?;
     let spec: Spec = serde_json::from_value(raw.clone())
         .map_err(|e| refuse("", &format!("not a runtime spec: {e}")))?;
     let back = serde_json::to_value(&spec).map_err(|source| Error::Json {
@@ -41,7 +129,7 @@ pub fn load(bundle: &Path) -> Result<Spec> {
         ));
     }
     check(&spec)?;
-    Ok(spec)
+    Ok((spec, idmaps))
 }
 
 /// The first key (as a dotted path) present in `raw` but not in `known`: a field the
@@ -346,8 +434,10 @@ pub fn propagation_flags(word: &str) -> Option<libc::c_ulong> {
 
 /// The mount options this runtime applies (see `rootfs::mount_options`); filesystem
 /// data (`mode=`, `size=`, ...) passes through for non-bind mounts.
-const BIND_OPTIONS: [&str; 17] = [
+const BIND_OPTIONS: [&str; 19] = [
     "bind",
+    "idmap",
+    "ridmap",
     "rbind",
     "ro",
     "rw",
@@ -368,7 +458,7 @@ const BIND_OPTIONS: [&str; 17] = [
 
 /// Whether the kernel has mount_setattr(2) (5.12): `rro` (read-only all the way
 /// down an rbind) needs it.
-fn has_mount_setattr() -> bool {
+pub(crate) fn has_mount_setattr() -> bool {
     // SAFETY: an invalid fd and empty path only probe whether the syscall exists.
     let r = unsafe {
         libc::syscall(

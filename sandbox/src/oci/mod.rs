@@ -21,6 +21,7 @@ pub mod child_hooks;
 pub mod console;
 pub(crate) mod exec;
 mod hooks;
+pub(crate) mod idmap;
 
 pub use exec::{ExecOptions, exec};
 
@@ -592,7 +593,7 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
         .bundle
         .canonicalize()
         .map_err(|e| Error::io("open bundle", &o.bundle, e))?;
-    let spec = bundle::load(&bundle)?;
+    let (spec, idmaps) = bundle::load_with_idmaps(&bundle)?;
     let rootfs = bundle::rootfs(&bundle, &spec)?;
     let process = spec
         .process()
@@ -758,6 +759,8 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
     };
     let child = in_private_mounts(|| {
         prepare_rootfs(&rootfs, &spec, owner)?;
+        // Before any thread starts: making each user namespace forks.
+        let detached = idmap::detached_mounts(&spec, &idmaps)?;
         let thread = runtime_hooks.map(std::thread::spawn);
         let launched = launch(
             &mut g,
@@ -773,6 +776,7 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
                 freezer: true,
                 hooks: container_hooks,
                 no_pivot: o.no_pivot,
+                detached,
                 keyring: if o.no_new_keyring {
                     None
                 } else {
@@ -1139,11 +1143,15 @@ pub fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": bundle::OCI_VERSION,
-        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "hooks": [
+            "prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+            "poststop"
+        ],
         "mountOptions": [
-            "bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
-            "noatime", "nodiratime", "relatime", "strictatime", "sync", "dirsync",
-            "private", "rprivate"
+            "bind", "rbind", "ro", "rro", "rw", "nosuid", "suid", "nodev", "dev", "noexec",
+            "exec", "noatime", "nodiratime", "relatime", "strictatime", "sync", "dirsync",
+            "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
+            "runbindable", "idmap", "ridmap"
         ],
         "linux": {
             "namespaces": NAMESPACES,
@@ -1166,6 +1174,7 @@ pub fn features() -> serde_json::Value {
                     "SECCOMP_FILTER_FLAG_SPEC_ALLOW"
                 ],
             },
+            "mountExtensions": { "idmap": { "enabled": bundle::has_mount_setattr() } },
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
         },
