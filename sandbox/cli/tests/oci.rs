@@ -1813,3 +1813,67 @@ fn oci_idmapped_mounts() {
     }
     env.assert_clean();
 }
+
+/// `create` killed part-way (SIGKILL while its createRuntime hook runs, after the
+/// state folder, the cgroup and the container's process exist): `state` says
+/// stopped, and `delete` removes the cgroup and the state; the waiting process ends
+/// with its creator and no mount is left (create's were in a namespace of its own).
+#[test]
+fn oci_delete_cleans_up_after_a_create_killed_part_way() {
+    let env = Env::new();
+    let _cleanup = Cleanup(&env);
+    let hook_pid = env.dir.path().join("hook.pid");
+    let b = Bundle::new(&env, "killed", "true");
+    b.edit(|c| {
+        c["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c",
+            format!("echo $$ > {}; exec sleep 100", hook_pid.display())]}]});
+    });
+    let i = id("killed");
+    let mut create = env
+        .cmd()
+        .args(["create", "--bundle", b.path(), &i])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let hook: i32 = loop {
+        if let Ok(t) = std::fs::read_to_string(&hook_pid)
+            && let Ok(p) = t.trim().parse()
+        {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the hook never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let s = state(&env, &i);
+    assert_eq!(s["status"], "creating", "{s}");
+    let pid = s["pid"]
+        .as_i64()
+        .expect("the container's process exists while hooks run");
+    assert!(!oci_cgroups(&i).is_empty());
+    // Our own processes, by pid: the runtime, then its hook.
+    create.kill().unwrap();
+    create.wait().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hook),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_status(&env, &i, "stopped");
+    ok(&env, &["delete", &i]);
+    assert!(oci_cgroups(&i).is_empty(), "cgroups left");
+    let start = Instant::now();
+    while proc_state(pid).is_some_and(|s| s != 'Z') {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "pid {pid} survived its creator"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    env.assert_clean();
+}
