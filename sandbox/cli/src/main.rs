@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod image_cmd;
 use sandbox::assembly::{Paths, RunConfig, Source};
 use sandbox::oci::{self, CreateOptions, ExecOptions};
 use sandbox::spec::{Net, RunOptions, Seccomp, Volume, parse_bytes};
@@ -183,7 +185,7 @@ enum Cmd {
     /// Image store commands.
     Image {
         #[command(subcommand)]
-        cmd: ImageCmd,
+        cmd: image_cmd::ImageCmd,
     },
 }
 
@@ -218,25 +220,6 @@ struct ExecArgs {
     /// The command.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
-}
-
-#[derive(Subcommand, Debug)]
-enum ImageCmd {
-    /// Imports an OCI image layout (a directory or a tar).
-    Import {
-        /// The layout.
-        path: PathBuf,
-        /// NAME[:TAG] (default: the index's ref.name annotation).
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// Lists images.
-    Ls,
-    /// Removes an image (refused while a container uses it).
-    Rm {
-        /// NAME[:TAG].
-        name: String,
-    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -753,47 +736,7 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Cmd::Image { cmd } => {
-            let s = store::Store::at(&paths.store);
-            match cmd {
-                ImageCmd::Import { path, name } => {
-                    for i in s.import(&path, name.as_deref())? {
-                        say!(
-                            out,
-                            "imported {}:{} ({} layers, {})",
-                            printable(&i.name),
-                            printable(&i.tag),
-                            i.layers.len(),
-                            i.manifest
-                        );
-                    }
-                }
-                ImageCmd::Ls => {
-                    say!(
-                        out,
-                        "{:<30} {:<12} {:>6}  MANIFEST",
-                        "NAME",
-                        "TAG",
-                        "LAYERS"
-                    );
-                    for i in s.list()? {
-                        say!(
-                            out,
-                            "{:<30} {:<12} {:>6}  {}",
-                            printable(&i.name.replace('+', "/")),
-                            printable(&i.tag),
-                            i.layers.len(),
-                            i.manifest
-                        );
-                    }
-                }
-                ImageCmd::Rm { name } => {
-                    let i = s.remove(&name)?;
-                    say!(out, "removed {}:{}", printable(&i.name), printable(&i.tag));
-                }
-            }
-            Ok(0)
-        }
+        Cmd::Image { cmd } => image_cmd::image(&paths.store, cmd),
     }
 }
 

@@ -18,10 +18,13 @@
 //! and opaque directories (`trusted.overlay.opaque=y`). Image names are checked
 //! against the distribution grammar ([`Reference`]) and never name a path.
 
+pub mod pull;
 mod reference;
 pub mod store;
 mod unpack;
+pub mod usage;
 
+pub use pull::{Phase, Platform, Progress, PullOptions, Pulled, Quiet, RegistryOptions};
 pub use reference::Reference;
 pub use store::{
     DEFAULT_STORE_ROOT, Image, STORE_MODE, STORE_ROOT_ENV, Store, parse_ref, store_root, verify,
