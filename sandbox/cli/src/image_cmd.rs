@@ -31,6 +31,14 @@ pub enum ImageCmd {
         /// NAME[:TAG].
         name: String,
     },
+    /// Removes the layers and blobs no image uses, and partial downloads.
+    Prune,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCmd {
+    /// Disk used by images and layers, with what sharing saves.
+    Df,
 }
 
 #[derive(clap::Args, Debug)]
@@ -280,12 +288,64 @@ pub fn image(store_root: &std::path::Path, cmd: ImageCmd) -> Result<i32, Error> 
             )?;
         }
         ImageCmd::Ls => usage_table(&s, &mut out)?,
+        ImageCmd::Prune => {
+            let p = s.prune()?;
+            w(
+                &mut out,
+                &format!(
+                    "removed {} layers and {} files, {} freed",
+                    p.layers,
+                    p.files,
+                    human(p.bytes)
+                ),
+            )?;
+        }
         ImageCmd::Rm { name } => {
             let i = s.remove(&name)?;
             w(
                 &mut out,
                 &format!("removed {}:{}", printable(&i.name), printable(&i.tag)),
             )?;
+        }
+    }
+    Ok(0)
+}
+
+/// Runs `sandbox system CMD`.
+pub fn system(store_root: &std::path::Path, cmd: SystemCmd) -> Result<i32, Error> {
+    let s = store::Store::at(store_root);
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        SystemCmd::Df => {
+            let u = s.usage()?;
+            w(
+                &mut out,
+                &format!("{:<16} {:>6} {:>10}  NOTE", "TYPE", "COUNT", "SIZE"),
+            )?;
+            w(
+                &mut out,
+                &format!(
+                    "{:<16} {:>6} {:>10}  {} without sharing",
+                    "Images",
+                    u.images.len(),
+                    human(u.layers.1 - u.unused_layers.1),
+                    human(u.unshared_total)
+                ),
+            )?;
+            let rows = [
+                ("Layers", u.layers, "unpacked, each once"),
+                ("Unused layers", u.unused_layers, "image prune removes them"),
+                ("Blobs", u.blobs, "compressed layers, configs, manifests"),
+                ("Downloads", u.downloads, "partial: a pull resumes them"),
+            ];
+            for (what, (n, size), note) in rows {
+                w(
+                    &mut out,
+                    &format!("{what:<16} {n:>6} {:>10}  {note}", human(size)),
+                )?;
+            }
+            w(&mut out, "")?;
+            usage_table(&s, &mut out)?;
         }
     }
     Ok(0)

@@ -187,6 +187,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: image_cmd::ImageCmd,
     },
+    /// Store-wide commands (`system df`).
+    System {
+        #[command(subcommand)]
+        cmd: image_cmd::SystemCmd,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -737,6 +742,7 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
         Cmd::Image { cmd } => image_cmd::image(&paths.store, cmd),
+        Cmd::System { cmd } => image_cmd::system(&paths.store, cmd),
     }
 }
 
