@@ -35,6 +35,70 @@ pub enum ImageCmd {
     Prune,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct CommitArgs {
+    /// The container (running, or exited and kept with `run --keep`).
+    container: String,
+    /// The new image, NAME[:TAG].
+    name: String,
+    /// A configuration change: ENV K=V, CMD ["a","b"], ENTRYPOINT [...], WORKDIR /dir,
+    /// USER u[:g], LABEL k=v (repeatable).
+    #[arg(long, short = 'c')]
+    change: Vec<String>,
+    /// Every entry's modification time, seconds since the epoch (default
+    /// $SOURCE_DATE_EPOCH if set): the same changes then give the same layer.
+    #[arg(long)]
+    mtime: Option<i64>,
+    /// A comment for the image's history.
+    #[arg(long, short = 'm')]
+    message: Option<String>,
+}
+
+/// Runs `sandbox commit`.
+pub fn commit(
+    state_root: &std::path::Path,
+    store_root: &std::path::Path,
+    a: CommitArgs,
+) -> Result<i32, Error> {
+    let s = store::Store::at(store_root);
+    let (upper, image) = sandbox::image::container_upper(state_root, &a.container)?;
+    let base = s.image_of_container(&image)?;
+    let changes = a
+        .change
+        .iter()
+        .map(|c| c.parse())
+        .collect::<Result<Vec<sandbox::image::Change>, Error>>()?;
+    let mtime = match a.mtime {
+        Some(t) => Some(t),
+        None => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => Some(v.trim().parse().map_err(|_| {
+                Error::Config(format!(
+                    "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+                ))
+            })?),
+            Err(_) => None,
+        },
+    };
+    let opts = sandbox::image::CommitOptions {
+        changes,
+        mtime,
+        message: a.message,
+    };
+    let img = s.commit(&upper, &base, &a.name, &opts)?;
+    let mut out = std::io::stdout().lock();
+    w(
+        &mut out,
+        &format!(
+            "committed {}:{} ({}, layer {})",
+            printable(&img.name),
+            printable(&img.tag),
+            img.manifest,
+            img.layers.last().map(String::as_str).unwrap_or_default()
+        ),
+    )?;
+    Ok(0)
+}
+
 #[derive(Subcommand, Debug)]
 pub enum SystemCmd {
     /// Disk used by images and layers, with what sharing saves.

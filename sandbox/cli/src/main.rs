@@ -187,6 +187,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: image_cmd::ImageCmd,
     },
+    /// Makes an image of a container: its writable layer on top of its image.
+    Commit(image_cmd::CommitArgs),
     /// Store-wide commands (`system df`).
     System {
         #[command(subcommand)]
@@ -743,6 +745,7 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
         }
         Cmd::Image { cmd } => image_cmd::image(&paths.store, cmd),
         Cmd::System { cmd } => image_cmd::system(&paths.store, cmd),
+        Cmd::Commit(a) => image_cmd::commit(&paths.state, &paths.store, a),
     }
 }
 

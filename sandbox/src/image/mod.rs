@@ -18,12 +18,14 @@
 //! and opaque directories (`trusted.overlay.opaque=y`). Image names are checked
 //! against the distribution grammar ([`Reference`]) and never name a path.
 
+pub mod commit;
 pub mod pull;
 mod reference;
 pub mod store;
 mod unpack;
 pub mod usage;
 
+pub use commit::{Change, CommitOptions, container_upper};
 pub use pull::{Phase, Platform, Progress, PullOptions, Pulled, Quiet, RegistryOptions};
 pub use reference::Reference;
 pub use store::{
