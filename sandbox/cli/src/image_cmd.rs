@@ -24,6 +24,22 @@ pub enum ImageCmd {
     /// Pulls an image from a registry ([REGISTRY/]NAME[:TAG][@sha256:...]); layers the
     /// store holds are not downloaded again.
     Pull(Box<PullArgs>),
+    /// Writes an image as an OCI image layout: a folder, or FILE.tar.
+    Export {
+        /// NAME[:TAG].
+        reference: String,
+        /// A folder (new, empty or a layout) or FILE.tar.
+        dest: PathBuf,
+    },
+    /// Pushes an image to a registry; blobs it has are not sent.
+    Push {
+        /// The local image, NAME[:TAG] (REGISTRY/NAME:TAG to push it there).
+        reference: String,
+        /// Where to push, REGISTRY/NAME:TAG (default: the image's name).
+        dest: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// Lists images: size, unique size (its layers no other image uses), shared size.
     Ls,
     /// Removes an image (refused while a container uses it).
@@ -352,6 +368,36 @@ pub fn image(store_root: &std::path::Path, cmd: ImageCmd) -> Result<i32, Error> 
             )?;
         }
         ImageCmd::Ls => usage_table(&s, &mut out)?,
+        ImageCmd::Export { reference, dest } => {
+            let i = s.export(&reference, &dest)?;
+            w(
+                &mut out,
+                &format!(
+                    "exported {}:{} to {}",
+                    printable(&i.name),
+                    printable(&i.tag),
+                    dest.display()
+                ),
+            )?;
+        }
+        ImageCmd::Push {
+            reference,
+            dest,
+            registry,
+        } => {
+            let p = s.push(&reference, dest.as_deref(), &registry.options())?;
+            w(
+                &mut out,
+                &format!(
+                    "pushed {} ({}): {} blobs uploaded, {} mounted, {} already there",
+                    printable(dest.as_deref().unwrap_or(&reference)),
+                    p.manifest,
+                    p.uploaded.len(),
+                    p.mounted.len(),
+                    p.present.len()
+                ),
+            )?;
+        }
         ImageCmd::Prune => {
             let p = s.prune()?;
             w(

@@ -19,6 +19,7 @@
 //! against the distribution grammar ([`Reference`]) and never name a path.
 
 pub mod commit;
+pub mod export;
 pub mod pull;
 mod reference;
 pub mod store;
@@ -26,6 +27,7 @@ mod unpack;
 pub mod usage;
 
 pub use commit::{Change, CommitOptions, container_upper};
+pub use export::Pushed;
 pub use pull::{Phase, Platform, Progress, PullOptions, Pulled, Quiet, RegistryOptions};
 pub use reference::Reference;
 pub use store::{
