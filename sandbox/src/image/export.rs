@@ -32,10 +32,13 @@ pub struct Pushed {
     pub mounted: Vec<String>,
 }
 
+/// An image's blobs (digest, path in the store), its manifest bytes and digest.
+type Blobs = (Vec<(String, PathBuf)>, Vec<u8>, String);
+
 impl Store {
-    /// The blobs of an image as (digest, path), config and manifest included, and
-    /// its manifest bytes.
-    fn image_blobs(&self, img: &Image) -> Result<(Vec<(String, PathBuf)>, Vec<u8>, String)> {
+    /// The blobs of an image as (digest, path), layers and config, and its
+    /// manifest bytes and digest.
+    fn image_blobs(&self, img: &Image) -> Result<Blobs> {
         let config = img.config.clone().ok_or_else(|| {
             Error::Image(format!(
                 "{}:{} has no configuration in the store (imported by an older version): \
