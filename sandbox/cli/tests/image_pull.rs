@@ -9,7 +9,8 @@ mod common;
 use std::path::Path;
 
 use common::registry::{
-    Auth, Compress, Registry, Reply, busybox_tar, index_layout, layout, serve_image, tar_of,
+    Auth, Compress, Registry, Reply, TOKEN_ISSUER, TOKEN_SERVICE, TokenService, busybox_tar,
+    index_layout, layout, serve_image, tar_of,
 };
 use common::{Env, err, out};
 
@@ -45,6 +46,7 @@ fn assert_store_empty(env: &Env) {
 }
 
 #[test]
+#[cfg_attr(vm_lane, ignore = "docker-registry and skopeo run on the host only")]
 fn a_second_image_on_the_same_base_downloads_only_its_own_layers() {
     let env = Env::new();
     let reg = Registry::start(Auth::None);
@@ -104,6 +106,7 @@ fn a_second_image_on_the_same_base_downloads_only_its_own_layers() {
 }
 
 #[test]
+#[cfg_attr(vm_lane, ignore = "docker-registry and skopeo run on the host only")]
 fn pull_by_tag_and_by_digest() {
     let env = Env::new();
     let reg = Registry::start(Auth::None);
@@ -153,6 +156,7 @@ fn pull_by_tag_and_by_digest() {
 }
 
 #[test]
+#[cfg_attr(vm_lane, ignore = "docker-registry and skopeo run on the host only")]
 fn an_index_gives_the_chosen_platform() {
     let env = Env::new();
     let reg = Registry::start(Auth::None);
@@ -199,6 +203,7 @@ fn an_index_gives_the_chosen_platform() {
 }
 
 #[test]
+#[cfg_attr(vm_lane, ignore = "docker-registry and skopeo run on the host only")]
 fn zstd_plain_and_docker_v2s2_images() {
     let env = Env::new();
     let reg = Registry::start(Auth::None);
@@ -233,6 +238,7 @@ fn zstd_plain_and_docker_v2s2_images() {
 }
 
 #[test]
+#[cfg_attr(vm_lane, ignore = "docker-registry and skopeo run on the host only")]
 fn basic_auth_from_creds_or_an_auth_file() {
     let env = Env::new();
     let reg = Registry::start(Auth::Basic("tester", "s3cret"));
@@ -277,6 +283,48 @@ fn basic_auth_from_creds_or_an_auth_file() {
         ],
     ));
     assert!(o.contains("y:1"), "{o}");
+}
+
+#[test]
+#[cfg_attr(vm_lane, ignore = "docker-registry and skopeo run on the host only")]
+fn bearer_tokens_from_a_token_service() {
+    let env = Env::new();
+    let tokens = TokenService::start(env.dir.path(), "tok", "pw");
+    let reg = Registry::start(Auth::Token {
+        realm: tokens.realm(),
+        service: TOKEN_SERVICE.into(),
+        issuer: TOKEN_ISSUER.into(),
+        cert: tokens.cert.clone(),
+    });
+    let d = env.dir.path().join("l");
+    layout(
+        &d,
+        "x",
+        &[tar_of(&[("f", b"x\n", 0o644)])],
+        Compress::Gzip,
+        "",
+    );
+    reg.seed(&d, "t/x:1", &["--dest-creds", "tok:pw"]);
+    let r = format!("{}/t/x:1", reg.host());
+    let before = *tokens.issued.lock().unwrap();
+    let o = pull(&env, &["--insecure", &r]);
+    assert!(
+        !o.status.success(),
+        "an anonymous pull passed a token registry"
+    );
+    assert!(err(&o).contains("bad credentials"), "{}", err(&o));
+    let o = ok(&pull(&env, &["--insecure", "--creds", "tok:pw", &r]));
+    assert!(o.contains("1 downloaded"), "{o}");
+    assert!(
+        *tokens.issued.lock().unwrap() > before,
+        "no token was issued"
+    );
+    // The registry checked a bearer token (not basic credentials) on every request.
+    let log = std::fs::read_to_string(&reg.log).unwrap();
+    assert!(
+        log.contains("tok"),
+        "the registry never saw the token's subject"
+    );
 }
 
 // ------------------------------------------------------------ hostile registries

@@ -20,6 +20,7 @@ fn skopeo(args: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(vm_lane, ignore = "docker-registry and skopeo run on the host only")]
 fn a_committed_image_is_exported_and_pushed_and_skopeo_reads_it() {
     let env = Env::new();
     let reg = Registry::start(Auth::None);
@@ -148,6 +149,7 @@ fn a_committed_image_is_exported_and_pushed_and_skopeo_reads_it() {
 }
 
 #[test]
+#[cfg_attr(vm_lane, ignore = "docker-registry and skopeo run on the host only")]
 fn prune_removes_only_what_no_image_uses() {
     let env = Env::new();
     let reg = Registry::start(Auth::None);

@@ -366,6 +366,7 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub range: Option<String>,
+    pub auth: Option<String>,
 }
 
 type Handler = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
@@ -426,6 +427,7 @@ fn serve(c: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>, stop: &std::sync::a
     let method = parts.next().unwrap_or_default().to_string();
     let path = parts.next().unwrap_or_default().to_string();
     let mut range = None;
+    let mut auth = None;
     let mut len = 0usize;
     loop {
         let mut hl = String::new();
@@ -440,6 +442,9 @@ fn serve(c: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>, stop: &std::sync::a
         if let Some(v) = lower.strip_prefix("range:") {
             range = Some(v.trim().to_string());
         }
+        if lower.starts_with("authorization:") {
+            auth = Some(hl["authorization:".len()..].trim().to_string());
+        }
         if let Some(v) = lower.strip_prefix("content-length:") {
             len = v.trim().parse().unwrap_or(0);
         }
@@ -450,6 +455,7 @@ fn serve(c: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>, stop: &std::sync::a
         method,
         path: path.clone(),
         range,
+        auth,
     };
     let n = {
         let mut v = seen.lock().unwrap();
@@ -552,4 +558,169 @@ pub fn serve_image(
         }
         Reply::NotFound
     })
+}
+
+// ---------------------------------------------------------------- a token service
+
+fn b64(data: &[u8], url: bool) -> String {
+    let t: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(t[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else if !url {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or(""), 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A token service (the distribution token protocol) the test runs: it checks a
+/// basic user/password and issues RS256 JWTs signed (with openssl) by a key whose
+/// self-signed certificate the registry trusts (`x5c` header).
+pub struct TokenService {
+    pub server: Hostile,
+    pub cert: PathBuf,
+    pub issued: Arc<Mutex<usize>>,
+}
+
+pub const TOKEN_SERVICE: &str = "test-service";
+pub const TOKEN_ISSUER: &str = "test-issuer";
+
+impl TokenService {
+    pub fn start(dir: &Path, user: &'static str, password: &'static str) -> TokenService {
+        let key = dir.join("token.key");
+        let cert = dir.join("token.pem");
+        let o = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=sandbox-test-token"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = b64(&der, false);
+        let issued = Arc::new(Mutex::new(0usize));
+        let count = issued.clone();
+        let server = Hostile::start(move |s, _| {
+            let auth = s.auth.as_deref();
+            let want = format!(
+                "basic {}",
+                b64(format!("{user}:{password}").as_bytes(), false)
+            );
+            if auth.map(str::to_ascii_lowercase).as_deref() != Some(&want.to_ascii_lowercase()) {
+                return Reply::Body(
+                    401,
+                    "application/json",
+                    br#"{"details":"bad credentials"}"#.to_vec(),
+                );
+            }
+            let query = s.path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+            let mut access = Vec::new();
+            for kv in query.split('&') {
+                if let Some(v) = kv.strip_prefix("scope=") {
+                    let v = percent_decode(v);
+                    let mut p = v.splitn(3, ':');
+                    let (t, name, actions) = (
+                        p.next().unwrap(),
+                        p.next().unwrap_or(""),
+                        p.next().unwrap_or(""),
+                    );
+                    let acts: Vec<String> =
+                        actions.split(',').map(|a| format!("\"{a}\"")).collect();
+                    access.push(format!(
+                        r#"{{"type":"{t}","name":"{name}","actions":[{}]}}"#,
+                        acts.join(",")
+                    ));
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let header = format!(r#"{{"typ":"JWT","alg":"RS256","x5c":["{x5c}"]}}"#);
+            let claims = format!(
+                r#"{{"iss":"{TOKEN_ISSUER}","sub":"{user}","aud":"{TOKEN_SERVICE}","exp":{},"nbf":{},"iat":{now},"jti":"{now}-{}","access":[{}]}}"#,
+                now + 300,
+                now - 10,
+                access.len(),
+                access.join(",")
+            );
+            let signing = format!(
+                "{}.{}",
+                b64(header.as_bytes(), true),
+                b64(claims.as_bytes(), true)
+            );
+            let mut child = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(signing.as_bytes())
+                .unwrap();
+            let sig = child.wait_with_output().unwrap().stdout;
+            *count.lock().unwrap() += 1;
+            let token = format!("{signing}.{}", b64(&sig, true));
+            Reply::Body(
+                200,
+                "application/json",
+                format!(r#"{{"token":"{token}","access_token":"{token}","expires_in":300}}"#)
+                    .into_bytes(),
+            )
+        });
+        TokenService {
+            server,
+            cert,
+            issued,
+        }
+    }
+
+    pub fn realm(&self) -> String {
+        format!("http://{}/token", self.server.host())
+    }
 }
