@@ -484,3 +484,41 @@ fn an_interrupted_pull_resumes_where_it_stopped() {
     assert_eq!(ranges, vec![format!("bytes={half}-")]);
     assert!(entries(&env.store.join("downloads")).is_empty());
 }
+
+#[test]
+fn a_blob_kept_from_a_stopped_pull_is_not_fetched_again() {
+    let env = Env::new();
+    let b = small_image(&env);
+    let ld = b.layers[0].0.clone();
+    let h = serve_image(&b, |_, _| None);
+    let r = format!("{}/h/x:t", h.host());
+    ok(&pull(&env, &["--insecure", &r]));
+    // As a pull killed while unpacking leaves it: the verified blob, no layer, no
+    // record.
+    std::fs::remove_dir_all(env.store.join("layers").join(&ld[7..])).unwrap();
+    for e in entries(&env.store.join("images")) {
+        std::fs::remove_file(env.store.join("images").join(e)).unwrap();
+    }
+    let o = ok(&pull(&env, &["--insecure", &r]));
+    assert!(o.contains("1 downloaded") && o.contains("; 0 B)"), "{o}");
+    let gets = h
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.ends_with(&ld))
+        .count();
+    assert_eq!(gets, 1, "the kept blob was fetched again");
+    // A kept blob that is corrupt is fetched again and replaced.
+    std::fs::remove_dir_all(env.store.join("layers").join(&ld[7..])).unwrap();
+    let blob = env.store.join("blobs/sha256").join(&ld[7..]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    ok(&pull(&env, &["--insecure", &r]));
+    assert_eq!(
+        common::registry::sha(&std::fs::read(&blob).unwrap()),
+        ld[7..],
+        "the corrupt blob stayed"
+    );
+}

@@ -724,7 +724,7 @@ impl Store {
                     continue;
                 };
                 let blob = self.blob_path(d)?;
-                if !blob.exists() {
+                if *file != blob {
                     std::fs::rename(file, &blob).map_err(ioe("rename", &blob))?;
                     kept.push(blob.clone());
                 }
@@ -759,7 +759,9 @@ impl Store {
             }),
             Err(e) => {
                 for (_, _, _, f) in &got {
-                    let _ = std::fs::remove_file(f);
+                    if f.starts_with(&downloads) {
+                        let _ = std::fs::remove_file(f);
+                    }
                 }
                 for k in &kept {
                     let _ = std::fs::remove_file(k);
@@ -833,6 +835,28 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<(String, u64, u64, PathBuf)> {
         let h = hex_of(digest)?;
+        // A blob the store kept (an earlier pull stopped while unpacking, or the
+        // layer was pruned) is used again once its digest checks.
+        let kept = self.blob_path(digest)?;
+        if std::fs::metadata(&kept).is_ok_and(|m| m.len() == size)
+            && super::store::verify(&kept, digest).is_ok()
+        {
+            progress.layer(digest, size, size, Phase::Downloaded);
+            return Ok((digest.to_string(), size, 0, kept));
+        }
+        // Room for the blob and the import's reserve, before a byte is written.
+        let st =
+            nix::sys::statvfs::statvfs(dir).map_err(|e| Error::io("statvfs", dir, e.into()))?;
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let need = size.saturating_add(self.limits().min_free_bytes);
+        if st.blocks() > 0 && free < need {
+            return Err(Error::Image(format!(
+                "layer {digest} is {size} bytes: {} has {free} bytes free, less than it \
+                 and the {} kept in reserve",
+                dir.display(),
+                self.limits().min_free_bytes
+            )));
+        }
         let path = dir.join(format!("{h}.partial"));
         let mut file = std::fs::OpenOptions::new()
             .create(true)
