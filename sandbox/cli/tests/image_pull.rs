@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::registry::{
     Auth, Compress, Registry, Reply, TOKEN_ISSUER, TOKEN_SERVICE, TokenService, busybox_tar,
-    index_layout, layout, serve_image, tar_of,
+    index_layout, layout, raw_tar, serve_image, tar_of,
 };
 use common::{Env, err, out};
 
@@ -453,6 +453,49 @@ fn a_hostile_layer_served_remotely_is_refused() {
     );
     assert!(!target.exists(), "the layer wrote outside the store");
     assert_store_empty(&env);
+}
+
+#[test]
+fn the_hardening_corpus_served_remotely_is_refused() {
+    let env = Env::new();
+    let host_dir = env.dir.path().join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("secret"), b"secret").unwrap();
+    let secret = host_dir.join("secret").display().to_string();
+    let hd = host_dir.display().to_string();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (raw_tar(&[("../../../planted", b'0', b"x", "")]), "`..`"),
+        (raw_tar(&[("a/../../.wh.victim", b'0', b"", "")]), "`..`"),
+        (
+            raw_tar(&[("stolen", b'1', b"", &secret)]),
+            "must be an earlier entry of this layer",
+        ),
+        (
+            raw_tar(&[("d", b'2', b"", &hd), ("stolen", b'1', b"", "d/secret")]),
+            "a symlink or not a directory",
+        ),
+        (
+            raw_tar(&[("d", b'2', b"", &hd), ("d/planted", b'0', b"pwned", "")]),
+            "symlink",
+        ),
+    ];
+    for (i, (t, want)) in cases.into_iter().enumerate() {
+        let b = layout(
+            &env.dir.path().join(format!("c{i}")),
+            "h",
+            &[t],
+            Compress::Gzip,
+            "",
+        );
+        let h = serve_image(&b, |_, _| None);
+        let o = pull(&env, &["--insecure", &format!("{}/h/x:t", h.host())]);
+        assert!(!o.status.success(), "case {i} was pulled");
+        assert!(err(&o).contains(want), "case {i}: want {want}: {}", err(&o));
+        assert_store_empty(&env);
+    }
+    assert_eq!(std::fs::read(host_dir.join("secret")).unwrap(), b"secret");
+    assert!(!host_dir.join("planted").exists());
+    assert!(!env.dir.path().join("planted").exists());
 }
 
 #[test]
