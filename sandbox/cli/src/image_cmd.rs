@@ -316,6 +316,23 @@ fn w(out: &mut dyn Write, line: &str) -> Result<(), Error> {
     writeln!(out, "{line}").map_err(|e| Error::io("write", std::path::Path::new(crate::STDOUT), e))
 }
 
+/// Where the system has no CA store, a plain-HTTP registry client still needs one
+/// (oci-client builds a TLS client regardless): point `SSL_CERT_FILE` at a root that
+/// signs nothing, kept in the store. Called before any thread exists.
+fn plain_http_without_ca(s: &store::Store, insecure: bool) -> Result<(), Error> {
+    use sandbox::image::pull::{PLAIN_HTTP_ROOT, tls_roots_available};
+    if !insecure || tls_roots_available() {
+        return Ok(());
+    }
+    s.prepare()?;
+    let p = s.root().join("plain-http-root.pem");
+    std::fs::write(&p, PLAIN_HTTP_ROOT).map_err(|e| Error::io("write", &p, e))?;
+    // SAFETY: the process is single-threaded here: the async runtime (and every
+    // thread the registry client uses) starts later, inside pull/push.
+    unsafe { std::env::set_var("SSL_CERT_FILE", &p) };
+    Ok(())
+}
+
 /// Runs `sandbox image CMD`.
 pub fn image(store_root: &std::path::Path, cmd: ImageCmd) -> Result<i32, Error> {
     let s = store::Store::at(store_root);
@@ -349,6 +366,7 @@ pub fn image(store_root: &std::path::Path, cmd: ImageCmd) -> Result<i32, Error> 
                 drawn: RefCell::new(0),
                 last: RefCell::new(Instant::now()),
             };
+            plain_http_without_ca(&s, a.registry.insecure)?;
             let p = s.pull(&a.reference, &opts, &d)?;
             if d.tty && !a.quiet {
                 d.draw();
@@ -385,6 +403,7 @@ pub fn image(store_root: &std::path::Path, cmd: ImageCmd) -> Result<i32, Error> 
             dest,
             registry,
         } => {
+            plain_http_without_ca(&s, registry.insecure)?;
             let p = s.push(&reference, dest.as_deref(), &registry.options())?;
             w(
                 &mut out,

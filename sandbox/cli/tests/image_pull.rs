@@ -565,3 +565,30 @@ fn a_blob_kept_from_a_stopped_pull_is_not_fetched_again() {
         "the corrupt blob stayed"
     );
 }
+
+/// Found in the VM lane, which has no CA store: the TLS client could not be built,
+/// so even a plain-HTTP pull failed. Here the CA store is hidden through the
+/// variables rustls' native-certs loader reads.
+#[test]
+fn plain_http_needs_no_ca_store() {
+    let env = Env::new();
+    let b = small_image(&env);
+    let h = serve_image(&b, |_, _| None);
+    let empty = env.dir.path().join("no-ca");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("none.pem"), b"").unwrap();
+    let no_ca = |args: &[&str]| {
+        env.cmd()
+            .args(["image", "pull"])
+            .args(args)
+            .env("SSL_CERT_FILE", empty.join("none.pem"))
+            .env("SSL_CERT_DIR", &empty)
+            .output()
+            .unwrap()
+    };
+    ok(&no_ca(&["--insecure", &format!("{}/h/x:t", h.host())]));
+    // HTTPS without a CA store says what is missing.
+    let o = no_ca(&[&format!("{}/h/x:t", h.host())]);
+    assert!(err(&o).contains("install ca-certificates"), "{}", err(&o));
+    assert_eq!(o.status.code(), Some(125), "not a clear error: {}", err(&o));
+}

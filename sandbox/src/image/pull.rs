@@ -31,6 +31,31 @@ use crate::error::{Error, Result, ioe};
 /// Where partial layer downloads wait (`<store>/downloads/<hex>.partial`).
 pub(crate) const DOWNLOADS: &str = "downloads";
 
+/// A CA certificate whose key was thrown away when it was made: it signs nothing.
+/// A machine without a CA store (no ca-certificates) cannot build a TLS client at
+/// all, and oci-client builds one even for plain HTTP; the `sandbox` command points
+/// `SSL_CERT_FILE` at this root for `--insecure` there (see [`tls_roots_available`]).
+pub const PLAIN_HTTP_ROOT: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIB0TCCAXegAwIBAgIUPZ4BYzcRN6XJRbTe8IrrnElxfxcwCgYIKoZIzj0EAwIw\n\
+PTE7MDkGA1UEAwwyc2FuZGJveCBwbGFpbi1IVFRQIHBsYWNlaG9sZGVyIHJvb3Qs\n\
+IHNpZ25zIG5vdGhpbmcwIBcNMjYxMjA1MjIyMTA1WhgPMjEyNjExMTEyMjIxMDVa\n\
+MD0xOzA5BgNVBAMMMnNhbmRib3ggcGxhaW4tSFRUUCBwbGFjZWhvbGRlciByb290\n\
+LCBzaWducyBub3RoaW5nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEoHjc0io9\n\
+YD7OagUhC6EzeZrIH2TG+0ECu/yiEcbhqRSo9pKOY0dFAZqbKboYPa70ysPxCqPS\n\
+GPNAzmY/DDT+NKNTMFEwHQYDVR0OBBYEFMkwJ0FnakqRPCY1OsVrxDmEyEGvMB8G\n\
+A1UdIwQYMBaAFMkwJ0FnakqRPCY1OsVrxDmEyEGvMA8GA1UdEwEB/wQFMAMBAf8w\n\
+CgYIKoZIzj0EAwIDSAAwRQIhAK5K9pP7+5r8yVzFxn8RmczSvNyuG3i/glXFKfOu\n\
+ngzmAiBJMjjtc2j7mMjJwfvsdmnD9tFD2/XkUk+T/XuVvcwtaA==\n\
+-----END CERTIFICATE-----\n";
+
+/// Whether a TLS client can be built here: false where the system has no CA store
+/// (rustls' native-certs loader reads `SSL_CERT_FILE` / `SSL_CERT_DIR` and the
+/// distribution's bundle).
+pub fn tls_roots_available() -> bool {
+    reqwest::Client::builder().build().is_ok()
+}
+
 /// Media types of manifests we accept (OCI and Docker v2 schema 2).
 const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
@@ -241,6 +266,16 @@ impl Session {
         } else {
             ClientProtocol::Https
         };
+        // oci-client 0.18 builds a default reqwest client too, which panics where
+        // the system has no CA store: say so first.
+        if !tls_roots_available() {
+            return Err(Error::Image(
+                "no CA certificates on this system: install ca-certificates (the registry \
+                 client needs a CA store even for plain HTTP; the sandbox command supplies \
+                 a placeholder for --insecure)"
+                    .into(),
+            ));
+        }
         let config = ClientConfig {
             protocol,
             max_concurrent_download: parallel.max(1),
