@@ -592,3 +592,60 @@ fn plain_http_needs_no_ca_store() {
     assert!(err(&o).contains("install ca-certificates"), "{}", err(&o));
     assert_eq!(o.status.code(), Some(125), "not a clear error: {}", err(&o));
 }
+
+/// Unmounts a tmpfs on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_layer_larger_than_the_free_space_is_not_downloaded() {
+    let env = Env::new();
+    // 24 MiB of incompressible bytes (xorshift), on a 16 MiB store.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..24 << 17)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    let b = layout(
+        &env.dir.path().join("big"),
+        "big",
+        &[tar_of(&[("big", &data, 0o644)])],
+        Compress::Gzip,
+        "",
+    );
+    let h = serve_image(&b, |_, _| None);
+    std::fs::create_dir_all(&env.store).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &env.store,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=16m,mode=0700"),
+    )
+    .unwrap();
+    let _m = Tmpfs(env.store.clone());
+    let o = pull(&env, &["--insecure", &format!("{}/h/x:t", h.host())]);
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("free space or pull elsewhere"),
+        "{}",
+        err(&o)
+    );
+    let asked = h
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.path.ends_with(&b.layers[0].0));
+    assert!(!asked, "the layer was requested");
+    assert_store_empty(&env);
+}

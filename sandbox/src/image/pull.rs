@@ -883,13 +883,14 @@ impl Store {
         let st =
             nix::sys::statvfs::statvfs(dir).map_err(|e| Error::io("statvfs", dir, e.into()))?;
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
-        let need = size.saturating_add(self.limits().min_free_bytes);
-        if st.blocks() > 0 && free < need {
+        // The import's reserve, or a tenth of a small filesystem (a 1 GiB tmpfs).
+        let total = st.blocks() as u64 * st.fragment_size() as u64;
+        let reserve = self.limits().min_free_bytes.min(total / 10);
+        if st.blocks() > 0 && free < size.saturating_add(reserve) {
             return Err(Error::Image(format!(
                 "layer {digest} is {size} bytes: {} has {free} bytes free, less than it \
-                 and the {} kept in reserve",
-                dir.display(),
-                self.limits().min_free_bytes
+                 and the {reserve} kept in reserve: free space or pull elsewhere (--store)",
+                dir.display()
             )));
         }
         let path = dir.join(format!("{h}.partial"));
