@@ -44,7 +44,8 @@ fn a_committed_image_is_exported_and_pushed_and_skopeo_reads_it() {
     let r = env.run_image(
         &base,
         &["--keep", "--name", &c],
-        "echo mine > /etc/mine; rm /etc/base",
+        // 6 MB of random bytes: the new layer goes up in two 4 MiB chunks.
+        "echo mine > /etc/mine; rm /etc/base; head -c 6000000 /dev/urandom > /big",
     );
     ok(&r);
     ok(&env
@@ -132,7 +133,10 @@ fn a_committed_image_is_exported_and_pushed_and_skopeo_reads_it() {
         .args(["image", "pull", "--insecure", &dest])
         .output()
         .unwrap());
-    assert_eq!(ok(&env3.run_image(&dest, &[], "cat /etc/mine")), "mine\n");
+    assert_eq!(
+        ok(&env3.run_image(&dest, &[], "cat /etc/mine; wc -c < /big")),
+        "mine\n6000000\n"
+    );
     // An export into a folder that holds something else is refused.
     let o = env
         .cmd()

@@ -18,6 +18,23 @@ use super::store::{Image, REF_NAME, Store, hex_of};
 use crate::error::{Error, Result, ioe};
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The chunk a blob is pushed in.
+const PUSH_CHUNK: usize = 4 << 20;
+
+/// Fills `buf` unless the file ends first; returns the bytes read.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
 
 /// What a push did with each blob.
 #[derive(Debug, Clone, Default)]
@@ -256,9 +273,22 @@ impl Store {
                     out.mounted.push(d.clone());
                     continue;
                 }
-                let data = std::fs::read(p).map_err(ioe("read", p))?;
+                // Streamed in 4 MiB chunks: a layer is never whole in memory.
+                let f = std::fs::File::open(p).map_err(ioe("open", p))?;
+                let size = f.metadata().map_err(ioe("stat", p))?.len();
+                let chunks = futures_util::stream::unfold(f, |mut f| async move {
+                    let mut buf = vec![0u8; PUSH_CHUNK];
+                    match read_full(&mut f, &mut buf) {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Some((Ok(bytes::Bytes::from(buf)), f))
+                        }
+                        Err(e) => Some((Err(e.into()), f)),
+                    }
+                });
                 s.client
-                    .push_blob(r, data, d)
+                    .push_blob_stream(r, chunks, d, Some(size))
                     .await
                     .map_err(|e| err(&format!("blob {d}"), &e))?;
                 out.uploaded.push(d.clone());
