@@ -176,5 +176,27 @@ fn commit_refuses_what_it_cannot_commit() {
         .unwrap();
     assert!(!o.status.success());
     ok(&env.cmd().args(["rm", &c]).output().unwrap());
+    // An upper layer holding a redirect (a lower directory renamed with
+    // redirect_dir on): its content is in a lower layer; refused, not lost.
+    let c = common::name("redirect");
+    ok(&env.run_image("busybox:test", &["--keep", "--name", &c], "mkdir /moved"));
+    let moved = env.state.join(&c).join("layers/upper/moved");
+    let p = std::ffi::CString::new(moved.to_str().unwrap()).unwrap();
+    // SAFETY: NUL-terminated strings and a 4-byte value that outlive the call.
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            c"trusted.overlay.redirect".as_ptr(),
+            b"/opq".as_ptr().cast(),
+            4,
+            0,
+        )
+    };
+    assert_eq!(r, 0, "lsetxattr: {}", std::io::Error::last_os_error());
+    let o = env.cmd().args(["commit", &c, "x:2"]).output().unwrap();
+    assert!(err(&o).contains("redirect_dir or metacopy"), "{}", err(&o));
+    let images = std::fs::read_dir(env.store.join("images")).unwrap().count();
+    assert_eq!(images, 1, "a refused commit left an image");
+    ok(&env.cmd().args(["rm", &c]).output().unwrap());
     env.assert_clean();
 }

@@ -220,6 +220,19 @@ impl<W: Write> TarMaker<'_, W> {
                 self.empty_file(&rel.join(wh), &md)?;
                 continue;
             }
+            // A renamed lower directory (redirect_dir) or a metadata-only copy up
+            // (metacopy) keeps its content in a lower layer: a tar of the upper
+            // alone would lose it.
+            for x in ["trusted.overlay.redirect", "trusted.overlay.metacopy"] {
+                if lgetxattr(&full, x).is_some() {
+                    return Err(Error::Image(format!(
+                        "{}: has {x}: the overlay keeps part of it in a lower layer \
+                         (redirect_dir or metacopy is on), which a layer cannot say; \
+                         load the overlay module with redirect_dir=off metacopy=off",
+                        full.display()
+                    )));
+                }
+            }
             if name.as_bytes().starts_with(WHITEOUT.as_bytes()) {
                 return Err(Error::Image(format!(
                     "{}: a file named {WHITEOUT}* cannot be put in a layer (it would read \
