@@ -200,3 +200,28 @@ fn commit_refuses_what_it_cannot_commit() {
     ok(&env.cmd().args(["rm", &c]).output().unwrap());
     env.assert_clean();
 }
+
+#[test]
+fn a_running_container_is_committed() {
+    let env = Env::new();
+    env.import();
+    let c = common::name("running");
+    let mut run = env
+        .cmd()
+        .args(["run", "--image", "busybox:test", "--name", &c, "--"])
+        .args(["sh", "-c", "echo live > /etc/.w && mv /etc/.w /etc/live; sleep 30"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !env.state.join(&c).join("layers/upper/etc/live").exists() {
+        assert!(t0.elapsed().as_secs() < 10, "the container did not write");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = env.cmd().args(["commit", &c, "live:1"]).output().unwrap();
+    ok(&env.cmd().args(["kill", &c]).output().unwrap());
+    let _ = run.wait();
+    ok(&o);
+    assert_eq!(ok(&env.run_image("live:1", &[], "cat /etc/live")), "live\n");
+    env.assert_clean();
+}
