@@ -209,7 +209,11 @@ fn a_running_container_is_committed() {
     let mut run = env
         .cmd()
         .args(["run", "--image", "busybox:test", "--name", &c, "--"])
-        .args(["sh", "-c", "echo live > /etc/.w && mv /etc/.w /etc/live; sleep 30"])
+        .args([
+            "sh",
+            "-c",
+            "echo live > /etc/.w && mv /etc/.w /etc/live; sleep 30",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
