@@ -13,6 +13,7 @@ mod nskit;
 
 mod cgroupkit;
 mod exporter;
+mod image;
 mod probes;
 mod sandbox;
 
@@ -97,6 +98,17 @@ enum What {
         #[arg(long, default_value_t = 100)]
         runs: usize,
     },
+    /// Pull of a ~100 MB image from docker-registry on loopback: `sandbox image pull`
+    /// vs `podman pull` vs `skopeo copy` to an OCI layout, cold and with its base layer
+    /// present, against its new layer alone; unpack throughput vs `tar -xzf`.
+    Image {
+        /// Runs of each measurement (interleaved).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Image size (MiB of files, 70% base layer, 30% app layer).
+        #[arg(long, default_value_t = 100)]
+        size_mb: usize,
+    },
 }
 
 /// Entry point.
@@ -120,6 +132,7 @@ pub fn run(args: Args) -> Result<()> {
             rounds,
         } => cgroupkit::run(count, churn_rounds, rounds),
         What::Sandbox { runs } => sandbox::run(runs),
+        What::Image { runs, size_mb } => image::run(runs, size_mb),
         What::Clients { runs } => {
             util::apt_install(&["podman", "containerd", "runc"])?;
             util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox-cli"]))?;

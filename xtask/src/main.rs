@@ -9,6 +9,7 @@ mod test;
 mod util;
 mod vm;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -40,6 +41,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Every subcommand builds the workspace, whose target a fresh machine lacks.
     util::ensure_rust_target()?;
+    // aws-lc-sys (rustls under the sandbox's registry client) compiles C for the musl
+    // target with musl-gcc (.cargo/config.toml names it).
+    util::apt_install(&["musl-tools"]).context("install musl-tools (musl-gcc, for aws-lc-sys)")?;
     match cli.cmd {
         Cmd::Test(a) => test::run(a),
         Cmd::VmTest(a) => vm::run(a),

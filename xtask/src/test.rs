@@ -166,6 +166,11 @@ pub fn run(args: Args) -> Result<()> {
     // private instances with their own socket, root and state.
     util::apt_install(&["podman", "containerd"])
         .context("install podman and containerd (sandbox-cli client tests)")?;
+    // sandbox-cli's tests/image_*.rs pull from and push to a registry on loopback
+    // (distribution 2.8), seeded and read back with skopeo; htpasswd makes its
+    // basic-auth password file.
+    util::apt_install(&["docker-registry", "skopeo", "apache2-utils"])
+        .context("install docker-registry, skopeo, htpasswd (sandbox-cli image tests)")?;
     lanes.push(cargo_test_lane(
         "host",
         util::cargo()

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod image_cmd;
 use sandbox::assembly::{Paths, RunConfig, Source};
 use sandbox::oci::{self, CreateOptions, ExecOptions};
 use sandbox::spec::{Net, RunOptions, Seccomp, Volume, parse_bytes};
@@ -185,7 +187,14 @@ enum Cmd {
     /// Image store commands.
     Image {
         #[command(subcommand)]
-        cmd: ImageCmd,
+        cmd: image_cmd::ImageCmd,
+    },
+    /// Makes an image of a container: its writable layer on top of its image.
+    Commit(image_cmd::CommitArgs),
+    /// Store-wide commands (`system df`).
+    System {
+        #[command(subcommand)]
+        cmd: image_cmd::SystemCmd,
     },
 }
 
@@ -220,25 +229,6 @@ struct ExecArgs {
     /// The command.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
-}
-
-#[derive(Subcommand, Debug)]
-enum ImageCmd {
-    /// Imports an OCI image layout (a directory or a tar).
-    Import {
-        /// The layout.
-        path: PathBuf,
-        /// NAME[:TAG] (default: the index's ref.name annotation).
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// Lists images.
-    Ls,
-    /// Removes an image (refused while a container uses it).
-    Rm {
-        /// NAME[:TAG].
-        name: String,
-    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -758,47 +748,9 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Cmd::Image { cmd } => {
-            let s = store::Store::at(&paths.store);
-            match cmd {
-                ImageCmd::Import { path, name } => {
-                    for i in s.import(&path, name.as_deref())? {
-                        say!(
-                            out,
-                            "imported {}:{} ({} layers, {})",
-                            printable(&i.name),
-                            printable(&i.tag),
-                            i.layers.len(),
-                            i.manifest
-                        );
-                    }
-                }
-                ImageCmd::Ls => {
-                    say!(
-                        out,
-                        "{:<30} {:<12} {:>6}  MANIFEST",
-                        "NAME",
-                        "TAG",
-                        "LAYERS"
-                    );
-                    for i in s.list()? {
-                        say!(
-                            out,
-                            "{:<30} {:<12} {:>6}  {}",
-                            printable(&i.name.replace('+', "/")),
-                            printable(&i.tag),
-                            i.layers.len(),
-                            i.manifest
-                        );
-                    }
-                }
-                ImageCmd::Rm { name } => {
-                    let i = s.remove(&name)?;
-                    say!(out, "removed {}:{}", printable(&i.name), printable(&i.tag));
-                }
-            }
-            Ok(0)
-        }
+        Cmd::Image { cmd } => image_cmd::image(&paths.store, cmd),
+        Cmd::System { cmd } => image_cmd::system(&paths.store, cmd),
+        Cmd::Commit(a) => image_cmd::commit(&paths.state, &paths.store, a),
     }
 }
 

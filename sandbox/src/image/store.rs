@@ -22,11 +22,11 @@ pub const STORE_ROOT_ENV: &str = "SANDBOX_STORE";
 /// walk into the store, so the setuid files and devices that layers hold are out of
 /// reach of host users (the CVE-2021-41091 class).
 pub const STORE_MODE: u32 = 0o700;
-const LAYERS: &str = "layers";
+pub(crate) const LAYERS: &str = "layers";
 const IMAGES: &str = "images";
 const USERS: &str = "users";
-const BLOBS: &str = "blobs/sha256";
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(crate) const BLOBS: &str = "blobs/sha256";
+pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// The store root from `--store`, `$SANDBOX_STORE` or the default.
 pub fn store_root(flag: Option<PathBuf>) -> PathBuf {
@@ -48,6 +48,10 @@ pub struct Image {
     pub config: Option<String>,
     /// Layer digests, bottom layer first.
     pub layers: Vec<String>,
+    /// The repository it was pulled from (`registry/path`), for cross-repository
+    /// mounts when it is pushed to the same registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Image {
@@ -88,9 +92,9 @@ pub struct Store {
 
 /// The exclusive store lock (flock on the root folder), held by import, remove and
 /// prune for their whole run.
-struct StoreLock(#[allow(dead_code)] File);
+pub(crate) struct StoreLock(#[allow(dead_code)] File);
 
-fn mkdir_private(p: &Path) -> Result<()> {
+pub(crate) fn mkdir_private(p: &Path) -> Result<()> {
     match std::fs::DirBuilder::new()
         .recursive(true)
         .mode(STORE_MODE)
@@ -112,7 +116,7 @@ fn fix_mode(p: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_hex64(s: &str) -> bool {
+pub(crate) fn is_hex64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -133,6 +137,11 @@ impl Store {
         self
     }
 
+    /// The import limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The store root.
     pub fn root(&self) -> &Path {
         &self.root
@@ -148,7 +157,7 @@ impl Store {
         Ok(())
     }
 
-    fn lock(&self) -> Result<StoreLock> {
+    pub(crate) fn lock(&self) -> Result<StoreLock> {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
@@ -172,6 +181,39 @@ impl Store {
     /// The unpacked directory of a layer.
     pub fn layer_dir(&self, digest: &str) -> Result<PathBuf> {
         Ok(self.root.join(LAYERS).join(hex_of(digest)?))
+    }
+
+    /// A blob's path in the store (a layer's compressed blob, a config, a manifest).
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self.root.join(BLOBS).join(hex_of(digest)?))
+    }
+
+    /// Whether the store holds the unpacked layer `digest`.
+    pub fn has_layer(&self, digest: &str) -> bool {
+        self.layer_dir(digest).is_ok_and(|d| d.is_dir())
+    }
+
+    /// Copies a verified layer blob into the store's blobs (kept for `image export`
+    /// and `image push`), unless it is there already.
+    pub(crate) fn keep_blob(&self, src: &Path, digest: &str) -> Result<()> {
+        let h = hex_of(digest)?;
+        let p = self.root.join(BLOBS).join(h);
+        if p.exists() {
+            return Ok(());
+        }
+        let tmp = self.root.join(BLOBS).join(format!(".tmp-{h}"));
+        std::fs::copy(src, &tmp).map_err(ioe("copy", &tmp))?;
+        std::fs::rename(&tmp, &p).map_err(ioe("rename", &p))
+    }
+
+    /// Looks an image up by its store key (the sha256 of `NAME:TAG`).
+    pub fn get_by_key(&self, key: &str) -> Result<Image> {
+        if !is_hex64(key) {
+            return Err(Error::Image(format!("image key {key:?} is malformed")));
+        }
+        let p = self.image_file(key);
+        let text = std::fs::read(&p).map_err(ioe("read", &p))?;
+        serde_json::from_slice(&text).map_err(|source| Error::Json { path: p, source })
     }
 
     /// Looks an image up by `NAME[:TAG]`.
@@ -207,7 +249,7 @@ impl Store {
 
     /// [`migrate`](Self::migrate) with the store lock already held (flock locks
     /// are per open file: taking it twice in one process would wait forever).
-    fn migrate_locked(&self) -> Result<usize> {
+    pub(crate) fn migrate_locked(&self) -> Result<usize> {
         let dir = self.root.join(IMAGES);
         let rd = std::fs::read_dir(&dir).map_err(ioe("read_dir", &dir))?;
         let mut n = 0;
@@ -257,7 +299,7 @@ impl Store {
         self.list_images(false)
     }
 
-    fn list_images(&self, locked: bool) -> Result<Vec<Image>> {
+    pub(crate) fn list_images(&self, locked: bool) -> Result<Vec<Image>> {
         let dir = self.root.join(IMAGES);
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -323,7 +365,7 @@ impl Store {
     /// The containers recorded as users of image `key`: (id, state folder, alive).
     /// A record is alive while its state folder holds the state of that same
     /// container id; a killed run that `sandbox gc` collected leaves a dead one.
-    fn users(&self, key: &str) -> Vec<(PathBuf, String, PathBuf, bool)> {
+    pub(crate) fn users(&self, key: &str) -> Vec<(PathBuf, String, PathBuf, bool)> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(self.root.join(USERS).join(key)) else {
             return out;
@@ -352,7 +394,7 @@ impl Store {
         self.prune_users_locked()
     }
 
-    fn prune_users_locked(&self) -> Result<usize> {
+    pub(crate) fn prune_users_locked(&self) -> Result<usize> {
         let users = self.root.join(USERS);
         let rd = match std::fs::read_dir(&users) {
             Ok(rd) => rd,
@@ -394,7 +436,7 @@ impl Store {
     }
 
     /// Deletes the layers (and config blob) given that no image record names.
-    fn drop_unused(&self, layers: &[String], config: Option<&str>) -> Result<()> {
+    pub(crate) fn drop_unused(&self, layers: &[String], config: Option<&str>) -> Result<()> {
         let images = self.list_images(true)?;
         for l in layers {
             if !images.iter().any(|i| i.layers.contains(l)) {
@@ -404,6 +446,7 @@ impl Store {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::io("remove_dir_all", &d, e)),
                 }
+                let _ = std::fs::remove_file(self.blob_path(l)?);
             }
         }
         if let Some(c) = config
@@ -416,7 +459,7 @@ impl Store {
 
     /// Removes what an import killed half-way left behind (hidden `.tmp-*` folders):
     /// imports hold the store lock, so under it none is in progress.
-    fn clean_stale(&self) {
+    pub(crate) fn clean_stale(&self) {
         for dir in [
             self.root.clone(),
             self.root.join(LAYERS),
@@ -566,27 +609,32 @@ impl Store {
             for (d, _) in &layers {
                 hex_of(d)?;
             }
-            plans.push((r, digest, cd, cbytes, layers, diff_ids));
+            plans.push((r, digest, cd, cbytes, layers, diff_ids, mbytes));
         }
         let mut made: Vec<String> = Vec::new();
         let mut configs: Vec<String> = Vec::new();
         let res = (|| {
             let mut out = Vec::new();
-            for (r, digest, cd, cbytes, layers, diff_ids) in &plans {
+            for (r, digest, cd, cbytes, layers, diff_ids, mbytes) in &plans {
                 for (i, (ld, size)) in layers.iter().enumerate() {
-                    if self.unpack_layer(layout, ld, *size, diff_ids.get(i).map(String::as_str))? {
+                    let blob = layout.join(BLOBS).join(hex_of(ld)?);
+                    if self.unpack_blob(&blob, ld, *size, diff_ids.get(i).map(String::as_str))? {
                         made.push(ld.clone());
                     }
+                    // The compressed blob is kept for `image export` and `push`.
+                    self.keep_blob(&blob, ld)?;
                 }
                 if self.put_blob(cd, cbytes)? {
                     configs.push(cd.clone());
                 }
+                self.put_blob(digest, mbytes)?;
                 out.push(Image {
                     name: r.name.clone(),
                     tag: r.tag.clone(),
                     manifest: digest.clone(),
                     config: Some(cd.clone()),
                     layers: layers.iter().map(|(d, _)| d.clone()).collect(),
+                    source: None,
                 });
             }
             for img in &out {
@@ -603,7 +651,7 @@ impl Store {
         res
     }
 
-    fn write_image(&self, img: &Image) -> Result<()> {
+    pub(crate) fn write_image(&self, img: &Image) -> Result<()> {
         let f = self.image_file(&img.key());
         let text = serde_json::to_vec_pretty(img).map_err(|source| Error::Json {
             path: f.clone(),
@@ -615,7 +663,7 @@ impl Store {
     }
 
     /// Stores a verified blob under its digest; returns whether it is new.
-    fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<bool> {
+    pub(crate) fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<bool> {
         let h = hex_of(digest)?;
         let p = self.root.join(BLOBS).join(h);
         if p.exists() {
@@ -653,9 +701,9 @@ impl Store {
     /// blob as it is read: the digest checked is that of the bytes unpacked, and
     /// the layer appears under its name only when it matched. Returns whether the
     /// layer is new.
-    fn unpack_layer(
+    pub(crate) fn unpack_blob(
         &self,
-        layout: &Path,
+        blob: &Path,
         digest: &str,
         size: u64,
         diff_id: Option<&str>,
@@ -665,7 +713,7 @@ impl Store {
         if dest.is_dir() {
             return Ok(false);
         }
-        let blob = layout.join(BLOBS).join(hexd);
+        let blob = blob.to_path_buf();
         let file = open_blob(&blob, digest, size)?;
         let tmp = self
             .root
@@ -838,7 +886,10 @@ pub fn verify(p: &Path, digest: &str) -> Result<()> {
 }
 
 /// gzip, zstd or plain, by magic number.
-fn decompress<'a, R: std::io::BufRead + 'a>(mut r: R, p: &Path) -> Result<Box<dyn Read + 'a>> {
+pub(crate) fn decompress<'a, R: std::io::BufRead + 'a>(
+    mut r: R,
+    p: &Path,
+) -> Result<Box<dyn Read + 'a>> {
     let head = r.fill_buf().map_err(ioe("read", p))?;
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)))

@@ -7,6 +7,8 @@
     clippy::new_without_default
 )]
 
+pub mod registry;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
