@@ -310,8 +310,8 @@ struct RunArgs {
     /// profile, or `unconfined` for no filter.
     #[arg(long, value_name = "PROFILE.json|unconfined")]
     seccomp: Option<PathBuf>,
-    /// The command.
-    #[arg(last = true, required_unless_present = "bundle")]
+    /// The command (with --image: after the image's Entrypoint; its Cmd when none).
+    #[arg(last = true)]
     cmd: Vec<String>,
 }
 

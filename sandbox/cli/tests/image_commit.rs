@@ -151,7 +151,55 @@ fn a_commit_carries_exactly_the_containers_changes() {
         o,
         "/opq\nnew\nchanged\ndeep\nfresh\nno-wc\nno-removed\nhas-cat\n"
     );
+    // Without a command the image's Cmd runs, with its Env; --env overrides it.
+    let run = |extra: &[&str]| {
+        let mut c = env.cmd();
+        c.args(["run", "--image", "committed:1", "--net", "none"])
+            .args(extra);
+        ok(&c.output().unwrap())
+    };
+    assert_eq!(run(&[]), "new\n");
+    assert_eq!(
+        run(&["--env", "FOO=over", "--", "sh", "-c", "echo $FOO; pwd"]),
+        "over\n/opq\n"
+    );
+    assert_eq!(run(&["--", "sh", "-c", "echo $FOO"]), "bar\n");
+    // The image's User applies where --user is absent; a name is refused.
+    commit_kept(&env, "u1", &["user:1", "--change", "USER 1000:1001"]);
+    assert_eq!(run_user(&env, "user:1", &[]), "1000 1001\n");
+    assert_eq!(run_user(&env, "user:1", &["--user", "7:8"]), "7 8\n");
+    commit_kept(&env, "u2", &["user:2", "--change", "USER nobody"]);
+    let o = env
+        .cmd()
+        .args([
+            "run", "--image", "user:2", "--net", "none", "--", "id", "-u",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("\"nobody\"") && e.contains("--user"), "{e}");
+    for i in ["user:1", "user:2", "committed:1", "committed:2"] {
+        let _ = env.cmd().args(["image", "rm", i]).output();
+    }
     env.assert_clean();
+}
+
+/// Commits a kept container of busybox:test (`tag` names it) with `args`, then
+/// removes the container.
+fn commit_kept(env: &Env, tag: &str, args: &[&str]) {
+    let c = common::name(tag);
+    ok(&env.run_image("busybox:test", &["--keep", "--name", &c], "true"));
+    ok(&env.cmd().arg("commit").arg(&c).args(args).output().unwrap());
+    ok(&env.cmd().args(["rm", &c]).output().unwrap());
+}
+
+fn run_user(env: &Env, image: &str, extra: &[&str]) -> String {
+    let mut c = env.cmd();
+    c.args(["run", "--image", image, "--net", "none"])
+        .args(extra)
+        .args(["--", "sh", "-c", "echo $(id -u) $(id -g)"]);
+    ok(&c.output().unwrap())
 }
 
 #[test]

@@ -128,6 +128,69 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// `opts` completed from the image's configuration, as Docker reads it: the
+/// command is the image's Entrypoint followed by the arguments given, or by its Cmd
+/// when none are; its Env comes first (a `--env` of the same name wins); its
+/// WorkingDir (relative: from /) and User apply when `--workdir`/`--user` are absent.
+/// A User that is a name (not UID[:GID]) is refused: naming the flag that overrides it.
+fn with_image_config(
+    opts: &RunOptions,
+    config: Option<&oci_spec::image::Config>,
+    image: &str,
+) -> Result<RunOptions> {
+    let mut o = opts.clone();
+    let Some(c) = config else {
+        return Ok(o);
+    };
+    let entrypoint = c.entrypoint().clone().unwrap_or_default();
+    let args = if o.args.is_empty() {
+        c.cmd().clone().unwrap_or_default()
+    } else {
+        o.args.clone()
+    };
+    o.args = entrypoint.into_iter().chain(args).collect();
+    if o.args.is_empty() {
+        return Err(Error::Config(format!(
+            "image {image} names no command (no Entrypoint or Cmd): give one after --"
+        )));
+    }
+    let mut env = c.env().clone().unwrap_or_default();
+    spec::merge_env(&mut env, &o.env)?;
+    o.env = env;
+    if o.workdir.is_none() {
+        o.workdir = c.working_dir().clone().filter(|w| !w.is_empty()).map(|w| {
+            if w.starts_with('/') {
+                w
+            } else {
+                format!("/{w}")
+            }
+        });
+    }
+    if o.user.is_none()
+        && let Some(u) = c.user().as_deref().filter(|u| !u.is_empty())
+    {
+        let (uid, gid) = u.split_once(':').unwrap_or((u, ""));
+        let uid: u32 = uid.parse().map_err(|_| {
+            Error::Config(format!(
+                "image {image}: its User {u:?} is a name, which this runtime does not \
+                 look up in the image's /etc/passwd: give --user UID:GID"
+            ))
+        })?;
+        let gid: u32 = if gid.is_empty() {
+            uid
+        } else {
+            gid.parse().map_err(|_| {
+                Error::Config(format!(
+                    "image {image}: its User {u:?} names a group, which this runtime \
+                     does not look up: give --user UID:GID"
+                ))
+            })?
+        };
+        o.user = Some((uid, gid));
+    }
+    Ok(o)
+}
+
 /// Creates, runs and removes one container; returns its exit status.
 pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
     let id = random_hex(6);
@@ -137,28 +200,17 @@ pub fn run(paths: &Paths, cfg: &RunConfig, opts: &RunOptions) -> Result<i32> {
     let store = Store::at(&paths.store);
     let dir = paths.state.join(&name);
     let rootfs = dir.join(state::ROOTFS_DIR);
-    let spec = match (&cfg.source, &opts.workdir) {
-        // The image's WorkingDir when --workdir is absent (relative: from /, as
-        // Docker takes it).
-        (Source::Image(r), None) => {
+    let spec = match &cfg.source {
+        Source::Image(r) => {
             let img = store.get(r)?;
-            let workdir = store
-                .config(&img)?
-                .and_then(|c| c.config().as_ref().and_then(|c| c.working_dir().clone()))
-                .filter(|w| !w.is_empty());
-            let opts = RunOptions {
-                workdir: workdir.map(|w| {
-                    if w.starts_with('/') {
-                        w
-                    } else {
-                        format!("/{w}")
-                    }
-                }),
-                ..opts.clone()
-            };
-            spec::build(&opts, &name, &rootfs)?
+            let config = store.config(&img)?.and_then(|c| c.config().clone());
+            spec::build(
+                &with_image_config(opts, config.as_ref(), r)?,
+                &name,
+                &rootfs,
+            )?
         }
-        _ => spec::build(opts, &name, &rootfs)?,
+        Source::Rootfs(_) => spec::build(opts, &name, &rootfs)?,
     };
 
     let st = State {
