@@ -26,40 +26,7 @@ const T_BLK: u8 = b'4';
 const T_DIR: u8 = b'5';
 const T_FIFO: u8 = b'6';
 
-fn octal(field: &mut [u8], v: u64) {
-    let mut s = format!("{:0w$o}\0", v, w = field.len() - 1);
-    if s.len() > field.len() {
-        // Digits filling the whole field, no terminator (as GNU tar writes 8+ GiB).
-        s = format!("{:0w$o}", v, w = field.len());
-    }
-    field.copy_from_slice(s.as_bytes());
-}
-
-/// A ustar header, any name (no checks), the checksum right.
-fn header(name: &[u8], typ: u8, size: u64, mode: u32, link: &[u8], dev: (u32, u32)) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    assert!(
-        name.len() <= 100 && link.len() <= 100,
-        "use a long-name header"
-    );
-    h[..name.len()].copy_from_slice(name);
-    octal(&mut h[100..108], u64::from(mode));
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], size);
-    octal(&mut h[136..148], 1_700_000_000);
-    h[156] = typ;
-    h[157..157 + link.len()].copy_from_slice(link);
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    octal(&mut h[329..337], u64::from(dev.0));
-    octal(&mut h[337..345], u64::from(dev.1));
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-    let s = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(s.as_bytes());
-    h
-}
+use common::tar_header as header;
 
 #[derive(Default)]
 struct Tar(Vec<u8>);

@@ -268,3 +268,48 @@ pub fn hostname() -> String {
         .trim()
         .to_string()
 }
+
+/// An octal tar header field; digits filling the whole field, without terminator,
+/// where the value needs it (as GNU tar writes 8+ GiB).
+pub fn tar_octal(field: &mut [u8], v: u64) {
+    let mut s = format!("{:0w$o}\0", v, w = field.len() - 1);
+    if s.len() > field.len() {
+        // Digits filling the whole field, no terminator (as GNU tar writes 8+ GiB).
+        s = format!("{:0w$o}", v, w = field.len());
+    }
+    field.copy_from_slice(s.as_bytes());
+}
+
+/// A ustar header with any name (no checks: the tar crate refuses `..`), the
+/// checksum right: for hostile layers.
+pub fn tar_header(
+    name: &[u8],
+    typ: u8,
+    size: u64,
+    mode: u32,
+    link: &[u8],
+    dev: (u32, u32),
+) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    assert!(
+        name.len() <= 100 && link.len() <= 100,
+        "use a long-name header"
+    );
+    h[..name.len()].copy_from_slice(name);
+    tar_octal(&mut h[100..108], u64::from(mode));
+    tar_octal(&mut h[108..116], 0);
+    tar_octal(&mut h[116..124], 0);
+    tar_octal(&mut h[124..136], size);
+    tar_octal(&mut h[136..148], 1_700_000_000);
+    h[156] = typ;
+    h[157..157 + link.len()].copy_from_slice(link);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    tar_octal(&mut h[329..337], u64::from(dev.0));
+    tar_octal(&mut h[337..345], u64::from(dev.1));
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+    h
+}

@@ -727,28 +727,9 @@ impl TokenService {
 
 // ---------------------------------------------------------------- hostile tars
 
-/// A ustar header with any name (no checks; the tar crate refuses `..`), checksum
-/// right.
+/// A ustar header with any name, mode 0644 (see [`super::tar_header`]).
 pub fn raw_header(name: &[u8], typ: u8, size: u64, link: &[u8]) -> [u8; 512] {
-    let octal = |field: &mut [u8], v: u64| {
-        let s = format!("{:0w$o}\0", v, w = field.len() - 1);
-        field.copy_from_slice(s.as_bytes());
-    };
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name);
-    octal(&mut h[100..108], 0o644);
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], size);
-    octal(&mut h[136..148], 1_700_000_000);
-    h[156] = typ;
-    h[157..157 + link.len()].copy_from_slice(link);
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    h
+    super::tar_header(name, typ, size, 0o644, link, (0, 0))
 }
 
 /// A tar of raw entries: (name, type byte, data, link target).
