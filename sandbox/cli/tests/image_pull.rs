@@ -402,6 +402,58 @@ fn an_endless_layer_is_cut_at_its_size() {
     assert_store_empty(&env);
 }
 
+/// An error answer that never ends (to a layer and to the config): its body is
+/// read to a bound and quoted, not held whole.
+#[test]
+fn an_endless_error_answer_is_bounded() {
+    let env = Env::new();
+    let b = small_image(&env);
+    for blob in [b.layers[0].0.clone(), common::registry::sha(&b.config)] {
+        let h = serve_image(&b, move |s, _| {
+            s.path.ends_with(&blob).then_some(Reply::EndlessError(500))
+        });
+        let o = pull(&env, &["--insecure", &format!("{}/h/x:t", h.host())]);
+        assert!(!o.status.success());
+        assert!(err(&o).contains("answered 500"), "{}", err(&o));
+        assert_store_empty(&env);
+    }
+}
+
+/// A token service whose answer never ends: read to a bound, then refused.
+#[test]
+fn an_endless_token_answer_is_bounded() {
+    let env = Env::new();
+    let b = small_image(&env);
+    let port = std::sync::Arc::new(std::sync::Mutex::new(0u16));
+    let p2 = port.clone();
+    let h = serve_image(&b, move |s, _| {
+        if s.path == "/v2/" {
+            Some(Reply::Challenge(format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"hostile\"",
+                *p2.lock().unwrap()
+            )))
+        } else if s.path.starts_with("/token") {
+            Some(Reply::Endless)
+        } else {
+            None
+        }
+    });
+    *port.lock().unwrap() = h.port;
+    let o = pull(&env, &["--insecure", &format!("{}/h/x:t", h.host())]);
+    assert!(
+        !o.status.success(),
+        "{:?}",
+        h.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect::<Vec<_>>()
+    );
+    assert!(err(&o).contains("larger than"), "{}", err(&o));
+    assert_store_empty(&env);
+}
+
 #[test]
 fn a_redirect_loop_ends() {
     let env = Env::new();

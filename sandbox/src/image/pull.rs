@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::manifest::OciDescriptor;
+use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
 use serde::Deserialize;
@@ -250,7 +249,13 @@ pub(crate) struct Session {
     pub auth: RegistryAuth,
     pub scheme: &'static str,
     pub opts: RegistryOptions,
+    /// The Authorization header [`Session::authorize`] made, for our own requests.
+    pub authz: std::sync::Mutex<Option<String>>,
 }
+
+/// How much of a registry's error answer is read (oci-client reads one whole, so
+/// blobs are fetched with our own requests: an endless error body cannot grow).
+const MAX_ERROR_BODY: usize = 64 << 10;
 
 impl Session {
     pub(crate) fn new(remote: &Remote, opts: &RegistryOptions, parallel: usize) -> Result<Session> {
@@ -300,6 +305,7 @@ impl Session {
             auth,
             scheme: if opts.insecure { "http" } else { "https" },
             opts: opts.clone(),
+            authz: std::sync::Mutex::new(None),
         })
     }
 
@@ -310,19 +316,174 @@ impl Session {
         r: &oci_client::Reference,
         op: RegistryOperation,
     ) -> Result<Option<String>> {
-        let token = self
-            .client
-            .auth(r, &self.auth, op)
-            .await
-            .map_err(|e| registry_err(r, "authentication", &e))?;
-        Ok(match (token, &self.auth) {
+        // Pulls take their token with our own bounded requests (oci-client reads a
+        // token answer whole); pushes go through oci-client, which keeps the token
+        // for its own upload requests.
+        let token = if matches!(op, RegistryOperation::Pull) {
+            self.pull_token(r).await?
+        } else {
+            self.client
+                .auth(r, &self.auth, op)
+                .await
+                .map_err(|e| registry_err(r, "authentication", &e))?
+        };
+        let authz = match (token, &self.auth) {
             (Some(t), _) => Some(format!("Bearer {t}")),
             (None, RegistryAuth::Basic(u, p)) => Some(format!(
                 "Basic {}",
                 base64_encode(format!("{u}:{p}").as_bytes())
             )),
             (None, _) => None,
+        };
+        if let Ok(mut a) = self.authz.lock() {
+            a.clone_from(&authz);
+        }
+        Ok(authz)
+    }
+
+    /// The bearer token for pulling `r`, when the registry's challenge asks for one
+    /// (distribution's token auth): `GET /v2/`, and on a `401` with `WWW-Authenticate:
+    /// Bearer realm=...,service=...` a GET of the realm for `repository:REPO:pull`,
+    /// with the session's basic credentials if any. Every answer is read to at
+    /// most [`MAX_ERROR_BODY`].
+    async fn pull_token(&self, r: &oci_client::Reference) -> Result<Option<String>> {
+        let what = r.whole();
+        let base = format!("{}://{}/v2/", self.scheme, r.resolve_registry());
+        let res = self
+            .http
+            .get(&base)
+            .send()
+            .await
+            .map_err(|e| Error::Image(format!("authentication for {what}: {}", chain(&e))))?;
+        if res.status().as_u16() != 401 {
+            return Ok(None);
+        }
+        let challenge = res
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let Some(params) = challenge
+            .strip_prefix("Bearer ")
+            .or_else(|| challenge.strip_prefix("bearer "))
+        else {
+            // Basic (or none): the credentials go with each request.
+            return Ok(None);
+        };
+        let params = challenge_params(params);
+        let realm = params.get("realm").ok_or_else(|| {
+            Error::Image(format!(
+                "authentication for {what}: the registry's Bearer challenge names no realm"
+            ))
+        })?;
+        let mut query = vec![("scope", format!("repository:{}:pull", r.repository()))];
+        if let Some(s) = params.get("service") {
+            query.push(("service", s.clone()));
+        }
+        let mut req = self.http.get(realm).query(&query);
+        if let RegistryAuth::Basic(u, p) = &self.auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let mut res = req
+            .send()
+            .await
+            .map_err(|e| Error::Image(format!("token from {realm} for {what}: {}", chain(&e))))?;
+        let status = res.status();
+        let mut body = Vec::new();
+        while let Some(c) = res
+            .chunk()
+            .await
+            .map_err(|e| Error::Image(format!("token from {realm}: {}", chain(&e))))?
+        {
+            if body.len() + c.len() > MAX_ERROR_BODY {
+                return Err(Error::Image(format!(
+                    "token from {realm} for {what}: the answer is larger than \
+                     {MAX_ERROR_BODY} bytes: refused"
+                )));
+            }
+            body.extend_from_slice(&c);
+        }
+        if !status.is_success() {
+            let hint = if matches!(status.as_u16(), 401 | 403) {
+                ": give credentials with --creds USER:PASSWORD or an auth file"
+            } else {
+                ""
+            };
+            return Err(Error::Image(format!(
+                "token from {realm} for {what}: {status}{hint} ({})",
+                String::from_utf8_lossy(&body[..body.len().min(300)]).trim()
+            )));
+        }
+        #[derive(Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let t: Token = serde_json::from_slice(&body).map_err(|e| {
+            Error::Image(format!(
+                "token from {realm} for {what}: not a token answer: {e}"
+            ))
+        })?;
+        t.token.or(t.access_token).map(Some).ok_or_else(|| {
+            Error::Image(format!(
+                "token from {realm} for {what}: the answer holds no token"
+            ))
         })
+    }
+
+    /// GETs blob `digest` of `r`'s repository from byte `offset` (a Range request
+    /// when above 0), with the session's authorization. Returns the response and
+    /// whether it is partial (206); any other status than 200/206 is an error
+    /// quoting at most [`MAX_ERROR_BODY`] of its body.
+    pub(crate) async fn blob_get(
+        &self,
+        r: &oci_client::Reference,
+        digest: &str,
+        offset: u64,
+    ) -> Result<(reqwest::Response, bool)> {
+        let url = format!(
+            "{}://{}/v2/{}/blobs/{}",
+            self.scheme,
+            r.resolve_registry(),
+            r.repository(),
+            digest
+        );
+        let mut req = self.http.get(&url);
+        if let Some(a) = self.authz.lock().ok().and_then(|a| a.clone()) {
+            req = req.header(reqwest::header::AUTHORIZATION, a);
+        }
+        if offset > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        }
+        let mut res = req
+            .send()
+            .await
+            .map_err(|e| Error::Image(format!("blob {digest}: {}", chain(&e))))?;
+        let status = res.status();
+        match status.as_u16() {
+            200 => return Ok((res, false)),
+            206 if offset > 0 => return Ok((res, true)),
+            _ => {}
+        }
+        let mut body = Vec::new();
+        while body.len() < MAX_ERROR_BODY {
+            match res.chunk().await {
+                Ok(Some(c)) => body.extend_from_slice(&c),
+                _ => break,
+            }
+        }
+        body.truncate(MAX_ERROR_BODY.min(300));
+        let hint = match status.as_u16() {
+            401 | 403 => ": give credentials with --creds USER:PASSWORD or an auth file",
+            404 => ": the registry does not have it",
+            _ => "",
+        };
+        Err(Error::Image(format!(
+            "blob {digest} of {}: the registry answered {status}{hint} ({})",
+            r.whole(),
+            String::from_utf8_lossy(&body).trim()
+        )))
     }
 
     /// GETs a manifest (by tag or digest) with at most `max_manifest_bytes` read.
@@ -445,12 +606,8 @@ impl Session {
                 self.opts.max_manifest_bytes
             )));
         }
-        let desc = descriptor(digest, size, "");
-        let mut s = self
-            .client
-            .pull_blob_stream(r, &desc)
-            .await
-            .map_err(|e| registry_err(r, &format!("blob {digest}"), &e))?;
+        let (res, _) = self.blob_get(r, digest, 0).await?;
+        let mut s = res.bytes_stream();
         let mut v = Vec::new();
         while let Some(c) = s.next().await {
             let c = c.map_err(|e| Error::Image(format!("blob {digest}: {e}")))?;
@@ -470,17 +627,6 @@ impl Session {
             )));
         }
         Ok(v)
-    }
-}
-
-fn descriptor(digest: &str, size: u64, media: &str) -> OciDescriptor {
-    OciDescriptor {
-        media_type: media.to_string(),
-        digest: digest.to_string(),
-        size: i64::try_from(size).unwrap_or(i64::MAX),
-        urls: None,
-        annotations: None,
-        ..OciDescriptor::default()
     }
 }
 
@@ -592,6 +738,31 @@ fn auth_from_file(text: &[u8], registry: &str, f: &Path) -> Result<Option<Regist
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The `key="value"` parameters of a WWW-Authenticate challenge (quoted values may
+/// hold commas).
+fn challenge_params(s: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut rest = s.trim();
+    while let Some((k, v)) = rest.split_once('=') {
+        let key = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let v = v.trim_start();
+        let (value, after) = if let Some(q) = v.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (q[..end].to_string(), &q[end + 1..]),
+                None => (q.to_string(), ""),
+            }
+        } else {
+            match v.find(',') {
+                Some(end) => (v[..end].trim().to_string(), &v[end..]),
+                None => (v.trim().to_string(), ""),
+            }
+        };
+        out.insert(key, value);
+        rest = after.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
+    }
+    out
+}
 
 fn base64_encode(b: &[u8]) -> String {
     let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
@@ -926,29 +1097,28 @@ impl Store {
             *sha = Sha256::new();
             Ok(())
         };
-        let desc = descriptor(digest, size, "");
         let mut received = 0u64;
         if have < size {
-            let mut stream = if have == 0 {
+            if have == 0 {
                 restart(&mut file, &mut sha)?;
-                s.client.pull_blob_stream(r, &desc).await
-            } else {
-                match s
-                    .client
-                    .pull_blob_stream_partial(r, &desc, have, None)
-                    .await
-                {
-                    Ok(BlobResponse::Partial(st)) => Ok(st),
-                    Ok(BlobResponse::Full(st)) => {
-                        // The registry ignored the range: start over.
-                        have = 0;
-                        restart(&mut file, &mut sha)?;
-                        Ok(st)
-                    }
-                    Err(e) => Err(e),
-                }
             }
-            .map_err(|e| registry_err(r, &format!("layer {digest}"), &e))?;
+            let (res, partial) = match s.blob_get(r, digest, have).await {
+                Ok(got) => got,
+                Err(e) => {
+                    // Nothing received: no partial file to resume is left behind.
+                    if have == 0 {
+                        drop(file);
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    return Err(e);
+                }
+            };
+            if have > 0 && !partial {
+                // The registry ignored the range: start over.
+                have = 0;
+                restart(&mut file, &mut sha)?;
+            }
+            let mut stream = res.bytes_stream();
             use std::io::Seek;
             file.seek(std::io::SeekFrom::Start(have))
                 .map_err(ioe("seek", &path))?;
@@ -1029,6 +1199,21 @@ fn store_name(reference: &str, remote: &Remote, over: Option<&str>) -> Result<(S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenge_params_with_quoted_commas() {
+        let p = challenge_params(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+        let p = challenge_params("realm=https://x/t, service=s");
+        assert_eq!(
+            (p["realm"].as_str(), p["service"].as_str()),
+            ("https://x/t", "s")
+        );
+    }
 
     #[test]
     fn base64_round_trip() {

@@ -352,6 +352,10 @@ pub enum Reply {
     Body(u16, &'static str, Vec<u8>),
     /// 200 with no length, bytes forever (until the client goes).
     Endless,
+    /// This error status with no length, bytes forever.
+    EndlessError(u16),
+    /// 401 with this `WWW-Authenticate` challenge.
+    Challenge(String),
     /// 200 announcing `len` bytes, sending only `send` of `body`, then closing.
     Cut { body: Vec<u8>, send: usize },
     /// A redirect.
@@ -462,10 +466,11 @@ fn serve(c: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>, stop: &std::sync::a
         v.push(s.clone());
         v.iter().filter(|x| x.path == path).count()
     };
-    let reply = if s.path == "/v2/" {
-        Reply::Body(200, "application/json", b"{}".to_vec())
-    } else {
-        h(&s, n)
+    let reply = match h(&s, n) {
+        // The API root answers 200 unless the handler challenges there.
+        r @ Reply::Challenge(_) => r,
+        _ if s.path == "/v2/" => Reply::Body(200, "application/json", b"{}".to_vec()),
+        r => r,
     };
     let head = |status: u16, extra: &str| {
         format!("HTTP/1.1 {status} X\r\n{extra}Connection: close\r\n\r\n")
@@ -482,10 +487,14 @@ fn serve(c: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>, stop: &std::sync::a
             }
             let _ = w.write_all(&out);
         }
-        Reply::Endless => {
+        Reply::Endless | Reply::EndlessError(_) => {
+            let status = match reply {
+                Reply::EndlessError(s) => s,
+                _ => 200,
+            };
             let _ = w.write_all(
                 head(
-                    200,
+                    status,
                     "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n",
                 )
                 .as_bytes(),
@@ -505,6 +514,15 @@ fn serve(c: TcpStream, h: &Handler, seen: &Mutex<Vec<Seen>>, stop: &std::sync::a
         Reply::Redirect(to) => {
             let _ = w.write_all(
                 head(307, &format!("Location: {to}\r\nContent-Length: 0\r\n")).as_bytes(),
+            );
+        }
+        Reply::Challenge(c) => {
+            let _ = w.write_all(
+                head(
+                    401,
+                    &format!("WWW-Authenticate: {c}\r\nContent-Length: 0\r\n"),
+                )
+                .as_bytes(),
             );
         }
         Reply::NotFound => {
