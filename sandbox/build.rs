@@ -34,7 +34,9 @@ fn main() {
         .status();
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => panic!("building pause/ with rustc failed ({s}); it needs the x86_64-unknown-linux-musl target's core"),
+        Ok(s) => panic!(
+            "building pause/ with rustc failed ({s}); it needs the x86_64-unknown-linux-musl target's core"
+        ),
         Err(e) => panic!("running rustc for pause/: {e}"),
     }
 }

@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod pod_cmd;
+
 use clap::{Parser, Subcommand};
 use sandbox::assembly::{Paths, RunConfig, Source};
 use sandbox::oci::{self, CreateOptions, ExecOptions};
@@ -179,6 +181,11 @@ enum Cmd {
     Stats {
         /// Container name.
         name: String,
+    },
+    /// Kubernetes v1 Pods on this node: run, ls, ps, logs, exec, stop, rm.
+    Pod {
+        #[command(subcommand)]
+        cmd: pod_cmd::PodCmd,
     },
     /// Image store commands.
     Image {
@@ -720,6 +727,10 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             sandbox::lifecycle::remove(&paths, &name, force)?;
             Ok(0)
         }
+        Cmd::Pod { cmd } => {
+            drop(out);
+            pod_cmd::main(&paths, cmd)
+        }
         Cmd::Gc => {
             for c in state::gc(&paths.state)? {
                 say!(
@@ -727,6 +738,9 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                     "removed {}",
                     printable(&c.name.unwrap_or_else(|| c.dir.display().to_string()))
                 );
+            }
+            for p in sandbox::pod::ops::gc(&paths.state, &store::Store::at(&paths.store))? {
+                say!(out, "removed pod {}", printable(&p));
             }
             // The collected containers' records of image use go with them.
             store::Store::at(&paths.store).prune_users()?;

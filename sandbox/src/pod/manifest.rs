@@ -304,7 +304,10 @@ pub fn parse(text: &str, file: &str) -> Result<PodPlan> {
         serde_norway::from_str(text).map_err(|e| bad(file, format!("malformed YAML: {e}")))?
     };
     if !input.is_object() {
-        return Err(bad(file, "expected a Pod object (apiVersion: v1, kind: Pod)"));
+        return Err(bad(
+            file,
+            "expected a Pod object (apiVersion: v1, kind: Pod)",
+        ));
     }
     for (key, want) in [("apiVersion", "v1"), ("kind", "Pod")] {
         match input.get(key).and_then(Value::as_str) {
@@ -543,7 +546,9 @@ pub fn parse_cpu(q: &str) -> std::result::Result<u64, String> {
                 _ => {}
             }
         }
-        i.checked_mul(1000).and_then(|x| x.checked_add(f)).ok_or_else(err)?
+        i.checked_mul(1000)
+            .and_then(|x| x.checked_add(f))
+            .ok_or_else(err)?
     };
     if milli == 0 {
         return Err(err());
@@ -691,11 +696,9 @@ fn container(
     init: bool,
 ) -> std::result::Result<ContainerPlan, String> {
     check_label(&format!("{at}.name"), &c.name)?;
-    let image = c
-        .image
-        .clone()
-        .filter(|i| !i.is_empty())
-        .ok_or_else(|| format!("{at}.image: missing (an image imported with `sandbox image import`)"))?;
+    let image = c.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| {
+        format!("{at}.image: missing (an image imported with `sandbox image import`)")
+    })?;
     let mut mounts = Vec::new();
     let mut seen_paths = HashSet::new();
     for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
@@ -707,7 +710,10 @@ fn container(
             ));
         }
         if !m.mount_path.starts_with('/') {
-            return Err(format!("{mat}.mountPath {:?}: must be absolute", m.mount_path));
+            return Err(format!(
+                "{mat}.mountPath {:?}: must be absolute",
+                m.mount_path
+            ));
         }
         if !seen_paths.insert(m.mount_path.trim_end_matches('/').to_string()) {
             return Err(format!("{mat}.mountPath {:?}: mounted twice", m.mount_path));
@@ -730,7 +736,10 @@ fn container(
     let mut env = Vec::new();
     for (i, e) in c.env.iter().flatten().enumerate() {
         if e.name.is_empty() || e.name.contains('=') {
-            return Err(format!("{at}.env[{i}].name {:?}: not a variable name", e.name));
+            return Err(format!(
+                "{at}.env[{i}].name {:?}: not a variable name",
+                e.name
+            ));
         }
         env.push((e.name.clone(), e.value.clone().unwrap_or_default()));
     }
@@ -740,7 +749,10 @@ fn container(
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| {
-                format!("{at}.ports[{i}].containerPort {}: not 1..65535", p.container_port)
+                format!(
+                    "{at}.ports[{i}].containerPort {}: not 1..65535",
+                    p.container_port
+                )
             })?;
         ports.push((
             p.name.clone().unwrap_or_default(),
@@ -757,7 +769,12 @@ fn container(
     let cpu_limit = quantity(&limits, "cpu", parse_cpu, &format!("{rat}.limits"))?;
     let cpu_request = quantity(&requests, "cpu", parse_cpu, &format!("{rat}.requests"))?;
     let mem_limit = quantity(&limits, "memory", parse_memory, &format!("{rat}.limits"))?;
-    let mem_request = quantity(&requests, "memory", parse_memory, &format!("{rat}.requests"))?;
+    let mem_request = quantity(
+        &requests,
+        "memory",
+        parse_memory,
+        &format!("{rat}.requests"),
+    )?;
     if let (Some(l), Some(r)) = (cpu_limit, cpu_request)
         && r > l
     {
@@ -801,7 +818,9 @@ fn container(
                         if u == "ALL" || capability(&u).is_some() {
                             Ok(u)
                         } else {
-                            Err(format!("{sat}.capabilities.{what}: unknown capability {c:?}"))
+                            Err(format!(
+                                "{sat}.capabilities.{what}: unknown capability {c:?}"
+                            ))
                         }
                     })
                     .collect::<std::result::Result<Vec<_>, _>>()
@@ -924,7 +943,9 @@ fn plan(pod: &Pod) -> std::result::Result<PodPlan, String> {
                     size_bytes: e
                         .size_limit
                         .as_ref()
-                        .map(|q| parse_memory(&q.0).map_err(|e| format!("{at}.emptyDir.sizeLimit: {e}")))
+                        .map(|q| {
+                            parse_memory(&q.0).map_err(|e| format!("{at}.emptyDir.sizeLimit: {e}"))
+                        })
                         .transpose()?,
                 },
                 m => return Err(format!("{at}.emptyDir.medium {m:?}: use \"\" or Memory")),
@@ -995,8 +1016,11 @@ fn plan(pod: &Pod) -> std::result::Result<PodPlan, String> {
         v.map(|n| u64::try_from(n).map_err(|_| format!("spec.{what} {n}: must not be negative")))
             .transpose()
     };
-    let grace_secs = nonneg(spec.termination_grace_period_seconds, "terminationGracePeriodSeconds")?
-        .unwrap_or(30);
+    let grace_secs = nonneg(
+        spec.termination_grace_period_seconds,
+        "terminationGracePeriodSeconds",
+    )?
+    .unwrap_or(30);
     let active_deadline_secs = nonneg(spec.active_deadline_seconds, "activeDeadlineSeconds")?;
     if active_deadline_secs == Some(0) {
         return Err("spec.activeDeadlineSeconds: must be at least 1".into());
@@ -1090,7 +1114,10 @@ spec:
     #[test]
     fn duplicate_names() {
         let e = err(&HELLO.replace("hello-nginx", "hello-busybox"));
-        assert!(e.contains("two containers are named \"hello-busybox\""), "{e}");
+        assert!(
+            e.contains("two containers are named \"hello-busybox\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! `sandbox pod`: the seed's Pods on the real kernel (namespaces, cgroups, mounts).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod pod_common;
+
+use common::{Env, err, out};
+use pod_common::*;
+
+/// The example file `examples/NAME.yaml` with the pod renamed for this test.
+fn example(env: &Env, file: &str, name: &str, unique: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/{file}")),
+    )
+    .unwrap();
+    pod_file(
+        env,
+        unique,
+        &text.replace(&format!("name: {name}\n"), &format!("name: {unique}\n")),
+    )
+}
+
+fn ns(env: &Env, pod: &str, c: &str, kind: &str) -> String {
+    let o = exec(env, pod, c, &format!("readlink /proc/self/ns/{kind}"));
+    assert!(o.status.success(), "exec: {}", err(&o));
+    out(&o).trim().to_string()
+}
+
+#[test]
+fn hello_pod_shares_namespaces_with_infra_as_pid_1() {
+    let env = Env::new();
+    seed_images(&env);
+    let name = pod_name("hello-pod");
+    let file = example(&env, "hello-pod.yaml", "hello-pod", &name);
+    run_detached(&env, &file);
+    let st = status(&env, &name);
+    assert_eq!(st["phase"], "Running", "{st:#}");
+    // ps ax in the busybox container: /pause is PID 1, the other container's httpd shows.
+    let o = exec(&env, &name, "hello-busybox", "ps ax");
+    let ps = out(&o);
+    assert!(o.status.success(), "{}", err(&o));
+    let first = ps.lines().nth(1).unwrap_or_default();
+    assert!(
+        first.split_whitespace().next() == Some("1") && first.contains("/pause"),
+        "PID 1 is not the infra process:\n{ps}"
+    );
+    assert!(
+        ps.contains("httpd -f -p 80"),
+        "the nginx container's process is not seen:\n{ps}"
+    );
+    assert!(ps.lines().any(|l| l.trim_end().ends_with(" sh")), "{ps}");
+    for kind in ["net", "ipc", "uts", "pid"] {
+        assert_eq!(
+            ns(&env, &name, "hello-busybox", kind),
+            ns(&env, &name, "hello-nginx", kind),
+            "{kind} namespace differs"
+        );
+    }
+    assert_ne!(
+        ns(&env, &name, "hello-busybox", "mnt"),
+        ns(&env, &name, "hello-nginx", "mnt"),
+        "the containers share a mount namespace"
+    );
+    assert_ne!(
+        ns(&env, &name, "hello-busybox", "net"),
+        std::fs::read_link("/proc/self/ns/net")
+            .unwrap()
+            .to_string_lossy()
+    );
+    for c in ["hello-busybox", "hello-nginx"] {
+        let o = exec(&env, &name, c, "hostname");
+        assert_eq!(out(&o).trim(), name, "{c}: {}", err(&o));
+    }
+    // One container reaches the other's server over the pod's loopback.
+    let o = exec(
+        &env,
+        &name,
+        "hello-busybox",
+        "wget -q -O - http://127.0.0.1:80/",
+    );
+    assert_eq!(out(&o), "hello from nginx\n", "{}", err(&o));
+    rm_and_check(&env, &name);
+}
+
+#[test]
+fn without_share_process_namespace_each_container_is_pid_1_of_its_own() {
+    let env = Env::new();
+    seed_images(&env);
+    let name = pod_name("own-pid");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  \
+         - name: a\n    image: busybox\n    command: [sleep, '1000']\n  \
+         - name: b\n    image: nginx\n"
+    );
+    run_detached(&env, &pod_file(&env, &name, &yaml));
+    let o = exec(&env, &name, "a", "ps ax");
+    let ps = out(&o);
+    let first = ps.lines().nth(1).unwrap_or_default();
+    assert!(
+        first.contains("sleep 1000") && first.split_whitespace().next() == Some("1"),
+        "{ps}"
+    );
+    assert!(!ps.contains("pause") && !ps.contains("httpd"), "{ps}");
+    let o = exec(&env, &name, "b", "ps ax");
+    let ps = out(&o);
+    let first = ps.lines().nth(1).unwrap_or_default();
+    assert!(
+        first.contains("httpd") && first.split_whitespace().next() == Some("1"),
+        "{ps}"
+    );
+    assert_ne!(ns(&env, &name, "a", "pid"), ns(&env, &name, "b", "pid"));
+    assert_eq!(ns(&env, &name, "a", "net"), ns(&env, &name, "b", "net"));
+    rm_and_check(&env, &name);
+}
