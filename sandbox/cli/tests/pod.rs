@@ -49,6 +49,20 @@ fn hello_pod_shares_namespaces_with_infra_as_pid_1() {
         "the nginx container's process is not seen:\n{ps}"
     );
     assert!(ps.lines().any(|l| l.trim_end().ends_with(" sh")), "{ps}");
+    // The infra process: tiny (the seed's pause container is ~100 KB; ours is
+    // under that, and its resident memory under 200 KB).
+    let infra = st["infra_pid"].as_i64().unwrap();
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{infra}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kb < 200, "infra RSS {rss_kb} kB");
+    let exe = std::fs::metadata(format!("/proc/{infra}/exe"))
+        .unwrap()
+        .len();
+    assert!(exe < 100 * 1024, "infra binary {exe} bytes");
     for kind in ["net", "ipc", "uts", "pid"] {
         assert_eq!(
             ns(&env, &name, "hello-busybox", kind),

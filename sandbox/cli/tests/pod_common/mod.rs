@@ -71,7 +71,7 @@ pub fn import_busybox(env: &Env, reference: &str, config: &str, extra: &[(&str, 
     }
     for (p, data) in extra {
         let mut h = header();
-        h.set_mode(0o644);
+        h.set_mode(if p.ends_with(".sh") { 0o755 } else { 0o644 });
         h.set_size(data.len() as u64);
         b.append_data(&mut h, p, *data).unwrap();
     }
