@@ -415,7 +415,7 @@ impl Sup {
                 .init_containers
                 .iter()
                 .filter(|c| !c.sidecar)
-                .map(|c| f(c))
+                .map(&f)
                 .try_fold(0u64, |m, v| v.map(|v| m.max(v)));
             match (run, init) {
                 (Some(r), Some(i)) => Some(r.max(i)),
@@ -847,7 +847,7 @@ impl Sup {
                 .build()
                 .map_err(|e| Error::Config(format!("resources of {}: {e}", c.name)))?;
             new.set_devices(keep.devices().clone());
-            new.set_pids(keep.pids().clone());
+            new.set_pids(*keep.pids());
             l.set_resources(Some(new));
         }
         // Volumes.
