@@ -58,6 +58,30 @@ pub enum PodCmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Attaches to a running container's output (and with -i its stdin), as
+    /// `kubectl attach -it POD -c CTR`; Ctrl-P Ctrl-Q detaches. With -i and a stdin
+    /// that ends, leaves once the container is quiet for half a second.
+    Attach {
+        /// Pod name.
+        pod: String,
+        /// Container (default: the first app container).
+        #[arg(long, short = 'c')]
+        container: Option<String>,
+        /// Pass this terminal's input to the container.
+        #[arg(long, short = 'i')]
+        stdin: bool,
+        /// Put this terminal in raw mode (the container has a terminal of its own).
+        #[arg(long, short = 't')]
+        tty: bool,
+    },
+    /// The running containers' resource use (CPU, throttling, memory, tasks).
+    Stats {
+        /// Pod name.
+        pod: String,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stops a pod: SIGTERM, its grace period, SIGKILL; its status and logs stay.
     Stop {
         /// Pod name.
@@ -177,6 +201,55 @@ pub fn main(paths: &Paths, cmd: PodCmd) -> Result<i32, Error> {
         } => {
             drop(out);
             ops::exec(&paths.state, &pod, container.as_deref(), &cmd)
+        }
+        PodCmd::Attach {
+            pod,
+            container,
+            stdin,
+            tty,
+        } => {
+            let (dir, s) = ops::get(&paths.state, &pod)?;
+            let c = ops::container(&s, container.as_deref())?;
+            if c.state != status::State::Running || !sandbox::state::supervised(&dir)? {
+                return Err(Error::Container {
+                    name: pod,
+                    what: format!("container {:?} is not running", c.name),
+                });
+            }
+            let sock = dir
+                .join(status::ATTACH_DIR)
+                .join(format!("{}.sock", c.name));
+            attach(&sock, stdin, tty, &mut out)
+        }
+        PodCmd::Stats { pod, json } => {
+            let list = ops::stats(&paths.state, &pod)?;
+            if json {
+                w(writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                ))?;
+                return Ok(0);
+            }
+            let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            w(writeln!(
+                out,
+                "{:<20} {:>12} {:>10} {:>14} {:>12} {:>5}",
+                "CONTAINER", "CPU_USEC", "THROTTLED", "THROTTLED_USEC", "MEMORY", "PIDS"
+            ))?;
+            for c in list {
+                w(writeln!(
+                    out,
+                    "{:<20} {:>12} {:>10} {:>14} {:>12} {:>5}",
+                    c.name,
+                    opt(c.cpu_usec),
+                    opt(c.nr_throttled),
+                    opt(c.throttled_usec),
+                    opt(c.memory_bytes),
+                    opt(c.pids)
+                ))?;
+            }
+            Ok(0)
         }
         PodCmd::Stop { pod } => {
             ops::stop(&paths.state, &pod)?;
@@ -313,5 +386,103 @@ fn logs(
         }
         std::thread::sleep(Duration::from_millis(100));
         let _ = pod;
+    }
+}
+
+/// Restores the terminal's mode when dropped.
+struct RawMode(Option<nix::sys::termios::Termios>);
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
+/// Relays the container's output to ours and (with `stdin`) our input to it.
+fn attach(
+    sock: &std::path::Path,
+    stdin: bool,
+    tty: bool,
+    out: &mut impl Write,
+) -> Result<i32, Error> {
+    use std::io::IsTerminal;
+    let mut s =
+        std::os::unix::net::UnixStream::connect(sock).map_err(|e| Error::io("connect", sock, e))?;
+    let _raw = if tty && std::io::stdin().is_terminal() {
+        let saved = nix::sys::termios::tcgetattr(std::io::stdin())
+            .map_err(|e| Error::io("tcgetattr", "standard input", e.into()))?;
+        let mut raw = saved.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &raw)
+            .map_err(|e| Error::io("tcsetattr", "standard input", e.into()))?;
+        RawMode(Some(saved))
+    } else {
+        RawMode(None)
+    };
+    let mut reading = stdin;
+    let mut last_ctrl_p = false;
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut fds = vec![libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if reading {
+            fds.push(libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // With stdin done (or not asked for, and only then after input), leave once
+        // the container has been quiet for half a second.
+        let timeout = if reading || !stdin { -1 } else { 500 };
+        // SAFETY: fds is a live array of fds.len() pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::io("poll", sock, e));
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        if fds[0].revents != 0 {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return Ok(0),
+                Ok(k) => {
+                    w(out.write_all(&buf[..k]))?;
+                    w(out.flush())?;
+                }
+            }
+        }
+        if reading && fds[1].revents != 0 {
+            // SAFETY: reading fd 0 into a live buffer.
+            let k = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if k <= 0 {
+                reading = false;
+                continue;
+            }
+            let data = &buf[..k as usize];
+            // Ctrl-P Ctrl-Q detaches, as docker and kubectl attach.
+            for b in data {
+                if last_ctrl_p && *b == 0x11 {
+                    return Ok(0);
+                }
+                last_ctrl_p = *b == 0x10;
+            }
+            if s.write_all(data).is_err() {
+                return Ok(0);
+            }
+        }
     }
 }

@@ -27,14 +27,12 @@ fn sample_java_init_container_fills_the_empty_dir() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("sample-java");
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample-java.yaml"),
-    )
-    .unwrap()
-    .replace("name: sample-java\n", &format!("name: {name}\n"))
-    // tomcat's `sleep` is PID 1 of its own pid namespace and ignores SIGTERM: the
-    // test does not wait out the default 30 s.
-    .replace("spec:\n", "spec:\n  terminationGracePeriodSeconds: 1\n");
+    // Built in: the VM lane has no source tree.
+    let text = include_str!("../../../examples/sample-java.yaml")
+        .replace("name: sample-java\n", &format!("name: {name}\n"))
+        // tomcat's `sleep` is PID 1 of its own pid namespace and ignores SIGTERM: the
+        // test does not wait out the default 30 s.
+        .replace("spec:\n", "spec:\n  terminationGracePeriodSeconds: 1\n");
     run_detached(&env, &pod_file(&env, &name, &text));
     let st = status(&env, &name);
     assert_eq!(ctr(&st, "war")["exit_code"], 0, "{st:#}");

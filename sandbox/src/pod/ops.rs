@@ -261,3 +261,57 @@ pub fn gc(state_root: &Path, store: &Store) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+/// One container's resource use, from its cgroup.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ContainerStats {
+    /// The container.
+    pub name: String,
+    /// CPU time used, microseconds (cpu.stat usage_usec; none on a v1 cpu
+    /// hierarchy without cpuacct).
+    pub cpu_usec: Option<u64>,
+    /// Periods in which it was throttled (cpu.stat nr_throttled).
+    pub nr_throttled: Option<u64>,
+    /// Time throttled, microseconds.
+    pub throttled_usec: Option<u64>,
+    /// Memory in use, bytes (memory.current, or v1 memory.usage_in_bytes).
+    pub memory_bytes: Option<u64>,
+    /// Tasks (pids.current).
+    pub pids: Option<u64>,
+}
+
+/// `pod stats`: the running containers' resource use, from their cgroups.
+pub fn stats(state_root: &Path, pod: &str) -> Result<Vec<ContainerStats>> {
+    let (_, st) = get(state_root, pod)?;
+    let h = Hierarchy::detect()?;
+    let read = |cg: &Cgroup, c: cgroupkit::Controller, files: &[&str]| -> Option<u64> {
+        let d = cg.dir_for(c).ok()?;
+        files
+            .iter()
+            .find_map(|f| std::fs::read_to_string(d.file(f)).ok())
+            .and_then(|t| t.trim().parse().ok())
+    };
+    let mut out = Vec::new();
+    for c in st.containers.iter().filter(|c| c.state == State::Running) {
+        let Ok(p) = CgroupPath::new(&format!("{}/{}", st.cgroup, c.name)) else {
+            continue;
+        };
+        let Ok(cg) = Cgroup::load(&h, &p) else {
+            continue;
+        };
+        let cpu = cg.cpu_stat().ok();
+        out.push(ContainerStats {
+            name: c.name.clone(),
+            cpu_usec: cpu.as_ref().and_then(|s| s.usage_usec),
+            nr_throttled: cpu.as_ref().map(|s| s.nr_throttled),
+            throttled_usec: cpu.as_ref().map(|s| s.throttled_usec),
+            memory_bytes: read(
+                &cg,
+                cgroupkit::Controller::Memory,
+                &["memory.current", "memory.usage_in_bytes"],
+            ),
+            pids: read(&cg, cgroupkit::Controller::Pids, &["pids.current"]),
+        });
+    }
+    Ok(out)
+}

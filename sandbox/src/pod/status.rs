@@ -30,6 +30,8 @@ pub const OCI_DIR: &str = "oci";
 pub const RUN_DIR: &str = "run";
 /// Disk emptyDir volumes.
 pub const VOLUMES_DIR: &str = "volumes";
+/// `pod attach` sockets, one per container.
+pub const ATTACH_DIR: &str = "attach";
 /// The infra container's id.
 pub const INFRA: &str = "infra";
 

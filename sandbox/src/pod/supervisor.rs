@@ -38,6 +38,7 @@ use oci_spec::runtime::{
 use super::manifest::{
     ContainerPlan, PodPlan, ProbeAction, ProbePlan, RestartPolicy, VolumeSource,
 };
+use super::status::ATTACH_DIR;
 use super::status::{
     self, ContainerStatus, INFRA, Kind, LOGS_DIR, OCI_DIR, PLAN_FILE, Phase, PodStatus, RUN_DIR,
     STATUS_FILE, State, VOLUMES_DIR,
@@ -94,8 +95,13 @@ struct LogPipe {
 struct Ctr {
     plan: ContainerPlan,
     kind: Kind,
-    /// The write end of its stdin (kept open: `stdin: true`).
+    /// The write end of its stdin (kept open: `stdin: true`), or the master of its
+    /// terminal (`tty: true`).
     stdin: Option<OwnedFd>,
+    /// `pod attach` clients listen here (the pod folder's `attach/CTR.sock`).
+    attach: Option<std::os::unix::net::UnixListener>,
+    /// Attached clients: they get the output and feed the stdin.
+    clients: Vec<std::os::unix::net::UnixStream>,
     pipes: Vec<LogPipe>,
     log: Option<File>,
     restart_at: Option<Instant>,
@@ -356,6 +362,8 @@ impl Sup {
                 plan: c.clone(),
                 kind: s.kind,
                 stdin: None,
+                attach: None,
+                clients: Vec::new(),
                 pipes: Vec::new(),
                 log: None,
                 restart_at: None,
@@ -511,7 +519,7 @@ impl Sup {
             ));
         }
         self.set_cgroup(&mut spec, INFRA);
-        let pid = self.create_and_start(INFRA, &b, &spec, [None, None, None])?;
+        let pid = self.create_and_start(INFRA, &b, &spec, [None, None, None], None)?;
         self.infra = Some(pid);
         self.st.infra_pid = Some(pid);
         if !self.plan.host_network {
@@ -536,6 +544,7 @@ impl Sup {
         b: &Path,
         spec: &Spec,
         stdio: [Option<RawFd>; 3],
+        console: Option<&Path>,
     ) -> Result<i32> {
         spec.save(b.join("config.json"))
             .map_err(|e| Error::Config(format!("writing config.json of {id}: {e}")))?;
@@ -561,7 +570,7 @@ impl Sup {
                 id: id.into(),
                 bundle: b.to_path_buf(),
                 pid_file: None,
-                console_socket: None,
+                console_socket: console.map(Path::to_path_buf),
             },
         );
         for (i, s) in saved.iter().enumerate() {
@@ -923,59 +932,108 @@ impl Sup {
     /// Starts container `i`: pipes for its output (and stdin), its bundle, its
     /// process.
     fn start(&mut self, i: usize) -> Result<()> {
-        let (b, spec) = self.bundle(i)?;
+        let (b, mut spec) = self.bundle(i)?;
         let name = self.ctrs[i].plan.name.clone();
+        let tty = self.ctrs[i].plan.tty;
         let pipe = || {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(sys("pipe2", format!("stdio of {name}")))
         };
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        let stdin = if self.ctrs[i].plan.stdin {
-            Some(pipe()?)
-        } else {
-            None
-        };
+        if self.ctrs[i].attach.is_none() {
+            let d = self.dir.join(ATTACH_DIR);
+            std::fs::create_dir_all(&d).map_err(ioe("mkdir", &d))?;
+            let p = d.join(format!("{name}.sock"));
+            let _ = std::fs::remove_file(&p);
+            let l = std::os::unix::net::UnixListener::bind(&p).map_err(ioe("bind", &p))?;
+            l.set_nonblocking(true)
+                .map_err(ioe("fcntl(O_NONBLOCK)", &p))?;
+            self.ctrs[i].attach = Some(l);
+        }
         let log_path = self.dir.join(LOGS_DIR).join(format!("{name}.log"));
         let log = File::options()
             .create(true)
             .append(true)
             .open(&log_path)
             .map_err(ioe("open", &log_path))?;
-        // The previous run's container is gone (deleted at its exit).
-        let pid = self.create_and_start(
-            &name,
-            &b,
-            &spec,
-            [
-                stdin.as_ref().map(|(r, _)| r.as_raw_fd()),
-                Some(out_w.as_raw_fd()),
-                Some(err_w.as_raw_fd()),
-            ],
-        );
-        drop((out_w, err_w));
-        let pid = pid?;
-        for fd in [&out_r, &err_r] {
+        let (pid, pipes, stdin) = if tty {
+            // A terminal made in the container (its devpts); its master comes back
+            // over a socket of ours, as with runc's --console-socket.
+            if let Some(p) = spec.process_mut() {
+                p.set_terminal(Some(true));
+            }
+            let sock = self.run.join(format!("{name}.console"));
+            let _ = std::fs::remove_file(&sock);
+            let l = std::os::unix::net::UnixListener::bind(&sock).map_err(ioe("bind", &sock))?;
+            let pid = self.create_and_start(&name, &b, &spec, [None, None, None], Some(&sock));
+            let _ = std::fs::remove_file(&sock);
+            let pid = pid?;
+            let master = match recv_master(&l) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+                    let _ = crate::oci::delete(&self.oci, &name, true);
+                    return Err(Error::io("recvmsg", &sock, e));
+                }
+            };
             let _ = nix::fcntl::fcntl(
-                fd,
+                &master,
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
             );
-        }
-        let now = Instant::now();
-        let c = &mut self.ctrs[i];
-        c.pipes = vec![
-            LogPipe {
-                fd: out_r,
+            let out = master
+                .try_clone()
+                .map_err(ioe("dup", Path::new("terminal master")))?;
+            let pipes = vec![LogPipe {
+                fd: out,
                 stream: "stdout",
                 buf: Vec::new(),
-            },
-            LogPipe {
-                fd: err_r,
-                stream: "stderr",
-                buf: Vec::new(),
-            },
-        ];
-        c.stdin = stdin.map(|(_, w)| w);
+            }];
+            (pid, pipes, Some(master))
+        } else {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let stdin = if self.ctrs[i].plan.stdin {
+                Some(pipe()?)
+            } else {
+                None
+            };
+            let pid = self.create_and_start(
+                &name,
+                &b,
+                &spec,
+                [
+                    stdin.as_ref().map(|(r, _)| r.as_raw_fd()),
+                    Some(out_w.as_raw_fd()),
+                    Some(err_w.as_raw_fd()),
+                ],
+                None,
+            );
+            drop((out_w, err_w));
+            let pid = pid?;
+            for fd in [&out_r, &err_r] {
+                let _ = nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                );
+            }
+            let pipes = vec![
+                LogPipe {
+                    fd: out_r,
+                    stream: "stdout",
+                    buf: Vec::new(),
+                },
+                LogPipe {
+                    fd: err_r,
+                    stream: "stderr",
+                    buf: Vec::new(),
+                },
+            ];
+            (pid, pipes, stdin.map(|(_, w)| w))
+        };
+        let now = Instant::now();
+        let c = &mut self.ctrs[i];
+        c.pipes = pipes;
+        c.stdin = stdin;
         c.log = Some(log);
         c.started = Some(now);
         c.restart_at = None;
@@ -1026,6 +1084,8 @@ impl Sup {
         self.drain(i);
         let c = &mut self.ctrs[i];
         c.stdin = None;
+        // Attached clients see the end (as `kubectl attach` does).
+        c.clients.clear();
         let ran = c.started.map(|s| s.elapsed()).unwrap_or_default();
         let s = &mut self.st.containers[i];
         s.state = State::Terminated;
@@ -1111,8 +1171,16 @@ impl Sup {
                         eof = true;
                         break;
                     }
-                    Ok(n) => p.buf.extend_from_slice(&buf[..n]),
+                    Ok(n) => {
+                        p.buf.extend_from_slice(&buf[..n]);
+                        c.clients.retain_mut(|cl| write_nonblocking(cl, &buf[..n]));
+                    }
                     Err(nix::Error::EINTR) => {}
+                    // A terminal's master reads EIO once its slave is closed.
+                    Err(nix::Error::EIO) => {
+                        eof = true;
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -1143,6 +1211,23 @@ impl Sup {
                 owners.push(i);
             }
         }
+        let n_pipes = fds.len();
+        let mut attach_owners = Vec::new();
+        for (i, c) in self.ctrs.iter().enumerate() {
+            let fds_of = c
+                .attach
+                .iter()
+                .map(|l| l.as_raw_fd())
+                .chain(c.clients.iter().map(|cl| cl.as_raw_fd()));
+            for fd in fds_of {
+                fds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                attach_owners.push(i);
+            }
+        }
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: fds is a live array of fds.len() pollfds whose fds we own.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
@@ -1153,7 +1238,17 @@ impl Sup {
             }
             return Err(Error::io("poll", &self.dir, e));
         }
-        let mut ready: Vec<usize> = fds[1..]
+        let mut attach_ready: Vec<usize> = fds[n_pipes..]
+            .iter()
+            .zip(&attach_owners)
+            .filter(|(f, _)| f.revents != 0)
+            .map(|(_, i)| *i)
+            .collect();
+        attach_ready.dedup();
+        for i in attach_ready {
+            self.serve_attach(i);
+        }
+        let mut ready: Vec<usize> = fds[1..n_pipes]
             .iter()
             .zip(&owners)
             .filter(|(f, _)| f.revents != 0)
@@ -1173,6 +1268,37 @@ impl Sup {
             }
         }
         self.reap()
+    }
+
+    /// Accepts `pod attach` clients of container `i` and passes what they send to
+    /// its stdin (a client that ends is dropped).
+    fn serve_attach(&mut self, i: usize) {
+        let c = &mut self.ctrs[i];
+        if let Some(l) = &c.attach {
+            while let Ok((cl, _)) = l.accept() {
+                if cl.set_nonblocking(true).is_ok() {
+                    c.clients.push(cl);
+                }
+            }
+        }
+        let stdin = c.stdin.as_ref();
+        c.clients.retain_mut(|cl| {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            loop {
+                match cl.read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        if let Some(fd) = stdin {
+                            let _ = nix::unistd::write(fd, &buf[..n]);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+        });
     }
 
     fn reap(&mut self) -> Result<()> {
@@ -1569,6 +1695,58 @@ impl Sup {
             first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// Writes all of `data` to an attached client; false once it is gone (or too slow
+/// to keep up: a client never blocks the supervisor).
+fn write_nonblocking(cl: &mut std::os::unix::net::UnixStream, data: &[u8]) -> bool {
+    let mut off = 0;
+    while off < data.len() {
+        match cl.write(&data[off..]) {
+            Ok(0) => return false,
+            Ok(n) => off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Accepts the container's connection on its console socket and receives the
+/// terminal's master (SCM_RIGHTS), which the child sent before its exec.
+fn recv_master(l: &std::os::unix::net::UnixListener) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let (s, _) = l.accept()?;
+    let mut data = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // Room for one fd's control message, aligned as cmsghdr wants.
+    let mut cbuf = [0u64; 8];
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+    // SAFETY: msg points at live buffers of the sizes given.
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR and CMSG_DATA stay in cbuf.
+    unsafe {
+        let cm = libc::CMSG_FIRSTHDR(&msg);
+        if cm.is_null()
+            || (*cm).cmsg_level != libc::SOL_SOCKET
+            || (*cm).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(std::io::Error::other("no terminal master was sent"));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cm).cast::<libc::c_int>());
+        Ok(OwnedFd::from_raw_fd(fd))
     }
 }
 
