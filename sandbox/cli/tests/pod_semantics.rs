@@ -458,8 +458,15 @@ fn liveness_failure_restarts_and_readiness_flips() {
     wait_for(&env, &name, 10, "web ready", |s| {
         ctr(s, "web")["ready"] == true
     });
-    let st = status(&env, &name);
+    let st = wait_for(&env, &name, 10, "an exec probe's cost", |s| {
+        ctr(s, "app")["exec_probe_cpu_usec"].is_u64()
+    });
     assert_eq!(ctr(&st, "app")["ready"], false, "{st:#}");
+    // What one exec probe costs (the supervisor's start of it plus the probe
+    // process), measured: printed for the record, bounded loosely (debug build).
+    let cost = ctr(&st, "app")["exec_probe_cpu_usec"].as_u64().unwrap();
+    eprintln!("exec probe CPU: {cost} us");
+    assert!(cost < 20_000, "an exec probe took {cost} us of CPU");
     let o = exec(&env, &name, "app", "touch /tmp/ready");
     assert!(o.status.success(), "{}", err(&o));
     wait_for(&env, &name, 10, "app ready", |s| {

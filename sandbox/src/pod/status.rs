@@ -101,6 +101,10 @@ pub struct ContainerStatus {
     pub started_at: Option<String>,
     /// The last exit, RFC 3339.
     pub finished_at: Option<String>,
+    /// The CPU time of the last exec probe, microseconds: the supervisor's own for
+    /// starting it (getrusage) plus the probe process's (wait4).
+    #[serde(default)]
+    pub exec_probe_cpu_usec: Option<u64>,
 }
 
 /// `status.json`.

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use cgroupkit::{Cgroup, CgroupPath, Controller, Hierarchy, Leftovers};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
@@ -126,7 +125,7 @@ struct Sup {
     cg: Option<Cgroup>,
     ctrs: Vec<Ctr>,
     pids: HashMap<i32, usize>,
-    probe_pids: HashMap<i32, (usize, Which, Instant)>,
+    probe_pids: HashMap<i32, (usize, Which, Instant, u64)>,
     infra: Option<i32>,
     sfd: SignalFd,
     host_pid_ns: File,
@@ -301,6 +300,7 @@ impl Sup {
                     started: false,
                     started_at: None,
                     finished_at: None,
+                    exec_probe_cpu_usec: None,
                 })
                 .collect(),
         };
@@ -1303,15 +1303,30 @@ impl Sup {
 
     fn reap(&mut self) -> Result<()> {
         loop {
-            let (pid, code) =
-                match nix::sys::wait::waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(p, c)) => (p.as_raw(), c),
-                    Ok(WaitStatus::Signaled(p, s, _)) => (p.as_raw(), 128 + s as i32),
-                    Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => return Ok(()),
-                    Ok(_) => continue,
-                    Err(nix::Error::EINTR) => continue,
-                    Err(e) => return Err(Error::io("waitpid", &self.dir, e.into())),
-                };
+            let mut status = 0;
+            // SAFETY: an all-zero rusage is valid; wait4 fills it.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 with live out-pointers (nix has no wrapper returning the
+            // rusage, which the exec probes' cost is measured with).
+            let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut ru) };
+            if pid == 0 {
+                return Ok(());
+            }
+            if pid < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::ECHILD) => return Ok(()),
+                    Some(libc::EINTR) => continue,
+                    _ => return Err(Error::io("wait4", &self.dir, e)),
+                }
+            }
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else if libc::WIFSIGNALED(status) {
+                128 + libc::WTERMSIG(status)
+            } else {
+                continue;
+            };
             if Some(pid) == self.infra {
                 self.infra = None;
                 self.st.infra_pid = None;
@@ -1320,7 +1335,8 @@ impl Sup {
                 }
             } else if let Some(i) = self.pids.remove(&pid) {
                 self.exited(i, code)?;
-            } else if let Some((i, which, _)) = self.probe_pids.remove(&pid) {
+            } else if let Some((i, which, _, spawn_usec)) = self.probe_pids.remove(&pid) {
+                self.st.containers[i].exec_probe_cpu_usec = Some(spawn_usec + cpu_usec(&ru));
                 self.probe_result(i, which, code == 0)?;
             }
         }
@@ -1459,7 +1475,7 @@ impl Sup {
                 t = t.min(rt.next);
             }
         }
-        for (_, _, deadline) in self.probe_pids.values() {
+        for (_, _, deadline, _) in self.probe_pids.values() {
             t = t.min(*deadline);
         }
         t.saturating_duration_since(now)
@@ -1471,7 +1487,7 @@ impl Sup {
         let late: Vec<i32> = self
             .probe_pids
             .iter()
-            .filter(|(_, (_, _, d))| *d <= now)
+            .filter(|(_, (_, _, d, _))| *d <= now)
             .map(|(p, _)| *p)
             .collect();
         for pid in late {
@@ -1491,7 +1507,7 @@ impl Sup {
                     || self
                         .probe_pids
                         .values()
-                        .any(|(pi, w, _)| *pi == i && *w == which)
+                        .any(|(pi, w, _, _)| *pi == i && *w == which)
                 {
                     continue;
                 }
@@ -1501,8 +1517,8 @@ impl Sup {
                 let timeout = Duration::from_secs(u64::from(plan.timeout_secs));
                 match &plan.action {
                     ProbeAction::Exec(cmd) => match self.exec_probe(i, cmd) {
-                        Ok(pid) => {
-                            self.probe_pids.insert(pid, (i, which, now + timeout));
+                        Ok((pid, cost)) => {
+                            self.probe_pids.insert(pid, (i, which, now + timeout, cost));
                         }
                         Err(_) => self.probe_result(i, which, false)?,
                     },
@@ -1522,7 +1538,8 @@ impl Sup {
 
     /// Starts an exec probe in container `i` (its namespaces and cgroup, as `pod
     /// exec`); returns its pid, reaped by the loop.
-    fn exec_probe(&mut self, i: usize, cmd: &[String]) -> Result<i32> {
+    fn exec_probe(&mut self, i: usize, cmd: &[String]) -> Result<(i32, u64)> {
+        let before = self_cpu_usec();
         let name = self.ctrs[i].plan.name.clone();
         let pid_file = self.run.join(format!("{name}.probe.pid"));
         let r = crate::oci::exec(
@@ -1538,9 +1555,11 @@ impl Sup {
         self.reset_pid_ns();
         r?;
         let text = std::fs::read_to_string(&pid_file).map_err(ioe("read", &pid_file))?;
-        text.trim()
+        let pid = text
+            .trim()
             .parse()
-            .map_err(|_| Error::Config(format!("{}: not a pid", pid_file.display())))
+            .map_err(|_| Error::Config(format!("{}: not a pid", pid_file.display())))?;
+        Ok((pid, self_cpu_usec().saturating_sub(before)))
     }
 
     /// A TCP connection to `host:port` from the pod's network namespace.
@@ -1696,6 +1715,21 @@ impl Sup {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// User plus system time in `ru`, microseconds.
+fn cpu_usec(ru: &libc::rusage) -> u64 {
+    let us = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// This process's CPU time so far, microseconds.
+fn self_cpu_usec() -> u64 {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a live out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    cpu_usec(&ru)
 }
 
 /// Writes all of `data` to an attached client; false once it is gone (or too slow
