@@ -279,9 +279,13 @@ fn always_restarts_a_crashing_container_with_growing_delays() {
     let t = stamps(&log, "stdout F start");
     assert!(t.len() >= 5, "{t:?}");
     let gaps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+    // Each gap is the back-off plus the container's start and run (slow in the VM
+    // lane): the gaps grow, and the back-off doubles, so the fourth is well over
+    // twice the first.
     for w in gaps.windows(2).take(3) {
-        assert!(w[1] > w[0] * 1.5, "delays do not grow: {gaps:?}");
+        assert!(w[1] > w[0], "delays do not grow: {gaps:?}");
     }
+    assert!(gaps[3] > 2.0 * gaps[0], "delays do not double: {gaps:?}");
     assert!(gaps[0] >= 0.2 && gaps[0] < 1.0, "{gaps:?}");
     rm_and_check(&env, &name);
 }
@@ -538,5 +542,181 @@ fn native_sidecar_outlives_app_restarts_and_stops_last() {
     );
     assert_eq!(s["exit_code"], 0, "the sidecar got no SIGTERM: {st:#}");
     assert!(logs(&env, &name, "side").contains("side-term"));
+    rm_and_check(&env, &name);
+}
+
+#[test]
+fn container_fields_security_context_and_volumes() {
+    let env = Env::new();
+    seed_images(&env);
+    let name = pod_name("fields");
+    let host = env.dir.path().join("host-vol");
+    let file = pod_file(
+        &env,
+        &name,
+        &yaml(
+            &name,
+            &format!(
+                "  hostname: custom-host
+  volumes:
+  - name: data
+    emptyDir: {{}}
+  - name: host
+    hostPath: {{path: {}, type: DirectoryOrCreate}}
+  initContainers:
+  - name: prep
+    image: busybox
+    command: [sh, -c, 'mkdir -p /data/sub && echo inner > /data/sub/f && ln -s /etc /data/escape']
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  containers:
+  - name: app
+    image: busybox
+    command: [sh, -c]
+    args: ['exec sleep 1000']
+    workingDir: /tmp
+    env: [{{name: GREETING, value: hello}}]
+    ports: [{{containerPort: 8080, name: web}}]
+    securityContext:
+      runAsUser: 1000
+      runAsGroup: 1000
+      runAsNonRoot: true
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {{drop: [ALL]}}
+    volumeMounts:
+    - {{name: data, mountPath: /sub, subPath: sub, readOnly: true}}
+    - {{name: host, mountPath: /host}}
+  - name: caps
+    image: busybox
+    command: [sleep, '1000']
+    securityContext:
+      capabilities: {{drop: [ALL], add: [NET_ADMIN]}}
+",
+                host.display()
+            ),
+        ),
+    );
+    run_detached(&env, &file);
+    assert!(host.is_dir(), "DirectoryOrCreate made no folder");
+    std::fs::write(host.join("hello.txt"), "from the host\n").unwrap();
+    let o = exec(
+        &env,
+        &name,
+        "app",
+        "id -u; id -g; pwd; echo $GREETING; hostname; cat /sub/f; cat /host/hello.txt; \
+         grep -E '^(CapEff|NoNewPrivs)' /proc/self/status",
+    );
+    assert_eq!(
+        out(&o),
+        "1000\n1000\n/tmp\nhello\ncustom-host\ninner\nfrom the host\n\
+         CapEff:\t0000000000000000\nNoNewPrivs:\t1\n",
+        "{}",
+        err(&o)
+    );
+    let o = exec(&env, &name, "app", "touch /sub/x");
+    assert!(!o.status.success(), "a readOnly volumeMount took a write");
+    let o = exec(&env, &name, "app", "touch /tmp/new-in-root");
+    assert!(
+        !o.status.success(),
+        "the read-only root filesystem took a write"
+    );
+    assert!(err(&o).contains("Read-only file system"), "{}", err(&o));
+    let o = exec(&env, &name, "caps", "grep CapEff /proc/self/status");
+    assert_eq!(
+        out(&o),
+        "CapEff:\t0000000000001000\n",
+        "NET_ADMIN only: {}",
+        err(&o)
+    );
+    rm_and_check(&env, &name);
+    // A subPath that is a symlink leading out of the volume is refused.
+    let name = pod_name("subpath-escape");
+    let file = pod_file(
+        &env,
+        &name,
+        &yaml(
+            &name,
+            "  volumes: [{name: data, emptyDir: {}}]
+  initContainers:
+  - name: prep
+    image: busybox
+    command: [ln, -s, /etc, /data/escape]
+    volumeMounts: [{name: data, mountPath: /data}]
+  containers:
+  - name: esc
+    image: busybox
+    command: [sleep, '1000']
+    volumeMounts: [{name: data, mountPath: /esc, subPath: escape}]
+",
+        ),
+    );
+    let o = pod(&env, &["run", "--detach", file.to_str().unwrap()]);
+    assert!(!o.status.success(), "a subPath leading out was mounted");
+    assert!(
+        err(&o).contains("subPath \"escape\" cannot be resolved inside"),
+        "{}",
+        err(&o)
+    );
+    rm_and_check(&env, &name);
+}
+
+#[test]
+fn host_network_on_failure_and_active_deadline() {
+    let env = Env::new();
+    seed_images(&env);
+    // hostNetwork: the host's network and UTS namespaces. OnFailure: restarted until
+    // it exits 0, then the pod succeeded (foreground run, exit 0).
+    let name = pod_name("hostnet");
+    let file = pod_file(
+        &env,
+        &name,
+        &yaml(
+            &name,
+            "  hostNetwork: true
+  restartPolicy: OnFailure
+  volumes: [{name: d, emptyDir: {}}]
+  containers:
+  - name: once
+    image: busybox
+    command: [sh, -c, 'readlink /proc/self/ns/net; hostname; test -f /d/again || { touch /d/again; exit 1; }']
+    volumeMounts: [{name: d, mountPath: /d}]
+",
+        ),
+    );
+    let o = pod(&env, &["run", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("Succeeded"), "{}", out(&o));
+    let st = status(&env, &name);
+    assert_eq!(ctr(&st, "once")["restarts"], 1, "{st:#}");
+    assert_eq!(ctr(&st, "once")["exit_code"], 0, "{st:#}");
+    let l = logs(&env, &name, "once");
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(
+        l.starts_with(&format!("{}\n{}\n", host_net.display(), common::hostname())),
+        "{l}"
+    );
+    rm_and_check(&env, &name);
+    // activeDeadlineSeconds: the pod fails with DeadlineExceeded.
+    let name = pod_name("deadline");
+    let file = pod_file(
+        &env,
+        &name,
+        &yaml(
+            &name,
+            "  activeDeadlineSeconds: 2
+  containers:
+  - name: long
+    image: busybox
+    command: [sh, -c, 'trap \"exit 0\" TERM; while :; do sleep 0.1; done']
+",
+        ),
+    );
+    let t0 = Instant::now();
+    let o = pod(&env, &["run", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    let st = status(&env, &name);
+    assert_eq!(st["phase"], "Failed");
+    assert_eq!(st["reason"], "DeadlineExceeded");
     rm_and_check(&env, &name);
 }

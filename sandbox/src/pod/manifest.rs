@@ -892,7 +892,8 @@ fn container(
 
 /// The OCI capability of a name without `CAP_` (`NET_ADMIN`).
 pub fn capability(name: &str) -> Option<oci_spec::runtime::Capability> {
-    format!("CAP_{name}").parse().ok()
+    // oci-spec's names are the kernel's without the prefix (its serde form adds it).
+    name.parse().ok()
 }
 
 /// The hostPath `type`s Kubernetes defines.
@@ -1167,6 +1168,30 @@ spec:
             "    image: nginx\n    volumeMounts:\n    - name: v\n      mountPath: /v\n      subPath: ../etc\n  volumes:\n  - name: v\n    emptyDir: {}",
         ));
         assert!(e.contains("subPath"), "{e}");
+    }
+
+    #[test]
+    fn capabilities() {
+        assert_eq!(
+            capability("NET_ADMIN"),
+            Some(oci_spec::runtime::Capability::NetAdmin)
+        );
+        let p = parse(
+            &HELLO.replace(
+                "    image: nginx",
+                "    image: nginx\n    securityContext:\n      capabilities: {add: [CAP_SYS_TIME, net_raw], drop: [ALL]}",
+            ),
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(p.containers[1].security.cap_add, ["SYS_TIME", "NET_RAW"]);
+        assert!(
+            err(&HELLO.replace(
+                "    image: nginx",
+                "    image: nginx\n    securityContext:\n      capabilities: {add: [FLY]}",
+            ))
+            .contains("unknown capability \"FLY\"")
+        );
     }
 
     #[test]

@@ -655,12 +655,22 @@ impl Sup {
     fn sub_path(&self, ctr: &str, i: usize, vol: &Path, sub: &str) -> Result<PathBuf> {
         let root = nskit::Root::open(vol)?;
         let sp = Path::new("/").join(sub);
+        let refused = |e: Error| Error::Container {
+            name: ctr.into(),
+            what: format!(
+                "volumeMount subPath {sub:?} cannot be resolved inside its volume (a \
+                 symlink leading out of it?): {}",
+                errchain::Chain(&e)
+            ),
+        };
         match root.resolve(&sp) {
             Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => root.create_dir_all(&sp)?,
-            Err(e) => return Err(e.into()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                root.create_dir_all(&sp).map_err(|e| refused(e.into()))?
+            }
+            Err(e) => return Err(refused(e.into())),
         }
-        let fd = root.resolve(&sp)?;
+        let fd = root.resolve(&sp).map_err(|e| refused(e.into()))?;
         let stage = self.run.join(ctr).join("subpaths").join(i.to_string());
         let is_dir = nix::sys::stat::fstat(&fd)
             .map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR)
@@ -719,9 +729,26 @@ impl Sup {
                 let p = init.join(f);
                 std::fs::write(&p, data).map_err(ioe("write", &p))?;
             }
-            lowers.insert(0, init);
+            lowers.insert(0, init.clone());
             std::fs::create_dir_all(&rootfs).map_err(ioe("mkdir", &rootfs))?;
             if c.security.read_only_root {
+                // No upper layer: the root is read-only from the start. The mount
+                // points of its volumes are made in the (pod's) init layer first.
+                for m in &c.mounts {
+                    let p = init.join(m.path.trim_start_matches('/'));
+                    let mut src = self.volume_path(&m.volume)?;
+                    if let Some(sub) = &m.sub_path {
+                        src = src.join(sub);
+                    }
+                    if std::fs::metadata(&src).is_ok_and(|md| !md.is_dir()) {
+                        if let Some(parent) = p.parent() {
+                            std::fs::create_dir_all(parent).map_err(ioe("mkdir", parent))?;
+                        }
+                        std::fs::write(&p, b"").map_err(ioe("create", &p))?;
+                    } else {
+                        std::fs::create_dir_all(&p).map_err(ioe("mkdir", &p))?;
+                    }
+                }
                 crate::rootfs::mount_overlay(&lowers, None, &rootfs)?;
             } else {
                 let (upper, work) = (b.join("upper"), b.join("work"));
