@@ -28,6 +28,7 @@ fn hello_pod_shares_namespaces_with_infra_as_pid_1() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("hello-pod");
+    let _g = guard(&env, &name);
     let file = hello_pod(&env, &name);
     run_detached(&env, &file);
     let st = status(&env, &name);
@@ -128,6 +129,7 @@ fn without_share_process_namespace_each_container_is_pid_1_of_its_own() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("own-pid");
+    let _g = guard(&env, &name);
     let yaml = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  \
          - name: a\n    image: busybox\n    command: [sleep, '1000']\n  \

@@ -27,6 +27,7 @@ fn sample_java_init_container_fills_the_empty_dir() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("sample-java");
+    let _g = guard(&env, &name);
     // Built in: the VM lane has no source tree.
     let text = include_str!("../../../examples/sample-java.yaml")
         .replace("name: sample-java\n", &format!("name: {name}\n"))
@@ -58,6 +59,7 @@ fn failing_init_container_under_never_fails_the_pod_and_no_app_starts() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("init-fails");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -107,6 +109,7 @@ fn memory_empty_dir_size_limit_holds() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("memvol");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -153,6 +156,7 @@ fn cpu_limit_200m_throttles_near_20_percent() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("cpu200m");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -205,6 +209,7 @@ fn container_over_its_memory_limit_is_oom_killed_and_reported() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("oom");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -257,6 +262,7 @@ fn always_restarts_a_crashing_container_with_growing_delays() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("crash");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -295,6 +301,7 @@ fn killed_supervisor_then_gc_leaves_nothing() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("gc");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -357,6 +364,7 @@ fn bad_pod_files_give_one_clear_error_and_start_nothing() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("bad");
+    let _g = guard(&env, &name);
     let good = "  containers:
   - name: a
     image: busybox
@@ -430,6 +438,7 @@ fn liveness_failure_restarts_and_readiness_flips() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("probes");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -504,6 +513,7 @@ fn native_sidecar_outlives_app_restarts_and_stops_last() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("sidecar");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -550,6 +560,7 @@ fn container_fields_security_context_and_volumes() {
     let env = Env::new();
     seed_images(&env);
     let name = pod_name("fields");
+    let _g = guard(&env, &name);
     let host = env.dir.path().join("host-vol");
     let file = pod_file(
         &env,
@@ -631,6 +642,7 @@ fn container_fields_security_context_and_volumes() {
     rm_and_check(&env, &name);
     // A subPath that is a symlink leading out of the volume is refused.
     let name = pod_name("subpath-escape");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -667,6 +679,7 @@ fn host_network_on_failure_and_active_deadline() {
     // hostNetwork: the host's network and UTS namespaces. OnFailure: restarted until
     // it exits 0, then the pod succeeded (foreground run, exit 0).
     let name = pod_name("hostnet");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,
@@ -698,6 +711,7 @@ fn host_network_on_failure_and_active_deadline() {
     rm_and_check(&env, &name);
     // activeDeadlineSeconds: the pod fails with DeadlineExceeded.
     let name = pod_name("deadline");
+    let _g = guard(&env, &name);
     let file = pod_file(
         &env,
         &name,

@@ -1720,6 +1720,14 @@ impl Sup {
         {
             first.get_or_insert(e.into());
         }
+        // The containers' cgroups also made the pod's folder on hierarchies the pod
+        // cgroup does not use (v1 devices, freezer): found by path, removed too.
+        if let Ok(p) = CgroupPath::new(&self.st.cgroup)
+            && let Ok(cg) = Cgroup::load(&self.h, &p)
+            && let Err(e) = cg.delete_recursive(Leftovers::Kill)
+        {
+            first.get_or_insert(e.into());
+        }
         for (i, c) in self.ctrs.iter().enumerate() {
             if let Ok(img) = self.store.get(&c.plan.image) {
                 self.store

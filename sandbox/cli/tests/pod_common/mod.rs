@@ -232,3 +232,24 @@ pub fn assert_nothing_left(env: &Env, name: &str) {
         }
     }
 }
+
+/// Removes the pod (`pod rm --force`) when dropped: a failing test leaves nothing
+/// running either.
+pub struct PodGuard<'a> {
+    env: &'a Env,
+    name: String,
+}
+
+impl Drop for PodGuard<'_> {
+    fn drop(&mut self) {
+        let _ = pod(self.env, &["rm", "--force", &self.name]);
+    }
+}
+
+/// A [`PodGuard`] for pod `name`.
+pub fn guard<'a>(env: &'a Env, name: &str) -> PodGuard<'a> {
+    PodGuard {
+        env,
+        name: name.to_string(),
+    }
+}
