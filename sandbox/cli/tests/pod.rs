@@ -33,6 +33,21 @@ fn hello_pod_shares_namespaces_with_infra_as_pid_1() {
     run_detached(&env, &file);
     let st = status(&env, &name);
     assert_eq!(st["phase"], "Running", "{st:#}");
+    // Containers' ps and gc leave the pods' folder alone.
+    let o = env.cmd().arg("ps").output().unwrap();
+    assert!(
+        o.status.success() && !out(&o).contains(".pods"),
+        "{}",
+        out(&o)
+    );
+    let o = env.cmd().arg("gc").output().unwrap();
+    assert!(
+        o.status.success() && out(&o).is_empty(),
+        "gc: {}{}",
+        out(&o),
+        err(&o)
+    );
+    assert_eq!(status(&env, &name)["phase"], "Running");
     // ps ax in the busybox container: /pause is PID 1, the other container's httpd shows.
     let o = exec(&env, &name, "hello-busybox", "ps ax");
     let ps = out(&o);

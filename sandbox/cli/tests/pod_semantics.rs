@@ -479,7 +479,9 @@ fn liveness_failure_restarts_and_readiness_flips() {
     // process), measured: printed for the record, bounded loosely (debug build).
     let cost = ctr(&st, "app")["exec_probe_cpu_usec"].as_u64().unwrap();
     eprintln!("exec probe CPU: {cost} us");
-    assert!(cost < 20_000, "an exec probe took {cost} us of CPU");
+    // The VM lane emulates the CPU (3-8x slower, more on syscalls).
+    let bound = if cfg!(vm_lane) { 500_000 } else { 20_000 };
+    assert!(cost < bound, "an exec probe took {cost} us of CPU");
     let o = exec(&env, &name, "app", "touch /tmp/ready");
     assert!(o.status.success(), "{}", err(&o));
     wait_for(&env, &name, 10, "app ready", |s| {
