@@ -411,27 +411,7 @@ impl Sup {
     /// one has a limit (else none at the pod level), at least the largest init
     /// container's, as the kubelet sizes it.
     fn make_cgroup(&mut self) -> Result<()> {
-        let long: Vec<&ContainerPlan> = self
-            .plan
-            .all()
-            .filter(|c| c.sidecar || self.plan.containers.iter().any(|a| a.name == c.name))
-            .collect();
-        let sum = |f: fn(&ContainerPlan) -> Option<u64>| -> Option<u64> {
-            let run: Option<u64> = long.iter().map(|c| f(c)).sum();
-            let init = self
-                .plan
-                .init_containers
-                .iter()
-                .filter(|c| !c.sidecar)
-                .map(&f)
-                .try_fold(0u64, |m, v| v.map(|v| m.max(v)));
-            match (run, init) {
-                (Some(r), Some(i)) => Some(r.max(i)),
-                _ => None,
-            }
-        };
-        let cpu = sum(|c| c.cpu_limit_milli);
-        let mem = sum(|c| c.memory_limit_bytes);
+        let (cpu, mem) = pod_limits(&self.plan);
         let mut r = LinuxResourcesBuilder::default();
         if let Some(m) = cpu {
             r = r.cpu(
@@ -1752,6 +1732,31 @@ impl Sup {
     }
 }
 
+/// The pod cgroup's CPU (millicores) and memory (bytes) limits, as the kubelet sizes
+/// them: the sum over the containers that run together (app containers and
+/// sidecars), at least the largest init container's; none where a container has no
+/// limit (the pod as a whole is then unbounded for that resource).
+pub fn pod_limits(plan: &PodPlan) -> (Option<u64>, Option<u64>) {
+    let sum = |f: fn(&ContainerPlan) -> Option<u64>| -> Option<u64> {
+        let run: Option<u64> = plan
+            .all()
+            .filter(|c| c.sidecar || plan.containers.iter().any(|a| a.name == c.name))
+            .map(f)
+            .sum();
+        let init = plan
+            .init_containers
+            .iter()
+            .filter(|c| !c.sidecar)
+            .map(f)
+            .try_fold(0u64, |m, v| v.map(|v| m.max(v)));
+        match (run, init) {
+            (Some(r), Some(i)) => Some(r.max(i)),
+            _ => None,
+        }
+    };
+    (sum(|c| c.cpu_limit_milli), sum(|c| c.memory_limit_bytes))
+}
+
 /// User plus system time in `ru`, microseconds.
 fn cpu_usec(ru: &libc::rusage) -> u64 {
     let us = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
@@ -1927,6 +1932,42 @@ mod tests {
         assert_eq!(parse_image_user(""), Some((0, 0)));
         assert_eq!(parse_image_user("1000:1000"), Some((1000, 1000)));
         assert_eq!(parse_image_user("nobody"), None);
+    }
+
+    #[test]
+    fn pod_limits_sum_and_cover_init() {
+        let y = |extra: &str| {
+            format!(
+                "apiVersion: v1
+kind: Pod
+metadata: {{name: p}}
+spec:
+  initContainers:
+  - name: i
+    image: b
+    resources: {{limits: {{cpu: '3', memory: 10Mi}}}}
+  - name: s
+    image: b
+    restartPolicy: Always
+    resources: {{limits: {{cpu: 100m, memory: 1Mi}}}}
+  containers:
+  - name: a
+    image: b
+    resources: {{limits: {{cpu: 200m, memory: 2Mi}}}}
+  - name: c
+    image: b
+{extra}"
+            )
+        };
+        let p = super::super::manifest::parse(
+            &y("    resources: {limits: {cpu: 300m, memory: 20Mi}}\n"),
+            "p",
+        )
+        .unwrap();
+        // cpu: max(100m + 200m + 300m, 3) = 3000m; memory: 1 + 2 + 20 Mi.
+        assert_eq!(pod_limits(&p), (Some(3000), Some(23 << 20)));
+        let p = super::super::manifest::parse(&y(""), "p").unwrap();
+        assert_eq!(pod_limits(&p), (None, None));
     }
 
     #[test]
