@@ -139,10 +139,21 @@ pub fn pod_file(env: &Env, name: &str, yaml: &str) -> PathBuf {
     p
 }
 
-/// `sandbox pod ARGS`.
+/// `sandbox pod ARGS` (the binary: `$SANDBOX_POD_TEST_BINARY`, e.g. a release build
+/// to measure, else this build's).
 pub fn pod(env: &Env, args: &[&str]) -> Output {
-    env.cmd()
-        .arg("pod")
+    let mut c = match std::env::var_os("SANDBOX_POD_TEST_BINARY") {
+        Some(b) => {
+            let mut c = std::process::Command::new(b);
+            c.arg("--root")
+                .arg(&env.state)
+                .arg("--store")
+                .arg(&env.store);
+            c
+        }
+        None => env.cmd(),
+    };
+    c.arg("pod")
         .args(args)
         .env("SANDBOX_POD_BACKOFF_MS", "200")
         .output()
