@@ -1,6 +1,6 @@
 //! `sandbox pod`: the kubelet's semantics on the real kernel: init containers,
 //! volumes, limits, restarts, probes, sidecars, and what a killed supervisor leaves.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod common;
 mod pod_common;
