@@ -736,3 +736,45 @@ fn host_network_on_failure_and_active_deadline() {
     assert_eq!(st["reason"], "DeadlineExceeded");
     rm_and_check(&env, &name);
 }
+
+#[test]
+fn startup_probe_holds_readiness_back() {
+    let env = Env::new();
+    seed_images(&env);
+    let name = pod_name("startup");
+    let _g = guard(&env, &name);
+    let file = pod_file(
+        &env,
+        &name,
+        &yaml(
+            &name,
+            "  containers:
+  - name: slow
+    image: busybox
+    command: [sleep, '1000']
+    startupProbe:
+      exec: {command: [test, -f, /tmp/started]}
+      periodSeconds: 1
+      failureThreshold: 30
+    readinessProbe:
+      exec: {command: ['true']}
+      periodSeconds: 1
+",
+        ),
+    );
+    run_detached(&env, &file);
+    // Three periods: readiness would have passed long since, but it is held back.
+    std::thread::sleep(Duration::from_secs(3));
+    let st = status(&env, &name);
+    let c = ctr(&st, "slow");
+    assert_eq!(c["started"], false, "{st:#}");
+    assert_eq!(c["ready"], false, "{st:#}");
+    let o = exec(&env, &name, "slow", "touch /tmp/started");
+    assert!(o.status.success(), "{}", err(&o));
+    let st = wait_for(&env, &name, 10, "started, then ready", |s| {
+        ctr(s, "slow")["ready"] == true
+    });
+    assert_eq!(ctr(&st, "slow")["started"], true);
+    assert_eq!(ctr(&st, "slow")["restarts"], 0);
+    rm_and_check(&env, &name);
+}
