@@ -778,3 +778,44 @@ fn startup_probe_holds_readiness_back() {
     assert_eq!(ctr(&st, "slow")["restarts"], 0);
     rm_and_check(&env, &name);
 }
+
+#[test]
+fn a_restart_that_cannot_start_is_retried_not_fatal() {
+    let env = Env::new();
+    seed_images(&env);
+    let name = pod_name("starterr");
+    let _g = guard(&env, &name);
+    let host = env.dir.path().join("comes-and-goes");
+    std::fs::create_dir(&host).unwrap();
+    let file = pod_file(
+        &env,
+        &name,
+        &yaml(
+            &name,
+            &format!(
+                "  volumes: [{{name: h, hostPath: {{path: {}, type: Directory}}}}]
+  containers:
+  - name: flaky
+    image: busybox
+    command: [sh, -c, 'sleep 0.5; exit 1']
+    volumeMounts: [{{name: h, mountPath: /h}}]
+",
+                host.display()
+            ),
+        ),
+    );
+    run_detached(&env, &file);
+    std::fs::remove_dir(&host).unwrap();
+    let st = wait_for(&env, &name, 20, "a failed restart", |s| {
+        ctr(s, "flaky")["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("StartError"))
+    });
+    assert_eq!(st["phase"], "Running", "{st:#}");
+    let before = ctr(&st, "flaky")["restarts"].as_u64().unwrap();
+    std::fs::create_dir(&host).unwrap();
+    wait_for(&env, &name, 20, "a restart that starts again", |s| {
+        ctr(s, "flaky")["restarts"].as_u64().unwrap() > before
+    });
+    rm_and_check(&env, &name);
+}

@@ -1082,6 +1082,20 @@ impl Sup {
         self.save()
     }
 
+    /// Restarts container `i`. A start that fails now (its image or a volume changed
+    /// under it) counts as an exit with status 128 and is retried per the policy with
+    /// the back-off, as the kubelet does, instead of failing the whole pod.
+    fn restart(&mut self, i: usize) -> Result<()> {
+        let Err(e) = self.start(i) else {
+            return Ok(());
+        };
+        let msg = errchain::Chain(&e).to_string();
+        self.exited(i, 128)?;
+        let s = &mut self.st.containers[i];
+        s.reason = Some(format!("StartError: {msg}"));
+        self.save()
+    }
+
     /// Container `i`'s process exited with `code`: its status, its OCI container
     /// removed, its restart scheduled when the policy asks.
     fn exited(&mut self, i: usize, code: i32) -> Result<()> {
@@ -1448,7 +1462,7 @@ impl Sup {
             let now = Instant::now();
             for i in 0..self.ctrs.len() {
                 if self.ctrs[i].restart_at.is_some_and(|t| t <= now) {
-                    self.start(i)?;
+                    self.restart(i)?;
                 }
             }
             self.run_probes()?;
