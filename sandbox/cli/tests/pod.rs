@@ -133,6 +133,25 @@ fn hello_pod_shares_namespaces_with_infra_as_pid_1() {
         "for p in /proc/[0-9]*; do readlink $p/fd/0; done",
     );
     assert!(out(&o).contains("/dev/pts/"), "{}{}", out(&o), err(&o));
+    // The seed's `kubectl attach -it hello-pod -c hello-busybox`, then `ps ax`, on a
+    // terminal: /pause is PID 1. Ctrl-P Ctrl-Q detaches (the shell keeps running).
+    let (mut child, mut term) = Term::attach(&env, &name, "hello-busybox");
+    term.write(b"ps ax\r");
+    let seen = term.read_until("ps ax\r\n", 10);
+    let seen = term
+        .read_until("/pause", 10)
+        .split_off(seen.len().min(seen.len()));
+    assert!(
+        seen.lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("/pause")),
+        "{seen}"
+    );
+    term.write(&[0x10, 0x11]);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        ctr(&status(&env, &name), "hello-busybox")["state"],
+        "Running"
+    );
     let o = pod(&env, &["stats", &name]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("hello-nginx"), "{}", out(&o));

@@ -264,3 +264,77 @@ pub fn guard<'a>(env: &'a Env, name: &str) -> PodGuard<'a> {
         name: name.to_string(),
     }
 }
+
+/// A terminal the test types into: `sandbox pod attach -it` runs on its slave (the
+/// slave its controlling terminal, in a session of its own).
+pub struct Term {
+    master: std::os::fd::OwnedFd,
+    seen: Vec<u8>,
+}
+
+impl Term {
+    /// Starts `sandbox pod attach -it POD -c CTR` on a new terminal.
+    pub fn attach(env: &Env, pod: &str, ctr: &str) -> (std::process::Child, Term) {
+        use std::os::unix::process::CommandExt;
+        let p = nix::pty::openpty(None, None).unwrap();
+        let mut c = env.cmd();
+        c.args(["pod", "attach", "-i", "-t", pod, "-c", ctr])
+            .stdin(p.slave.try_clone().unwrap())
+            .stdout(p.slave.try_clone().unwrap())
+            .stderr(p.slave.try_clone().unwrap());
+        // SAFETY: setsid and ioctl between fork and exec: raw syscalls, no allocation.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = c.spawn().unwrap();
+        drop(c);
+        drop(p.slave);
+        (
+            child,
+            Term {
+                master: p.master,
+                seen: Vec::new(),
+            },
+        )
+    }
+
+    pub fn write(&self, bytes: &[u8]) {
+        nix::unistd::write(&self.master, bytes).unwrap();
+    }
+
+    /// Reads until the terminal has shown `needle` (fails after `secs`).
+    pub fn read_until(&mut self, needle: &str, secs: u64) -> String {
+        use std::os::fd::AsFd;
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = String::from_utf8_lossy(&self.seen).into_owned();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < end,
+                "the terminal never showed {needle:?}:\n{text}"
+            );
+            let mut fds = [nix::poll::PollFd::new(
+                self.master.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if nix::poll::poll(&mut fds, 200u16).unwrap() == 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            match nix::unistd::read(&self.master, &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EIO) => {
+                    panic!("the terminal closed before {needle:?}:\n{text}")
+                }
+                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+}
