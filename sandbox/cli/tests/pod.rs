@@ -17,6 +17,22 @@ fn hello_pod(env: &Env, unique: &str) -> std::path::PathBuf {
     pod_file(env, unique, &text)
 }
 
+/// `ps ax` in a container, again until `needle` shows (at most 5 s): `pod run`
+/// returns once every container's process was let go, maybe before its exec (until
+/// then it shows the runtime's command line).
+fn ps_until(env: &Env, pod: &str, c: &str, needle: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let o = exec(env, pod, c, "ps ax");
+        assert!(o.status.success(), "{}", err(&o));
+        let ps = out(&o);
+        if ps.contains(needle) || start.elapsed() > std::time::Duration::from_secs(5) {
+            return ps;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn ns(env: &Env, pod: &str, c: &str, kind: &str) -> String {
     let o = exec(env, pod, c, &format!("readlink /proc/self/ns/{kind}"));
     assert!(o.status.success(), "exec: {}", err(&o));
@@ -49,9 +65,7 @@ fn hello_pod_shares_namespaces_with_infra_as_pid_1() {
     );
     assert_eq!(status(&env, &name)["phase"], "Running");
     // ps ax in the busybox container: /pause is PID 1, the other container's httpd shows.
-    let o = exec(&env, &name, "hello-busybox", "ps ax");
-    let ps = out(&o);
-    assert!(o.status.success(), "{}", err(&o));
+    let ps = ps_until(&env, &name, "hello-busybox", "httpd");
     let first = ps.lines().nth(1).unwrap_or_default();
     assert!(
         first.split_whitespace().next() == Some("1") && first.contains("/pause"),
@@ -137,14 +151,15 @@ fn hello_pod_shares_namespaces_with_infra_as_pid_1() {
     // terminal: /pause is PID 1. Ctrl-P Ctrl-Q detaches (the shell keeps running).
     let (mut child, mut term) = Term::attach(&env, &name, "hello-busybox");
     term.write(b"ps ax\r");
-    let seen = term.read_until("ps ax\r\n", 10);
-    let seen = term
-        .read_until("/pause", 10)
-        .split_off(seen.len().min(seen.len()));
+    // What follows the echo of the command is its output.
+    let echoed = term.read_until("ps ax\r\n", 10).len();
+    let all = term.read_until("/pause", 10);
+    let listing = &all[echoed..];
     assert!(
-        seen.lines()
+        listing
+            .lines()
             .any(|l| l.trim_start().starts_with("1 ") && l.contains("/pause")),
-        "{seen}"
+        "{listing}"
     );
     term.write(&[0x10, 0x11]);
     assert!(child.wait().unwrap().success());
@@ -170,16 +185,14 @@ fn without_share_process_namespace_each_container_is_pid_1_of_its_own() {
          - name: b\n    image: nginx\n"
     );
     run_detached(&env, &pod_file(&env, &name, &yaml));
-    let o = exec(&env, &name, "a", "ps ax");
-    let ps = out(&o);
+    let ps = ps_until(&env, &name, "a", "sleep 1000");
     let first = ps.lines().nth(1).unwrap_or_default();
     assert!(
         first.contains("sleep 1000") && first.split_whitespace().next() == Some("1"),
         "{ps}"
     );
     assert!(!ps.contains("pause") && !ps.contains("httpd"), "{ps}");
-    let o = exec(&env, &name, "b", "ps ax");
-    let ps = out(&o);
+    let ps = ps_until(&env, &name, "b", "httpd");
     let first = ps.lines().nth(1).unwrap_or_default();
     assert!(
         first.contains("httpd") && first.split_whitespace().next() == Some("1"),
