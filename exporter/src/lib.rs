@@ -29,6 +29,7 @@
 mod expo;
 mod families;
 mod pattern;
+pub mod pods;
 mod read;
 mod walk;
 
@@ -183,6 +184,9 @@ pub struct Collector {
     /// `le` labels of the throttle histogram: bucket i ends at 2^(i+1) us.
     le: Vec<String>,
     last_len: AtomicUsize,
+    /// A sandbox state root: series of its pods' and containers' cgroups get `pod`,
+    /// `namespace`, `container` and `image` labels ([`pods`]).
+    sandbox_root: Option<std::path::PathBuf>,
 }
 
 /// One scrape's reusable state.
@@ -287,7 +291,15 @@ impl Collector {
             metrics,
             le,
             last_len: AtomicUsize::new(0),
+            sandbox_root: None,
         })
+    }
+
+    /// Labels the series of `sandbox` pods and containers found under this state
+    /// root with `pod`, `namespace`, `container` and `image` ([`pods`]), read on each
+    /// scrape.
+    pub fn set_sandbox_root(&mut self, root: std::path::PathBuf) {
+        self.sandbox_root = Some(root);
     }
 
     /// Exports the probe's per-cgroup throttle events and duration histograms from
@@ -314,7 +326,10 @@ impl Collector {
         let mut out = String::with_capacity(last + last / 8 + 4096);
         self.collect_into(format, &mut out);
         self.last_len.store(out.len(), Ordering::Relaxed);
-        out
+        match &self.sandbox_root {
+            Some(root) => pods::relabel(&out, &pods::read(root)),
+            None => out,
+        }
     }
 
     /// One scrape, appended to `out`.

@@ -23,6 +23,7 @@ pub mod error;
 pub mod image;
 pub mod lifecycle;
 pub mod oci;
+pub mod pod;
 pub mod rootfs;
 pub mod seccomp;
 pub mod security;

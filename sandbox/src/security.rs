@@ -247,6 +247,14 @@ impl Confine {
         if self.loopback {
             loopback_up()?;
         }
+        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: it goes on
+        // before the capabilities are dropped (as runc orders it), else it would
+        // fail with EACCES; with no_new_privs, as late as possible (below).
+        if !self.no_new_privs
+            && let Some(p) = &self.seccomp
+        {
+            p.install()?;
+        }
         for cap in 0..=self.last_cap.min(63) {
             if self.caps & (1u64 << cap) == 0 {
                 // SAFETY: integer arguments only.
@@ -353,7 +361,9 @@ impl Confine {
         check(unsafe {
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC)
         })?;
-        if let Some(p) = &self.seccomp {
+        if self.no_new_privs
+            && let Some(p) = &self.seccomp
+        {
             p.install()?;
         }
         if self.init {

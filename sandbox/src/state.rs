@@ -225,7 +225,8 @@ pub fn list(root: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for e in rd.flatten() {
         let dir = e.path();
-        if !dir.is_dir() {
+        // The pods' folder (`sandbox pod`): no container, and never collected as one.
+        if !dir.is_dir() || e.file_name() == crate::pod::status::PODS_DIR {
             continue;
         }
         out.push(Entry {

@@ -90,6 +90,14 @@ enum What {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// The seed's two-container hello-pod from file to running, and its removal:
+    /// `sandbox pod run --detach` / `pod rm` vs `podman kube play` / `pod rm` with runc
+    /// (the body is the ignored test sandbox/cli/tests/bench_pod.rs).
+    Pod {
+        /// Runs of each (interleaved).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// A full container cycle of /bin/true (pid, mount, uts, ipc, net namespaces and a
     /// cgroup, busybox rootfs): sandbox vs runc and crun (and youki if installed);
     /// medians, peak RSS of each runtime's process tree, ratios.
@@ -133,6 +141,25 @@ pub fn run(args: Args) -> Result<()> {
         } => cgroupkit::run(count, churn_rounds, rounds),
         What::Sandbox { runs } => sandbox::run(runs),
         What::Image { runs, size_mb } => image::run(runs, size_mb),
+        What::Pod { runs } => {
+            util::apt_install(&["podman", "runc", "catatonit"])?;
+            util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox-cli"]))?;
+            util::run(
+                util::cargo()
+                    .args([
+                        "test",
+                        "-p",
+                        "sandbox-cli",
+                        "--test",
+                        "bench_pod",
+                        "--",
+                        "--ignored",
+                        "--nocapture",
+                    ])
+                    .env("SANDBOX_BENCH_RUNS", runs.to_string())
+                    .env("SANDBOX_BENCH_BINARY", util::release_bin("sandbox")),
+            )
+        }
         What::Clients { runs } => {
             util::apt_install(&["podman", "containerd", "runc"])?;
             util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox-cli"]))?;

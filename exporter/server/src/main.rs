@@ -66,6 +66,10 @@ struct Cli {
     /// Do not load the eBPF throttle probe.
     #[arg(long)]
     no_ebpf: bool,
+    /// A sandbox state root (`sandbox --root`, e.g. /run/sandbox): series of its pods'
+    /// and containers' cgroups get `pod`, `namespace`, `container` and `image` labels.
+    #[arg(long, value_name = "DIR")]
+    sandbox_root: Option<PathBuf>,
     /// Attach the probe only with this strategy: fentry or sched_switch (default:
     /// fentry, else sched_switch).
     #[arg(long, value_name = "STRATEGY", conflicts_with = "no_ebpf")]
@@ -141,6 +145,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
     };
     let h = Hierarchy::from_mountinfo(&cli.mountinfo)?;
     let mut collector = Collector::new(h, config)?;
+    if let Some(r) = cli.sandbox_root.clone() {
+        collector.set_sandbox_root(r);
+    }
     if cli.no_ebpf {
         log!("cgroup_exporter: eBPF throttle probe off: --no-ebpf");
     } else {

@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod pod_cmd;
+
 use clap::{Parser, Subcommand};
 
 mod image_cmd;
@@ -183,6 +185,11 @@ enum Cmd {
     Stats {
         /// Container name.
         name: String,
+    },
+    /// Kubernetes v1 Pods on this node: run, ls, ps, logs, exec, stop, rm.
+    Pod {
+        #[command(subcommand)]
+        cmd: pod_cmd::PodCmd,
     },
     /// Image store commands.
     Image {
@@ -715,6 +722,10 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
             sandbox::lifecycle::remove(&paths, &name, force)?;
             Ok(0)
         }
+        Cmd::Pod { cmd } => {
+            drop(out);
+            pod_cmd::main(&paths, cmd)
+        }
         Cmd::Gc => {
             for c in state::gc(&paths.state)? {
                 say!(
@@ -722,6 +733,9 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                     "removed {}",
                     printable(&c.name.unwrap_or_else(|| c.dir.display().to_string()))
                 );
+            }
+            for p in sandbox::pod::ops::gc(&paths.state, &store::Store::at(&paths.store))? {
+                say!(out, "removed pod {}", printable(&p));
             }
             // The collected containers' records of image use go with them.
             store::Store::at(&paths.store).prune_users()?;
