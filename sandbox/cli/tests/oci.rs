@@ -1877,3 +1877,29 @@ fn oci_delete_cleans_up_after_a_create_killed_part_way() {
     }
     env.assert_clean();
 }
+
+/// `root.readonly`: the root is read-only, what is mounted on it (a tmpfs) is not.
+#[test]
+fn oci_a_readonly_root() {
+    let env = Env::new();
+    let _cleanup = Cleanup(&env);
+    let b = Bundle::new(
+        &env,
+        "ro",
+        "touch /x 2>&1; touch /dev/shm/y && echo shm-writable; \
+         awk '$5==\"/\" {print \"root-opts\", $6}' /proc/self/mountinfo",
+    );
+    b.edit(|c| c["root"]["readonly"] = json!(true));
+    let o = run_bundle(&env, &b, &id("ro"));
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert!(text.contains("shm-writable"), "{text}");
+    let root_opts = text
+        .lines()
+        .find_map(|l| l.strip_prefix("root-opts "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(root_opts.split(',').any(|o| o == "ro"), "{text}");
+    env.assert_clean();
+}

@@ -154,5 +154,21 @@ pub(crate) fn mounts(
             );
         }
     }
+    // root.readonly: the root itself, once everything is mounted on it (as runc
+    // remounts "/" after its mounts); what is mounted on it keeps its own flags.
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        out.push(MountSpec::new(
+            "none",
+            "none",
+            "/",
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None,
+        ));
+    }
     out
 }
