@@ -60,17 +60,21 @@ fn kill_ends_every_process_including_forked_children() {
 #[test]
 fn signal_reaches_processes_in_child_cgroups_once() {
     let s = Scratch::new();
+    // Two leaves (cgroup v2 keeps processes out of a cgroup with children).
     let cg = Cgroup::create(&s.h, &s.path("sig"), CTRL).unwrap();
-    let child = Cgroup::create(&s.h, &s.path("sig/child"), CTRL).unwrap();
-    let mut top = Proc::sh("sleep 600");
-    let mut below = Proc::sh("sleep 600");
-    cg.add_process(top.pid()).unwrap();
-    child.add_process(below.pid()).unwrap();
+    let a = Cgroup::create(&s.h, &s.path("sig/a"), CTRL).unwrap();
+    let b = Cgroup::create(&s.h, &s.path("sig/b"), CTRL).unwrap();
+    let b2 = Cgroup::create(&s.h, &s.path("sig/b/deeper"), CTRL).unwrap();
+    let mut one = Proc::sh("sleep 600");
+    let mut two = Proc::sh("sleep 600");
+    a.add_process(one.pid()).unwrap();
+    b2.add_process(two.pid()).unwrap();
     assert_eq!(cg.signal(libc::SIGTERM).unwrap(), 2);
-    assert!(eventually(Duration::from_secs(5), || top.exited() && below.exited()));
+    assert!(eventually(Duration::from_secs(5), || one.exited() && two.exited()));
     assert!(!cg.is_populated().unwrap());
-    child.delete().unwrap();
-    cg.delete().unwrap();
+    for c in [b2, b, a, cg] {
+        c.delete().unwrap();
+    }
 }
 
 #[test]
