@@ -1,0 +1,27 @@
+//! Walks a cgroup subtree with the BPF cgroup iterator and prints each cgroup.
+//!
+//! `cargo run -p probes --example walk [DIR...]` (default: /sys/fs/cgroup/cpu)
+#![allow(clippy::print_stdout)] // an example prints
+
+use std::time::Instant;
+
+use probes::iter::CgroupIter;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let object = std::env::var("PROBES_EBPF_OBJECT").unwrap_or_else(|_| probes::BUILD_OBJECT.into());
+    let t = Instant::now();
+    let it = CgroupIter::from_file(object).load()?;
+    println!("loaded in {:?}; offsets {:?}", t.elapsed(), it.offsets());
+    let dirs: Vec<String> = std::env::args().skip(1).collect();
+    let dirs = if dirs.is_empty() { vec!["/sys/fs/cgroup/cpu".to_owned()] } else { dirs };
+    for d in dirs {
+        let link = it.link(&d)?;
+        let t = Instant::now();
+        let all = it.walk(&link)?;
+        println!("{d}: {} cgroups in {:?}", all.len(), t.elapsed());
+        for c in all.iter().take(12) {
+            println!("  {c:?}");
+        }
+    }
+    Ok(())
+}
