@@ -8,12 +8,17 @@ use std::time::Instant;
 use probes::iter::CgroupIter;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let object = std::env::var("PROBES_EBPF_OBJECT").unwrap_or_else(|_| probes::BUILD_OBJECT.into());
+    let object =
+        std::env::var("PROBES_EBPF_OBJECT").unwrap_or_else(|_| probes::BUILD_OBJECT.into());
     let t = Instant::now();
     let it = CgroupIter::from_file(object).load()?;
     println!("loaded in {:?}; offsets {:?}", t.elapsed(), it.offsets());
     let dirs: Vec<String> = std::env::args().skip(1).collect();
-    let dirs = if dirs.is_empty() { vec!["/sys/fs/cgroup/cpu".to_owned()] } else { dirs };
+    let dirs = if dirs.is_empty() {
+        vec!["/sys/fs/cgroup/cpu".to_owned()]
+    } else {
+        dirs
+    };
     for d in dirs {
         let link = it.link(&d)?;
         let t = Instant::now();

@@ -129,7 +129,19 @@ impl IterOffsets {
                 ])
             })();
             match cpu {
-                Ok([css, shares, periods, throttled, time, quota, period, burst, burst_time]) => {
+                Ok(
+                    [
+                        css,
+                        shares,
+                        periods,
+                        throttled,
+                        time,
+                        quota,
+                        period,
+                        burst,
+                        burst_time,
+                    ],
+                ) => {
                     v[o::TG_CSS] = css;
                     v[o::TG_SHARES] = shares;
                     v[o::TG_NR_PERIODS] = periods;
@@ -188,7 +200,9 @@ impl IterOffsets {
                 let idx = |n: &str| -> std::result::Result<u64, BtfError> {
                     match btf.enum_value(n)? {
                         Some(i) if (0..32).contains(&i) => Ok(stat + 8 * i as u64),
-                        _ => Err(BtfError::Malformed(format!("enum cpu_usage_stat has no {n}"))),
+                        _ => Err(BtfError::Malformed(format!(
+                            "enum cpu_usage_stat has no {n}"
+                        ))),
                     }
                 };
                 Ok([
@@ -618,14 +632,18 @@ impl CgroupIter {
         attr[1] = u64::from(BPF_TRACE_ITER);
         attr[2] = info.as_ptr() as u64;
         attr[3] = std::mem::size_of_val(&info) as u64;
-        let fd = bpf(BPF_LINK_CREATE, &mut attr, "link the cgroup iterator (BPF_LINK_CREATE)")
-            .map_err(|e| match e {
-                Error::Iter { what, reason } => Error::Iter {
-                    what,
-                    reason: format!("{}: {reason}", dir.display()),
-                },
-                e => e,
-            })?;
+        let fd = bpf(
+            BPF_LINK_CREATE,
+            &mut attr,
+            "link the cgroup iterator (BPF_LINK_CREATE)",
+        )
+        .map_err(|e| match e {
+            Error::Iter { what, reason } => Error::Iter {
+                what,
+                reason: format!("{}: {reason}", dir.display()),
+            },
+            e => e,
+        })?;
         Ok(IterLink {
             fd,
             dir: dir.to_owned(),
