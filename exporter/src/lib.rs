@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cgroupkit::{CgroupPath, Controller, Hierarchy, Layout, Mount, Version};
+use probes::iter::CgroupIter;
 use probes::{HIST_BUCKETS, Probe, Strategy, ThrottleStats, bucket_low_usec};
 
 pub use expo::Format;
@@ -48,7 +49,8 @@ use families::{SelfMetrics, write_families, write_throttle_families};
 pub use pattern::Pattern;
 use read::{FileReader, Sample};
 use walk::{
-    MULTI_FILE_ROLES, Node, ROLE_CPU, ROLE_CPUACCT, ROLE_MEMORY, ROLE_PROCS, ROLE_PSI, Source,
+    IterState, MULTI_FILE_ROLES, Node, ROLE_CPU, ROLE_CPUACCT, ROLE_MEMORY, ROLE_PROCS, ROLE_PSI,
+    Source,
 };
 
 /// Errors of this crate.
@@ -179,6 +181,7 @@ pub struct Collector {
     pool: Mutex<Vec<Scratch>>,
     probe: Mutex<Option<Probe>>,
     strategy: Option<Strategy>,
+    iter: Option<IterState>,
     metrics: SelfMetrics,
     /// `le` labels of the throttle histogram: bucket i ends at 2^(i+1) us.
     le: Vec<String>,
@@ -284,6 +287,7 @@ impl Collector {
             pool: Mutex::new(Vec::new()),
             probe: Mutex::new(None),
             strategy: None,
+            iter: None,
             metrics,
             le,
             last_len: AtomicUsize::new(0),
@@ -296,6 +300,49 @@ impl Collector {
         self.strategy = Some(probe.strategy());
         *self.probe.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(probe);
         self.metrics.ebpf_up.set(1);
+    }
+
+    /// Walks the cgroups with the BPF cgroup iterator from now on (one `read(2)` per
+    /// hierarchy instead of listing directories) and takes from it the values it
+    /// covers instead of reading their files: CPU bandwidth counters, quota, period
+    /// and shares/weight, v1 cpuacct times, memory usage (not a v1 root's), limit
+    /// and OOM kills. Hierarchies it cannot link to (the subtree root missing now)
+    /// and walks that fail (counted as `ebpf` read errors) fall back to directories
+    /// and files; the output is the same either way. `cgroup_exporter_ebpf_iterator_up`
+    /// and `cgroup_exporter_family_source` say which is in use.
+    pub fn set_iterator(&mut self, it: CgroupIter) {
+        let st = IterState::new(it, &self.sources, &self.config);
+        let linked: Vec<bool> = st
+            .links
+            .iter()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).is_some())
+            .collect();
+        self.metrics
+            .iter_up
+            .set(i64::from(linked.iter().any(|&l| l)));
+        let from_iter = |role: u8| {
+            self.sources
+                .iter()
+                .zip(&linked)
+                .any(|(s, &l)| l && s.roles & role != 0)
+        };
+        let v2_cpu = self
+            .sources
+            .iter()
+            .any(|s| s.roles & ROLE_CPU != 0 && s.version == Version::V2);
+        for (family, ebpf) in families::sources(
+            from_iter(ROLE_CPU),
+            from_iter(ROLE_CPUACCT) && !v2_cpu,
+            from_iter(ROLE_MEMORY),
+        ) {
+            self.metrics.set_source(family, ebpf);
+        }
+        self.iter = Some(st);
+    }
+
+    /// Whether scrapes walk with the BPF cgroup iterator (on at least one hierarchy).
+    pub fn iterator_up(&self) -> bool {
+        self.metrics.iter_up.get() == 1
     }
 
     /// How the attached probe attached, if one is.
@@ -330,7 +377,13 @@ impl Collector {
             .unwrap_or_else(Scratch::new);
         sc.reader.errors = [0; ErrorKind::ALL.len()];
         let want_ino = self.strategy.is_some();
-        let nodes = walk::walk(&self.sources, &self.config, want_ino, &mut sc.reader);
+        let nodes = walk::walk(
+            &self.sources,
+            &self.config,
+            want_ino,
+            self.iter.as_ref(),
+            &mut sc.reader,
+        );
         let mut by_ino: HashMap<u64, usize> = HashMap::new();
         sc.samples.clear();
         let wanted: Vec<(String, Node)> = nodes
@@ -494,14 +547,27 @@ fn read_node(
         if src.roles & MULTI_FILE_ROLES != 0 {
             reader.enter(&dir);
         }
+        // The cgroup iterator walked this source: its values replace the files.
+        let iv = (node.iter & (1 << si) != 0).then_some(&node.vals);
+        let root = rel.is_empty();
         if src.roles & ROLE_CPU != 0 {
-            reader.cpu(&dir, src.version, &mut s);
+            match iv {
+                Some(v) => reader.cpu_iter(&dir, src.version, v, root, &mut s),
+                None => reader.cpu(&dir, src.version, &mut s),
+            }
         }
         if src.roles & ROLE_CPUACCT != 0 {
-            reader.cpuacct(&dir, &mut s);
+            match iv.and_then(|v| v.cpu_usage) {
+                Some(u) => {
+                    s.usage_usec = Some(u.usage_ns / 1000);
+                    s.user_usec = Some(u.user_ns / 1000);
+                    s.system_usec = Some(u.system_ns / 1000);
+                }
+                None => reader.cpuacct(&dir, &mut s),
+            }
         }
         if src.roles & ROLE_MEMORY != 0 {
-            reader.memory(&dir, src.version, &mut s);
+            reader.memory(&dir, src.version, iv.map(|v| (v, root)), &mut s);
         }
         if src.roles & ROLE_PSI != 0 {
             reader.pressure(&dir, &mut s);
@@ -642,7 +708,7 @@ mod tests {
                 ..Config::default()
             };
             let c = Collector::new(h.clone(), cfg).unwrap();
-            walk::walk(&c.sources, &c.config, false, &mut FileReader::new())
+            walk::walk(&c.sources, &c.config, false, None, &mut FileReader::new())
                 .into_keys()
                 .collect::<Vec<_>>()
         };
