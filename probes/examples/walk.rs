@@ -10,8 +10,18 @@ use probes::iter::CgroupIter;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let object =
         std::env::var("PROBES_EBPF_OBJECT").unwrap_or_else(|_| probes::BUILD_OBJECT.into());
+    let hwm = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("start: {}", hwm());
     let t = Instant::now();
     let it = CgroupIter::from_file(object).load()?;
+    println!("loaded: {}", hwm());
     println!("loaded in {:?}; offsets {:?}", t.elapsed(), it.offsets());
     let dirs: Vec<String> = std::env::args().skip(1).collect();
     let dirs = if dirs.is_empty() {

@@ -370,25 +370,47 @@ pub struct CgroupIterBuilder {
 pub struct CgroupIter {
     prog: OwnedFd,
     map: OwnedFd,
-    records: Mutex<Records>,
+    /// One walk at a time: they share the map.
+    walking: Mutex<()>,
     capacity: u32,
     page_size: u64,
     offsets: IterOffsets,
 }
 
-/// The mmapped records map.
-#[derive(Debug)]
-struct Records {
+/// The records of one walk, mapped from the map for as long as they are read: mapped
+/// pages count in RSS, so only the walk's records are mapped, and only meanwhile.
+struct Mapped {
     ptr: NonNull<c_void>,
     len: NonZeroUsize,
 }
 
-// SAFETY: the mapping is only read, and only under CgroupIter's mutex.
-unsafe impl Send for Records {}
+impl Mapped {
+    /// Maps the first `len` bytes (rounded up to pages) of `map`, read-only.
+    fn new(map: std::os::fd::BorrowedFd<'_>, len: NonZeroUsize) -> Result<Mapped> {
+        // SAFETY: a new shared read-only mapping of the map's value area (an mmapable
+        // array at least `len` bytes long, rounded to pages by the kernel); nothing
+        // else refers to it.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+                map,
+                0,
+            )
+        }
+        .map_err(|e| Error::Iter {
+            what: "mmap the records map",
+            reason: e.to_string(),
+        })?;
+        Ok(Mapped { ptr, len })
+    }
+}
 
-impl Drop for Records {
+impl Drop for Mapped {
     fn drop(&mut self) {
-        // SAFETY: ptr/len are the mapping made in `load`, unmapped once here.
+        // SAFETY: ptr/len are the mapping made in `new`, unmapped once here.
         let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len.get()) };
     }
 }
@@ -467,15 +489,31 @@ impl CgroupIterBuilder {
         let aya_btf =
             aya::Btf::parse(&stub, aya::Endianness::default()).map_err(Error::KernelBtf)?;
         drop(stub);
+        let capacity = self.capacity;
+        let (loaded, _) =
+            crate::stub::without_vmlinux(|| load_fds(&object, &offsets, &aya_btf, capacity));
+        let (prog_fd, map_fd) = loaded?;
+        CgroupIter::from_fds(prog_fd, map_fd, self.capacity, offsets)
+    }
+}
+
+/// Loads the program and its maps with aya; their fds (aya's copies are closed).
+fn load_fds(
+    object: &[u8],
+    offsets: &IterOffsets,
+    aya_btf: &aya::Btf,
+    capacity: u32,
+) -> Result<(OwnedFd, OwnedFd)> {
+    {
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&aya_btf))
             .override_global(GLOBAL, &offsets.0, true)
-            .map_max_entries(MAP_RECORDS, self.capacity);
+            .map_max_entries(MAP_RECORDS, capacity);
         for m in OTHER_MAPS {
             loader.map_max_entries(m, 1);
         }
-        let mut ebpf = loader.load(&object).map_err(|e| Error::Iter {
+        let mut ebpf = loader.load(object).map_err(|e| Error::Iter {
             what: "load the eBPF object (creating its maps)",
             reason: errchain::chain(&e),
         })?;
@@ -492,7 +530,7 @@ impl CgroupIterBuilder {
                 what: "find the iterator program",
                 reason: errchain::chain(&e),
             })?;
-        prog.load("cgroup", &aya_btf).map_err(|e| Error::Iter {
+        prog.load("cgroup", aya_btf).map_err(|e| Error::Iter {
             what: "load iter/cgroup (kernel 6.1+ with BTF)",
             reason: errchain::chain(&e),
         })?;
@@ -522,7 +560,7 @@ impl CgroupIterBuilder {
         };
         // The program and map live on through our fds; aya's copies go.
         drop(ebpf);
-        CgroupIter::from_fds(prog_fd, map_fd, self.capacity, offsets)
+        Ok((prog_fd, map_fd))
     }
 }
 
@@ -555,32 +593,16 @@ impl CgroupIter {
         capacity: u32,
         offsets: IterOffsets,
     ) -> Result<CgroupIter> {
-        let len = std::mem::size_of::<CgroupRecord>() * capacity as usize;
+        if capacity == 0 {
+            return Err(Error::ZeroCapacity);
+        }
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         let page = u64::try_from(page).unwrap_or(4096);
-        let rounded = len.div_ceil(page as usize) * page as usize;
-        let len = NonZeroUsize::new(rounded).ok_or(Error::ZeroCapacity)?;
-        // SAFETY: a new shared read-only mapping of the map's value area (mmapable
-        // array, `len` bytes rounded to pages); nothing else refers to it yet.
-        let ptr = unsafe {
-            nix::sys::mman::mmap(
-                None,
-                len,
-                nix::sys::mman::ProtFlags::PROT_READ,
-                nix::sys::mman::MapFlags::MAP_SHARED,
-                map.as_fd(),
-                0,
-            )
-        }
-        .map_err(|e| Error::Iter {
-            what: "mmap the records map",
-            reason: e.to_string(),
-        })?;
         Ok(CgroupIter {
             prog,
             map,
-            records: Mutex::new(Records { ptr, len }),
+            walking: Mutex::new(()),
             capacity,
             page_size: page,
             offsets,
@@ -660,7 +682,7 @@ impl CgroupIter {
 
     /// As [`walk`](CgroupIter::walk), handing each cgroup to `f` in walk order.
     pub fn walk_with(&self, link: &IterLink, mut f: impl FnMut(CgroupStats)) -> Result<()> {
-        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let walking = self.walking.lock().unwrap_or_else(|p| p.into_inner());
         let mut attr = [u64::from(link.fd.as_raw_fd() as u32)];
         let iter = bpf(BPF_ITER_CREATE, &mut attr, "start a walk (BPF_ITER_CREATE)")?;
         let mut file = std::fs::File::from(iter);
@@ -715,12 +737,16 @@ impl CgroupIter {
         let n = usize::try_from(end.slots.saturating_add(1))
             .unwrap_or(usize::MAX)
             .min(self.capacity as usize);
+        let Some(bytes) = NonZeroUsize::new(n * std::mem::size_of::<CgroupRecord>()) else {
+            return Ok(()); // nothing walked (a dead root)
+        };
+        let records = Mapped::new(self.map.as_fd(), bytes)?;
         let base = records.ptr.as_ptr().cast::<CgroupRecord>();
         let mut stack: Vec<(u64, usize)> = Vec::new(); // (level, path length)
         let mut path = String::new();
         let mut root_level: Option<u64> = None;
         for i in 0..n {
-            // SAFETY: `i` < capacity, inside the mapping of `capacity` records; the
+            // SAFETY: `i` < n, inside the mapping of `n` records; the
             // walk that wrote them has ended (its read returned) and the lock keeps
             // another from starting. A volatile read: the kernel wrote the memory.
             let r = unsafe { std::ptr::read_volatile(base.add(i)) };
@@ -750,6 +776,7 @@ impl CgroupIter {
             f(self.typed(&r, path.clone()));
         }
         drop(records);
+        drop(walking);
         Ok(())
     }
 

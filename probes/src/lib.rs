@@ -45,6 +45,7 @@ pub mod btf;
 mod cgroups;
 pub mod iter;
 mod offsets;
+mod stub;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -337,7 +338,10 @@ impl ProbeBuilder {
 
         let mut failures: Vec<(Strategy, String)> = Vec::new();
         for (s, offsets) in resolved {
-            match offsets.and_then(|o| attach(&object, self.stats_capacity, o, &aya_btf, s)) {
+            let attached = offsets.and_then(|o| {
+                stub::without_vmlinux(|| attach(&object, self.stats_capacity, o, &aya_btf, s)).0
+            });
+            match attached {
                 Ok((ebpf, offsets, notes)) => {
                     let index = if self.cgroup_index {
                         Some(CgroupIndex::new(cgroupkit::Hierarchy::detect()?))
