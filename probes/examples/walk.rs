@@ -34,6 +34,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let all = it.walk(&link)?;
         println!("{d}: {} cgroups in {:?}", all.len(), t.elapsed());
+        let t = Instant::now();
+        let rounds = 50;
+        for _ in 0..rounds {
+            let mut n = 0;
+            it.walk_with(&link, |_| n += 1)?;
+        }
+        println!("  {:?} a walk ({rounds} walks)", t.elapsed() / rounds);
         for c in all.iter().take(12) {
             println!("  {c:?}");
         }
