@@ -507,7 +507,7 @@ fn load_fds(
     {
         let mut loader = EbpfLoader::new();
         loader
-            .btf(Some(&aya_btf))
+            .btf(Some(aya_btf))
             .override_global(GLOBAL, &offsets.0, true)
             .map_max_entries(MAP_RECORDS, capacity);
         for m in OTHER_MAPS {
