@@ -657,9 +657,9 @@ fn print_table(rows: &[Row], count: usize, files: usize, scrapes: usize, layout:
         return;
     };
     let ratio = |other: Option<&Row>| {
-        other
-            .and_then(|r| r.median)
-            .map_or("-".into(), |m| format!("{:.1}x", m.as_secs_f64() / e.as_secs_f64()))
+        other.and_then(|r| r.median).map_or("-".into(), |m| {
+            format!("{:.1}x", m.as_secs_f64() / e.as_secs_f64())
+        })
     };
     println!(
         "exporter (BPF cgroup iterator) scrape median {:.2} ms, CPU {:.2} ms a scrape, peak RSS {:.1} MB \
