@@ -123,11 +123,38 @@ pub struct Config {
     /// (`/system.slice*`) also matches every descendant, so the walk skips that whole
     /// subtree without listing it; other patterns drop only the cgroups they match.
     pub exclude: Vec<Pattern>,
+    /// Metric groups not to export (nor read): as cAdvisor's `--disable_metrics`,
+    /// whose default set leaves out `process`.
+    pub disable: Vec<MetricGroup>,
     /// Threads that read cgroup files during a scrape (at least 1). Reading is
     /// kernel work (open, seq_file show, close) that scales with cores; a scrape of
     /// fewer than [`PARALLEL_MIN`] cgroups stays on one thread. `None`: the number of
     /// CPUs this process may use, at most 4, so a node's workloads keep their cores.
     pub threads: Option<usize>,
+}
+
+/// A group of metric families that can be left out ([`Config::disable`]): each costs
+/// file reads per cgroup at every scrape that the BPF cgroup iterator cannot replace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricGroup {
+    /// `container_processes` (`cgroup.procs`, one file per cgroup). cAdvisor leaves it
+    /// out by default.
+    Process,
+    /// `container_pressure_*` (three PSI files per cgroup). cAdvisor 0.38 has none.
+    Pressure,
+}
+
+impl std::str::FromStr for MetricGroup {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "process" | "processes" => Ok(MetricGroup::Process),
+            "pressure" | "psi" => Ok(MetricGroup::Pressure),
+            _ => Err(format!(
+                "unknown metric group {s:?}: use process or pressure"
+            )),
+        }
+    }
 }
 
 /// Below this many cgroups a scrape reads on the calling thread only.
@@ -139,6 +166,10 @@ impl Config {
         self.threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
             .max(1)
+    }
+
+    fn exports(&self, g: MetricGroup) -> bool {
+        !self.disable.contains(&g)
     }
 
     fn wants(&self, id: &str) -> bool {
@@ -261,15 +292,19 @@ impl Collector {
         if let Some(m) = h.mount_for(Controller::Memory) {
             add(m, ROLE_MEMORY);
         }
-        match h.mount_for(Controller::Pids).or(cpu) {
-            Some(m) => add(m, ROLE_PROCS),
-            None => {
-                if let Some(m) = h.mounts().first() {
-                    add(m, ROLE_PROCS);
+        if config.exports(MetricGroup::Process) {
+            match h.mount_for(Controller::Pids).or(cpu) {
+                Some(m) => add(m, ROLE_PROCS),
+                None => {
+                    if let Some(m) = h.mounts().first() {
+                        add(m, ROLE_PROCS);
+                    }
                 }
             }
         }
-        if let Some(u) = h.unified() {
+        if config.exports(MetricGroup::Pressure)
+            && let Some(u) = h.unified()
+        {
             add(u, ROLE_PSI);
         }
         let metrics = SelfMetrics::new().map_err(Error::SelfMetrics)?;
@@ -440,9 +475,18 @@ impl Collector {
     fn read_all(&self, sc: &mut Scratch, wanted: &[(String, Node)]) -> Vec<Option<Sample>> {
         let threads = self.config.threads();
         let sources = &self.sources;
+        let procs = self.config.exports(MetricGroup::Process);
         let one = |reader: &mut FileReader, part: &[(String, Node)]| -> Vec<Option<Sample>> {
             part.iter()
-                .map(|(id, node)| read_node(sources, reader, if id == "/" { "" } else { id }, node))
+                .map(|(id, node)| {
+                    read_node(
+                        sources,
+                        reader,
+                        if id == "/" { "" } else { id },
+                        node,
+                        procs,
+                    )
+                })
                 .collect()
         };
         if threads == 1 || wanted.len() < PARALLEL_MIN {
@@ -514,17 +558,20 @@ fn read_node(
     reader: &mut FileReader,
     rel: &str,
     node: &Node,
+    want_procs: bool,
 ) -> Option<Sample> {
     let mut s = Sample::default();
     let mut dir = String::with_capacity(128);
     let on = |si: usize| node.present & (1 << si) != 0;
     // Processes first: cgroup.procs exists in every cgroup directory, so a miss
-    // there means the cgroup is gone.
+    // there means the cgroup is gone. (Without the process group, a cgroup gone
+    // meanwhile shows no series: its reads all miss.)
     let procs = sources
         .iter()
         .enumerate()
         .find(|(si, src)| on(*si) && src.roles & ROLE_PROCS != 0)
-        .or_else(|| sources.iter().enumerate().find(|(si, _)| on(*si)));
+        .or_else(|| sources.iter().enumerate().find(|(si, _)| on(*si)))
+        .filter(|_| want_procs);
     if let Some((_, src)) = procs {
         dir.clear();
         dir.push_str(&src.mount_point);
@@ -772,6 +819,29 @@ mod tests {
         // The malformed memory.stat of /app is counted once, whichever thread read it.
         assert_eq!(one_err, three_err);
         assert!(one_err.is_some());
+    }
+
+    #[test]
+    fn disabled_groups_are_neither_read_nor_exported() {
+        let (_t, h) = fake_host();
+        let cfg = Config {
+            disable: vec![MetricGroup::Process, MetricGroup::Pressure],
+            ..Config::default()
+        };
+        let c = Collector::new(h, cfg).unwrap();
+        // The pids and unified trees are not walked at all.
+        assert!(
+            c.sources
+                .iter()
+                .all(|s| s.roles & (ROLE_PROCS | ROLE_PSI) == 0)
+        );
+        assert_eq!(c.sources.len(), 3, "{:?}", c.sources);
+        let out = c.collect(Format::Text);
+        assert!(!out.contains("\ncontainer_processes{"), "{out}");
+        assert!(!out.contains("\ncontainer_pressure_"), "{out}");
+        assert!(out.contains("container_cpu_cfs_throttled_periods_total{id=\"/app\"} 21\n"));
+        assert!("psi".parse::<MetricGroup>() == Ok(MetricGroup::Pressure));
+        assert!("disk".parse::<MetricGroup>().is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cgroupkit::{CgroupPath, Hierarchy};
 use clap::Parser;
-use exporter::{Collector, Config, Pattern};
+use exporter::{Collector, Config, MetricGroup, Pattern};
 use probes::iter::CgroupIter;
 use probes::{Probe, Strategy};
 
@@ -64,6 +64,11 @@ struct Cli {
     /// may use, at most 4].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// Metric groups not to export (nor read), comma-separated: `process`
+    /// (container_processes: cgroup.procs) and `pressure` (container_pressure_*: PSI
+    /// files), as cAdvisor's --disable_metrics (its default set has neither).
+    #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
+    disable_metrics: Vec<MetricGroup>,
     /// Do not load the eBPF throttle probe nor the BPF cgroup iterator.
     #[arg(long)]
     no_ebpf: bool,
@@ -143,6 +148,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
         include: cli.include,
         exclude: cli.exclude,
         threads: cli.threads.map(usize::from),
+        disable: cli.disable_metrics,
     };
     let h = Hierarchy::from_mountinfo(&cli.mountinfo)?;
     let mut collector = Collector::new(h, config)?;

@@ -104,6 +104,21 @@ pub fn run(count: usize, scrapes: usize, wrk_secs: u64) -> Result<()> {
             wrk.then_some(wrk_secs),
         )?);
         rows.push(bench_server(
+            "cgroup_exporter, cAdvisor's families",
+            Command::new(&exporter).args([
+                "--listen",
+                "127.0.0.1:0",
+                "--disable-metrics",
+                "process,pressure",
+            ]),
+            None,
+            &name,
+            count,
+            &mounts,
+            scrapes,
+            wrk.then_some(wrk_secs),
+        )?);
+        rows.push(bench_server(
             "cgroup_exporter --no-ebpf-iterator",
             Command::new(&exporter).args(["--listen", "127.0.0.1:0", "--no-ebpf-iterator"]),
             None,
@@ -672,6 +687,23 @@ fn print_table(rows: &[Row], count: usize, files: usize, scrapes: usize, layout:
         ratio(by("cgroup_exporter --no-ebpf-iterator")),
         ratio(by("cAdvisor")),
     );
+    if let Some(f) = by("cgroup_exporter, cAdvisor's families").filter(|r| r.median.is_some()) {
+        let m = f.median.unwrap_or_default();
+        let r = |o: Option<&Row>| {
+            o.and_then(|r| r.median).map_or("-".into(), |x| {
+                format!("{:.1}x", x.as_secs_f64() / m.as_secs_f64())
+            })
+        };
+        println!(
+            "exporter with cAdvisor 0.38's family set (--disable-metrics process,pressure: no \
+             cgroup.procs, no PSI files) median {:.2} ms, CPU {:.2} ms a scrape; raw floor / it {}; \
+             cAdvisor / it {}",
+            m.as_secs_f64() * 1e3,
+            f.cpu_per_scrape.map_or(0.0, |c| c.as_secs_f64() * 1e3),
+            r(by("raw floor")),
+            r(by("cAdvisor")),
+        );
+    }
     if let Some(c) = by("cAdvisor").filter(|r| r.median.is_some()) {
         println!(
             "cAdvisor vs exporter: throughput {}; CPU per {SCRAPE_INTERVAL_SECS} s scrape interval: {}",
