@@ -572,11 +572,39 @@ fn read_node(
         .find(|(si, src)| on(*si) && src.roles & ROLE_PROCS != 0)
         .or_else(|| sources.iter().enumerate().find(|(si, _)| on(*si)))
         .filter(|_| want_procs);
-    if let Some((_, src)) = procs {
+    // How many files a source's directory is read for: an O_PATH fd of it (one path
+    // walk, then a lookup of one name per file) pays off from two files on. With the
+    // iterator, a v1 cpu or cpuacct directory has none left and a memory one only
+    // memory.stat.
+    let files_in = |si: usize, src: &Source| -> u32 {
+        let iter = node.iter & (1 << si) != 0;
+        let mut n = 0;
+        if src.roles & ROLE_PROCS != 0 && want_procs {
+            n += 1;
+        }
+        if src.roles & ROLE_CPU != 0 {
+            n += match (iter, src.version) {
+                (true, Version::V1) => 0,
+                (true, Version::V2) => 1,
+                (false, _) => 4,
+            };
+        }
+        if src.roles & ROLE_CPUACCT != 0 && !(iter && node.vals.cpu_usage.is_some()) {
+            n += 2;
+        }
+        if src.roles & ROLE_MEMORY != 0 {
+            n += if iter { 1 } else { 4 };
+        }
+        if src.roles & ROLE_PSI != 0 {
+            n += 3;
+        }
+        n
+    };
+    if let Some((si, src)) = procs {
         dir.clear();
         dir.push_str(&src.mount_point);
         dir.push_str(rel);
-        if src.roles & MULTI_FILE_ROLES != 0 {
+        if src.roles & MULTI_FILE_ROLES != 0 && files_in(si, src) > 1 {
             reader.enter(&dir);
         }
         match reader.processes(&dir) {
@@ -591,7 +619,7 @@ fn read_node(
         dir.clear();
         dir.push_str(&src.mount_point);
         dir.push_str(rel);
-        if src.roles & MULTI_FILE_ROLES != 0 {
+        if src.roles & MULTI_FILE_ROLES != 0 && files_in(si, src) > 1 {
             reader.enter(&dir);
         }
         // The cgroup iterator walked this source: its values replace the files.
