@@ -7,7 +7,10 @@
 //! path into one `id` label set) with cgroupkit's walker, reads each cgroup's files
 //! with cgroupkit's reader (to the end of each file: `cgroup.procs` of a busy cgroup
 //! spans several `read(2)` calls), and writes the exposition text directly into one
-//! buffer. Scrapes may run at once from several threads (`collect` takes `&self`).
+//! buffer. With [`Collector::set_iterator`], the hierarchies are walked by the BPF
+//! cgroup iterator of `probes::iter` instead (one `read(2)` each), and the values it
+//! reads from the kernel's structs replace the files they come from; the output is
+//! the same. Scrapes may run at once from several threads (`collect` takes `&self`).
 //! Nothing is polled
 //! in the background: a cgroup made just now is on the next scrape, one removed (even
 //! mid-scrape) drops out without an error, and malformed or unreadable files count as
