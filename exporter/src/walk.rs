@@ -96,7 +96,8 @@ fn iter_walk(
         return false;
     };
     let mut link = slot.lock().unwrap_or_else(|p| p.into_inner());
-    let mut got: Vec<CgroupStats> = Vec::new();
+    let root_rel = root_rel(config);
+    let ino_here = want_ino && src.roles & ROLE_CPU != 0;
     for attempt in 0..2 {
         if link.is_none() {
             if attempt == 0 {
@@ -108,9 +109,17 @@ fn iter_walk(
         let Some(l) = link.as_ref() else {
             return false;
         };
-        got.clear();
-        match st.it.walk_with(l, |s| got.push(s)) {
-            Ok(()) if got.is_empty() && attempt == 0 => *link = None,
+        // Pruned subtrees, as the directory walk skips them (pre-order: a pruned
+        // cgroup comes before its descendants).
+        let mut pruned: Vec<String> = Vec::new();
+        let mut seen = 0usize;
+        // Each record is merged as it comes: no list of a whole walk is kept.
+        let res = st.it.walk_with(l, |s| {
+            seen += 1;
+            add_record(nodes, &mut pruned, s, si, src, config, &root_rel, ino_here);
+        });
+        match res {
+            Ok(()) if seen == 0 && attempt == 0 => *link = None,
             Ok(()) => break,
             Err(_) => {
                 reader.errors[ErrorKind::Ebpf.index()] += 1;
@@ -118,53 +127,60 @@ fn iter_walk(
             }
         }
     }
-    let root_rel = root_rel(config);
-    let ino_here = want_ino && src.roles & ROLE_CPU != 0;
-    // Pruned subtrees, as the directory walk skips them (pre-order: a pruned
-    // cgroup comes before its descendants).
-    let mut pruned: Vec<String> = Vec::new();
-    for s in got {
-        let depth = if s.path.is_empty() {
-            0
-        } else {
-            s.path.split('/').count()
-        };
-        if config.max_depth.is_some_and(|d| depth > d) {
-            continue;
+    true
+}
+
+/// Merges one record of the iterator's walk of source `si` into `nodes`.
+#[allow(clippy::too_many_arguments)] // the walk's state, passed down from iter_walk
+fn add_record(
+    nodes: &mut BTreeMap<String, Node>,
+    pruned: &mut Vec<String>,
+    s: CgroupStats,
+    si: usize,
+    src: &Source,
+    config: &Config,
+    root_rel: &str,
+    ino_here: bool,
+) {
+    let depth = if s.path.is_empty() {
+        0
+    } else {
+        s.path.split('/').count()
+    };
+    if config.max_depth.is_some_and(|d| depth > d) {
+        return;
+    }
+    let mut rel = String::with_capacity(root_rel.len() + 1 + s.path.len());
+    rel.push_str(root_rel);
+    if !s.path.is_empty() {
+        rel.push('/');
+        rel.push_str(&s.path);
+    }
+    if pruned
+        .iter()
+        .any(|p| rel.starts_with(p.as_str()) && rel[p.len()..].starts_with('/'))
+    {
+        return;
+    }
+    if config.prunes(if rel.is_empty() { "/" } else { &rel }) {
+        pruned.push(rel.clone());
+    }
+    mark(nodes, rel.clone(), si, ino_here.then_some(s.id));
+    if let Some(n) = nodes.get_mut(&rel) {
+        n.iter |= 1 << si;
+        let v = &mut n.vals;
+        if src.roles & ROLE_CPU != 0 {
+            v.bandwidth = s.bandwidth;
+            v.cpu_limits = s.cpu_limits;
         }
-        let mut rel = String::with_capacity(root_rel.len() + 1 + s.path.len());
-        rel.push_str(&root_rel);
-        if !s.path.is_empty() {
-            rel.push('/');
-            rel.push_str(&s.path);
+        if src.roles & ROLE_CPUACCT != 0 {
+            v.cpu_usage = s.cpu_usage;
         }
-        if pruned
-            .iter()
-            .any(|p| rel.starts_with(p.as_str()) && rel[p.len()..].starts_with('/'))
-        {
-            continue;
-        }
-        if config.prunes(if rel.is_empty() { "/" } else { &rel }) {
-            pruned.push(rel.clone());
-        }
-        mark(nodes, rel.clone(), si, ino_here.then_some(s.id));
-        if let Some(n) = nodes.get_mut(&rel) {
-            n.iter |= 1 << si;
-            let v = &mut n.vals;
-            if src.roles & ROLE_CPU != 0 {
-                v.bandwidth = s.bandwidth;
-                v.cpu_limits = s.cpu_limits;
-            }
-            if src.roles & ROLE_CPUACCT != 0 {
-                v.cpu_usage = s.cpu_usage;
-            }
-            if src.roles & ROLE_MEMORY != 0 {
-                v.memory = s.memory;
-                v.oom_kills = s.oom_kills;
-            }
+        if src.roles & ROLE_MEMORY != 0 {
+            v.memory = s.memory;
+            v.oom_kills = s.oom_kills;
         }
     }
-    true
 }
 
 /// Walks every source from the configured subtree, merging by relative path (`""`
