@@ -62,7 +62,7 @@ impl SelfMetrics {
         }
         let iter_up = IntGauge::new(
             "cgroup_exporter_ebpf_iterator_up",
-            "1 when scrapes walk the cgroups with the BPF cgroup iterator, 0 when they list directories and read every file.",
+            "1 when the last scrape walked the cgroups with the BPF cgroup iterator (on at least one hierarchy), 0 when it listed directories and read every file.",
         )?;
         let family_source = IntGaugeVec::new(
             Opts::new(

@@ -378,7 +378,8 @@ impl Collector {
         self.iter = Some(st);
     }
 
-    /// Whether scrapes walk with the BPF cgroup iterator (on at least one hierarchy).
+    /// Whether the last scrape (or, before any, the linking) walked with the BPF
+    /// cgroup iterator on at least one hierarchy.
     pub fn iterator_up(&self) -> bool {
         self.metrics.iter_up.get() == 1
     }
@@ -415,13 +416,18 @@ impl Collector {
             .unwrap_or_else(Scratch::new);
         sc.reader.errors = [0; ErrorKind::ALL.len()];
         let want_ino = self.strategy.is_some();
+        let mut iter_walks = 0;
         let nodes = walk::walk(
             &self.sources,
             &self.config,
             want_ino,
             self.iter.as_ref(),
             &mut sc.reader,
+            &mut iter_walks,
         );
+        if self.iter.is_some() {
+            self.metrics.iter_up.set(i64::from(iter_walks > 0));
+        }
         let mut by_ino: HashMap<u64, usize> = HashMap::new();
         sc.samples.clear();
         let wanted: Vec<(String, Node)> = nodes
@@ -786,9 +792,16 @@ mod tests {
                 ..Config::default()
             };
             let c = Collector::new(h.clone(), cfg).unwrap();
-            walk::walk(&c.sources, &c.config, false, None, &mut FileReader::new())
-                .into_keys()
-                .collect::<Vec<_>>()
+            walk::walk(
+                &c.sources,
+                &c.config,
+                false,
+                None,
+                &mut FileReader::new(),
+                &mut 0,
+            )
+            .into_keys()
+            .collect::<Vec<_>>()
         };
         // `/app*` matches /app and all below it: the subtree is not even listed.
         let pruned = walked("/app*");

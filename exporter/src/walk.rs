@@ -100,10 +100,8 @@ fn iter_walk(
     let ino_here = want_ino && src.roles & ROLE_CPU != 0;
     for attempt in 0..2 {
         if link.is_none() {
-            if attempt == 0 {
-                return false;
-            }
-            // The subtree root was removed (and maybe made again): link anew.
+            // Not linked yet (the subtree root was missing), or its cgroup was
+            // removed (and maybe made again): link anew, else walk directories.
             *link = st.it.link(top(src, config)).ok();
         }
         let Some(l) = link.as_ref() else {
@@ -187,13 +185,15 @@ fn add_record(
 /// for the hierarchy root, else `/a/b`). Most cgroups are leaves: the walker tells
 /// them from their parent's listing and never opens them; an exclude pattern ending
 /// in `*` prunes its subtree; the subtree root missing on a hierarchy is not an
-/// error, other errors below it are counted.
+/// error, other errors below it are counted. `iter_walks` counts the sources walked
+/// with the cgroup iterator.
 pub(crate) fn walk(
     sources: &[Source],
     config: &Config,
     want_ino: bool,
     iter: Option<&IterState>,
     reader: &mut FileReader,
+    iter_walks: &mut usize,
 ) -> BTreeMap<String, Node> {
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let root_rel = root_rel(config);
@@ -201,6 +201,7 @@ pub(crate) fn walk(
         if let Some(st) = iter
             && iter_walk(st, si, src, config, want_ino, &mut nodes, reader)
         {
+            *iter_walks += 1;
             continue;
         }
         let ino_here = want_ino && src.roles & ROLE_CPU != 0;

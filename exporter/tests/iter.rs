@@ -229,3 +229,43 @@ fn iterator_scrape_equals_file_scrape() {
     }
     drop(t);
 }
+
+/// A subtree root missing when the iterator is set up is linked once it exists: its
+/// cgroups are walked by the iterator from the next scrape on.
+#[test]
+fn a_root_made_later_is_linked_then() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "runs as root");
+    let h = Hierarchy::detect().unwrap();
+    let name = format!("exporter-test-{}-late", std::process::id());
+    let config = Config {
+        cgroup_root: CgroupPath::new(&name).unwrap(),
+        ..Config::default()
+    };
+    let mut c = Collector::new(h.clone(), config).unwrap();
+    let object = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join(probes::BUILD_OBJECT);
+    c.set_iterator(CgroupIter::from_file(&object).load().unwrap());
+    assert!(!c.iterator_up(), "nothing to link yet");
+    let before = c.collect(Format::Text);
+    assert!(
+        before.contains("cgroup_exporter_ebpf_iterator_up 0\n"),
+        "{before}"
+    );
+    assert!(!before.contains(&format!("id=\"/{name}\"")));
+    let t = tree(&h, &name, 3);
+    let after = c.collect(Format::Text);
+    assert!(
+        after.contains("cgroup_exporter_ebpf_iterator_up 1\n"),
+        "{after}"
+    );
+    assert!(
+        after.contains(&format!(
+            "container_cpu_cfs_periods_total{{id=\"/{name}/c2\"}}"
+        )),
+        "{after}"
+    );
+    drop(t);
+}
