@@ -440,6 +440,12 @@ pub struct StatArgs {
     /// Print as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also show what the BPF cgroup iterator reads from the kernel's structs for it
+    /// on each hierarchy (CPU bandwidth counters, limits, cpuacct times, memory, OOM
+    /// kills, pids), the fast path of `cgctl top`. Needs root, kernel BTF and the
+    /// eBPF object.
+    #[arg(long)]
+    pub ebpf: bool,
 }
 
 /// `cgctl ls`.
@@ -484,4 +490,9 @@ pub struct TopArgs {
     /// Show cgroups at most this many levels below the top.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub depth: usize,
+    /// Read every cgroup's files instead of walking the tree with the BPF cgroup
+    /// iterator (which needs root, kernel BTF and the object of
+    /// `cargo xtask build-ebpf`; without them top reads the files anyway).
+    #[arg(long)]
+    pub no_ebpf: bool,
 }

@@ -410,6 +410,9 @@ struct StatReport {
     cpuset: Option<cgroupkit::CpusetStat>,
     hugetlb: Option<cgroupkit::HugetlbStat>,
     freezer: Option<cgroupkit::FreezerState>,
+    /// With `--ebpf`: the BPF cgroup iterator's reading of the kernel's structs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ebpf: Option<Vec<crate::top::KernelView>>,
 }
 
 /// Reads one section of `stat`: `None` where the cgroup does not span the controller
@@ -457,6 +460,17 @@ pub fn stat(a: StatArgs) -> Result<()> {
         hugetlb: section(&cg, Controller::Hugetlb, || cg.hugetlb_stat())?
             .filter(|s| !s.sizes.is_empty()),
         freezer: cg.freezer_state().ok(),
+        ebpf: if a.ebpf {
+            Some(crate::top::kernel_view(&h, &path).map_err(|e| {
+                Failure::new(
+                    errchain::chain(&e),
+                    "--ebpf needs root, kernel BTF (6.1+) and `cargo xtask build-ebpf` \
+                     (or PROBES_EBPF_OBJECT)",
+                )
+            })?)
+        } else {
+            None
+        },
     };
     if a.json {
         return print_json(&report);
@@ -585,6 +599,41 @@ fn print_stat(r: &StatReport) {
                 limit_str(s.max),
                 s.events_max
             );
+        }
+    }
+    for k in r.ebpf.iter().flatten() {
+        println!("  ebpf          {} (id {})", shown(&k.hierarchy), k.id);
+        if k.nr_periods.is_some() || k.period_usec.is_some() {
+            println!(
+                "    cpu         periods {}  throttled {}  throttled {} us  bursts {}  burst {} us  quota {} us / {} us  shares {}",
+                opt(k.nr_periods),
+                opt(k.nr_throttled),
+                opt(k.throttled_usec),
+                opt(k.nr_bursts),
+                opt(k.burst_usec),
+                opt(k.quota_usec),
+                opt(k.period_usec),
+                opt(k.shares)
+            );
+        }
+        if k.usage_usec.is_some() {
+            println!(
+                "    cpuacct     usage {} us  user {} us  system {} us",
+                opt(k.usage_usec),
+                opt(k.user_usec),
+                opt(k.system_usec)
+            );
+        }
+        if k.memory_bytes.is_some() {
+            println!(
+                "    memory      {} bytes of {}  oom kills {}",
+                opt(k.memory_bytes),
+                opt(k.memory_limit_bytes),
+                opt(k.oom_kills)
+            );
+        }
+        if let Some(p) = k.pids_current {
+            println!("    pids        {p}");
         }
     }
 }

@@ -34,7 +34,7 @@ const OBJECT_ENV: &str = "PROBES_EBPF_OBJECT";
 /// The eBPF object: `$PROBES_EBPF_OBJECT`, else where `cargo xtask build-ebpf` put it in
 /// the workspace this cgctl was built from (the first folder above cgctl's sources that
 /// has it; the VM lane copies only the object, not the workspace).
-fn ebpf_object() -> PathBuf {
+pub(crate) fn ebpf_object() -> PathBuf {
     if let Some(p) = std::env::var_os(OBJECT_ENV) {
         return PathBuf::from(p);
     }

@@ -834,22 +834,38 @@ fn top_shows_a_throttled_cgroup() {
         "--cgroup",
         &name,
     ]));
-    let text = ok(&run_cgctl(&[
-        "top",
-        &parent.name,
-        "--iterations",
-        "2",
-        "--interval",
-        "1s",
-        "--sort",
-        "throttled",
-    ]));
+    // The BPF cgroup iterator (the default; the object is built and we are root),
+    // then the files: the same row either way.
+    for extra in [None, Some("--no-ebpf")] {
+        let mut args = vec![
+            "top",
+            &parent.name,
+            "--iterations",
+            "2",
+            "--interval",
+            "1s",
+            "--sort",
+            "throttled",
+        ];
+        args.extend(extra);
+        let text = ok(&run_cgctl(&args));
+        let source = if extra.is_none() {
+            "source: BPF cgroup iterator\n"
+        } else {
+            "source: files (BPF cgroup iterator off: --no-ebpf)\n"
+        };
+        assert!(text.contains(source), "{source:?} in {text}");
+        top_row_is_throttled(&text, &name);
+    }
+}
+
+fn top_row_is_throttled(text: &str, name: &str) {
     eprintln!("[{}] top:\n{text}", lane());
     assert_eq!(text.matches("CGROUP").count(), 2, "two frames: {text}");
     let row = text
         .lines()
         .rev()
-        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .find(|l| l.split_whitespace().next() == Some(name))
         .unwrap_or_else(|| panic!("no row for {name}:\n{text}"));
     let cols: Vec<&str> = row.split_whitespace().collect();
     let cpu: f64 = cols[2].parse().unwrap();
@@ -905,4 +921,33 @@ fn events_streams_populated_changes() {
     assert_eq!(lines[0]["cgroup"], name.as_str());
     assert_eq!(lines[0]["event"]["populated"], true, "{text}");
     assert_eq!(lines[1]["event"]["populated"], false, "{text}");
+}
+
+/// `stat --ebpf` shows what the BPF cgroup iterator reads from the kernel's structs,
+/// and it agrees with the files `stat` shows.
+#[test]
+fn stat_ebpf_agrees_with_the_files() {
+    let parent = TestParent::new();
+    let name = parent.child("kview");
+    ok(&run_cgctl(&[
+        "create", &name, "--cpu", "0.5", "--memory", "100M", "--pids", "50",
+    ]));
+    let text = ok(&run_cgctl(&["stat", &name, "--ebpf", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let views = v["ebpf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ebpf section: {text}"));
+    let find = |key: &str| {
+        views
+            .iter()
+            .find_map(|k| k[key].as_u64())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    assert_eq!(find("quota_usec"), 50_000);
+    assert_eq!(find("period_usec"), 100_000);
+    assert_eq!(find("memory_limit_bytes"), 100 << 20);
+    assert_eq!(find("pids_current"), 0);
+    assert_eq!(find("nr_throttled"), 0);
+    let plain = ok(&run_cgctl(&["stat", &name]));
+    assert!(!plain.contains("ebpf"), "{plain}");
 }

@@ -2,7 +2,7 @@
 //! families and the exporter's self metrics, written from a scrape's samples.
 
 use probes::ThrottleStats;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::ErrorKind;
 use crate::expo::{Format, Kind, Value, header, series};
@@ -17,6 +17,8 @@ pub(crate) struct SelfMetrics {
     pub errors: IntCounterVec,
     pub ebpf_up: IntGauge,
     pub in_flight: IntGauge,
+    pub iter_up: IntGauge,
+    pub family_source: IntGaugeVec,
 }
 
 impl SelfMetrics {
@@ -58,15 +60,72 @@ impl SelfMetrics {
         for k in ErrorKind::ALL {
             errors.with_label_values(&[k.label()]);
         }
-        Ok(SelfMetrics {
+        let iter_up = IntGauge::new(
+            "cgroup_exporter_ebpf_iterator_up",
+            "1 when the last scrape walked the cgroups with the BPF cgroup iterator (on at least one hierarchy), 0 when it listed directories and read every file.",
+        )?;
+        let family_source = IntGaugeVec::new(
+            Opts::new(
+                "cgroup_exporter_family_source",
+                "1 for where a cgroup metric family is read from: source=\"ebpf_iterator\" (the BPF cgroup iterator) or source=\"file\" (cgroup files; values the kernel keeps in rstat, cgroup.procs and PSI always are).",
+            ),
+            &["family", "source"],
+        )?;
+        registry.register(Box::new(iter_up.clone()))?;
+        registry.register(Box::new(family_source.clone()))?;
+        let m = SelfMetrics {
             registry,
             duration,
             cgroups,
             errors,
             ebpf_up,
             in_flight,
-        })
+            iter_up,
+            family_source,
+        };
+        for (family, _) in sources(false, false, false) {
+            m.set_source(family, false);
+        }
+        Ok(m)
     }
+
+    /// Records that `family` is read by the iterator (`ebpf`) or from files.
+    pub fn set_source(&self, family: &str, ebpf: bool) {
+        self.family_source
+            .with_label_values(&[family, "ebpf_iterator"])
+            .set(i64::from(ebpf));
+        self.family_source
+            .with_label_values(&[family, "file"])
+            .set(i64::from(!ebpf));
+    }
+}
+
+/// Each cgroup family and whether the BPF cgroup iterator supplies it, given that
+/// it walks the hierarchies of cpu, (v1) cpuacct and memory.
+pub(crate) fn sources(cpu: bool, cpuacct: bool, memory: bool) -> Vec<(&'static str, bool)> {
+    FAMILIES
+        .iter()
+        .map(|(name, ..)| {
+            let ebpf = match *name {
+                "container_cpu_usage_seconds_total"
+                | "container_cpu_user_seconds_total"
+                | "container_cpu_system_seconds_total" => cpuacct,
+                "container_cpu_cfs_periods_total"
+                | "container_cpu_cfs_throttled_periods_total"
+                | "container_cpu_cfs_throttled_seconds_total"
+                | "container_cpu_cfs_burst_periods_total"
+                | "container_cpu_cfs_burst_seconds_total"
+                | "container_spec_cpu_quota"
+                | "container_spec_cpu_period"
+                | "container_spec_cpu_shares" => cpu,
+                "container_memory_usage_bytes"
+                | "container_spec_memory_limit_bytes"
+                | "container_oom_events_total" => memory,
+                _ => false,
+            };
+            (*name, ebpf)
+        })
+        .collect()
 }
 
 /// The probe's families: events counter and the duration histogram (log2 buckets of
@@ -319,6 +378,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "cgroup_exporter_read_errors_total",
     "cgroup_exporter_ebpf_probe_up",
     "cgroup_exporter_scrapes_in_flight",
+    "cgroup_exporter_ebpf_iterator_up",
+    "cgroup_exporter_family_source",
 ];
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! path into one `id` label set) with cgroupkit's walker, reads each cgroup's files
 //! with cgroupkit's reader (to the end of each file: `cgroup.procs` of a busy cgroup
 //! spans several `read(2)` calls), and writes the exposition text directly into one
-//! buffer. Scrapes may run at once from several threads (`collect` takes `&self`).
+//! buffer. With [`Collector::set_iterator`], the hierarchies are walked by the BPF
+//! cgroup iterator of `probes::iter` instead (one `read(2)` each), and the values it
+//! reads from the kernel's structs replace the files they come from; the output is
+//! the same. Scrapes may run at once from several threads (`collect` takes `&self`).
 //! Nothing is polled
 //! in the background: a cgroup made just now is on the next scrape, one removed (even
 //! mid-scrape) drops out without an error, and malformed or unreadable files count as
@@ -40,6 +43,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cgroupkit::{CgroupPath, Controller, Hierarchy, Layout, Mount, Version};
+use probes::iter::CgroupIter;
 use probes::{HIST_BUCKETS, Probe, Strategy, ThrottleStats, bucket_low_usec};
 
 pub use expo::Format;
@@ -49,7 +53,8 @@ use families::{SelfMetrics, write_families, write_throttle_families};
 pub use pattern::Pattern;
 use read::{FileReader, Sample};
 use walk::{
-    MULTI_FILE_ROLES, Node, ROLE_CPU, ROLE_CPUACCT, ROLE_MEMORY, ROLE_PROCS, ROLE_PSI, Source,
+    IterState, MULTI_FILE_ROLES, Node, ROLE_CPU, ROLE_CPUACCT, ROLE_MEMORY, ROLE_PROCS, ROLE_PSI,
+    Source,
 };
 
 /// Errors of this crate.
@@ -122,11 +127,38 @@ pub struct Config {
     /// (`/system.slice*`) also matches every descendant, so the walk skips that whole
     /// subtree without listing it; other patterns drop only the cgroups they match.
     pub exclude: Vec<Pattern>,
+    /// Metric groups not to export (nor read): as cAdvisor's `--disable_metrics`,
+    /// whose default set leaves out `process`.
+    pub disable: Vec<MetricGroup>,
     /// Threads that read cgroup files during a scrape (at least 1). Reading is
     /// kernel work (open, seq_file show, close) that scales with cores; a scrape of
     /// fewer than [`PARALLEL_MIN`] cgroups stays on one thread. `None`: the number of
     /// CPUs this process may use, at most 4, so a node's workloads keep their cores.
     pub threads: Option<usize>,
+}
+
+/// A group of metric families that can be left out ([`Config::disable`]): each costs
+/// file reads per cgroup at every scrape that the BPF cgroup iterator cannot replace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricGroup {
+    /// `container_processes` (`cgroup.procs`, one file per cgroup). cAdvisor leaves it
+    /// out by default.
+    Process,
+    /// `container_pressure_*` (three PSI files per cgroup). cAdvisor 0.38 has none.
+    Pressure,
+}
+
+impl std::str::FromStr for MetricGroup {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "process" | "processes" => Ok(MetricGroup::Process),
+            "pressure" | "psi" => Ok(MetricGroup::Pressure),
+            _ => Err(format!(
+                "unknown metric group {s:?}: use process or pressure"
+            )),
+        }
+    }
 }
 
 /// Below this many cgroups a scrape reads on the calling thread only.
@@ -138,6 +170,10 @@ impl Config {
         self.threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
             .max(1)
+    }
+
+    fn exports(&self, g: MetricGroup) -> bool {
+        !self.disable.contains(&g)
     }
 
     fn wants(&self, id: &str) -> bool {
@@ -180,6 +216,7 @@ pub struct Collector {
     pool: Mutex<Vec<Scratch>>,
     probe: Mutex<Option<Probe>>,
     strategy: Option<Strategy>,
+    iter: Option<IterState>,
     metrics: SelfMetrics,
     /// `le` labels of the throttle histogram: bucket i ends at 2^(i+1) us.
     le: Vec<String>,
@@ -262,15 +299,19 @@ impl Collector {
         if let Some(m) = h.mount_for(Controller::Memory) {
             add(m, ROLE_MEMORY);
         }
-        match h.mount_for(Controller::Pids).or(cpu) {
-            Some(m) => add(m, ROLE_PROCS),
-            None => {
-                if let Some(m) = h.mounts().first() {
-                    add(m, ROLE_PROCS);
+        if config.exports(MetricGroup::Process) {
+            match h.mount_for(Controller::Pids).or(cpu) {
+                Some(m) => add(m, ROLE_PROCS),
+                None => {
+                    if let Some(m) = h.mounts().first() {
+                        add(m, ROLE_PROCS);
+                    }
                 }
             }
         }
-        if let Some(u) = h.unified() {
+        if config.exports(MetricGroup::Pressure)
+            && let Some(u) = h.unified()
+        {
             add(u, ROLE_PSI);
         }
         let metrics = SelfMetrics::new().map_err(Error::SelfMetrics)?;
@@ -288,6 +329,7 @@ impl Collector {
             pool: Mutex::new(Vec::new()),
             probe: Mutex::new(None),
             strategy: None,
+            iter: None,
             metrics,
             le,
             last_len: AtomicUsize::new(0),
@@ -308,6 +350,50 @@ impl Collector {
         self.strategy = Some(probe.strategy());
         *self.probe.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(probe);
         self.metrics.ebpf_up.set(1);
+    }
+
+    /// Walks the cgroups with the BPF cgroup iterator from now on (one `read(2)` per
+    /// hierarchy instead of listing directories) and takes from it the values it
+    /// covers instead of reading their files: CPU bandwidth counters, quota, period
+    /// and shares/weight, v1 cpuacct times, memory usage (not a v1 root's), limit
+    /// and OOM kills. Hierarchies it cannot link to (the subtree root missing now)
+    /// and walks that fail (counted as `ebpf` read errors) fall back to directories
+    /// and files; the output is the same either way. `cgroup_exporter_ebpf_iterator_up`
+    /// and `cgroup_exporter_family_source` say which is in use.
+    pub fn set_iterator(&mut self, it: CgroupIter) {
+        let st = IterState::new(it, &self.sources, &self.config);
+        let linked: Vec<bool> = st
+            .links
+            .iter()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).is_some())
+            .collect();
+        self.metrics
+            .iter_up
+            .set(i64::from(linked.iter().any(|&l| l)));
+        let from_iter = |role: u8| {
+            self.sources
+                .iter()
+                .zip(&linked)
+                .any(|(s, &l)| l && s.roles & role != 0)
+        };
+        let v2_cpu = self
+            .sources
+            .iter()
+            .any(|s| s.roles & ROLE_CPU != 0 && s.version == Version::V2);
+        for (family, ebpf) in families::sources(
+            from_iter(ROLE_CPU),
+            from_iter(ROLE_CPUACCT) && !v2_cpu,
+            from_iter(ROLE_MEMORY),
+        ) {
+            self.metrics.set_source(family, ebpf);
+        }
+        self.iter = Some(st);
+    }
+
+    /// Whether the last scrape (or, before any, the linking) walked with the BPF
+    /// cgroup iterator on at least one hierarchy.
+    pub fn iterator_up(&self) -> bool {
+        self.metrics.iter_up.get() == 1
     }
 
     /// How the attached probe attached, if one is.
@@ -345,7 +431,18 @@ impl Collector {
             .unwrap_or_else(Scratch::new);
         sc.reader.errors = [0; ErrorKind::ALL.len()];
         let want_ino = self.strategy.is_some();
-        let nodes = walk::walk(&self.sources, &self.config, want_ino, &mut sc.reader);
+        let mut iter_walks = 0;
+        let nodes = walk::walk(
+            &self.sources,
+            &self.config,
+            want_ino,
+            self.iter.as_ref(),
+            &mut sc.reader,
+            &mut iter_walks,
+        );
+        if self.iter.is_some() {
+            self.metrics.iter_up.set(i64::from(iter_walks > 0));
+        }
         let mut by_ino: HashMap<u64, usize> = HashMap::new();
         sc.samples.clear();
         let wanted: Vec<(String, Node)> = nodes
@@ -402,9 +499,18 @@ impl Collector {
     fn read_all(&self, sc: &mut Scratch, wanted: &[(String, Node)]) -> Vec<Option<Sample>> {
         let threads = self.config.threads();
         let sources = &self.sources;
+        let procs = self.config.exports(MetricGroup::Process);
         let one = |reader: &mut FileReader, part: &[(String, Node)]| -> Vec<Option<Sample>> {
             part.iter()
-                .map(|(id, node)| read_node(sources, reader, if id == "/" { "" } else { id }, node))
+                .map(|(id, node)| {
+                    read_node(
+                        sources,
+                        reader,
+                        if id == "/" { "" } else { id },
+                        node,
+                        procs,
+                    )
+                })
                 .collect()
         };
         if threads == 1 || wanted.len() < PARALLEL_MIN {
@@ -476,22 +582,53 @@ fn read_node(
     reader: &mut FileReader,
     rel: &str,
     node: &Node,
+    want_procs: bool,
 ) -> Option<Sample> {
     let mut s = Sample::default();
     let mut dir = String::with_capacity(128);
     let on = |si: usize| node.present & (1 << si) != 0;
     // Processes first: cgroup.procs exists in every cgroup directory, so a miss
-    // there means the cgroup is gone.
+    // there means the cgroup is gone. (Without the process group, a cgroup gone
+    // meanwhile shows no series: its reads all miss.)
     let procs = sources
         .iter()
         .enumerate()
         .find(|(si, src)| on(*si) && src.roles & ROLE_PROCS != 0)
-        .or_else(|| sources.iter().enumerate().find(|(si, _)| on(*si)));
-    if let Some((_, src)) = procs {
+        .or_else(|| sources.iter().enumerate().find(|(si, _)| on(*si)))
+        .filter(|_| want_procs);
+    // How many files a source's directory is read for: an O_PATH fd of it (one path
+    // walk, then a lookup of one name per file) pays off from two files on. With the
+    // iterator, a v1 cpu or cpuacct directory has none left and a memory one only
+    // memory.stat.
+    let files_in = |si: usize, src: &Source| -> u32 {
+        let iter = node.iter & (1 << si) != 0;
+        let mut n = 0;
+        if src.roles & ROLE_PROCS != 0 && want_procs {
+            n += 1;
+        }
+        if src.roles & ROLE_CPU != 0 {
+            n += match (iter, src.version) {
+                (true, Version::V1) => 0,
+                (true, Version::V2) => 1,
+                (false, _) => 4,
+            };
+        }
+        if src.roles & ROLE_CPUACCT != 0 && !(iter && node.vals.cpu_usage.is_some()) {
+            n += 2;
+        }
+        if src.roles & ROLE_MEMORY != 0 {
+            n += if iter { 1 } else { 4 };
+        }
+        if src.roles & ROLE_PSI != 0 {
+            n += 3;
+        }
+        n
+    };
+    if let Some((si, src)) = procs {
         dir.clear();
         dir.push_str(&src.mount_point);
         dir.push_str(rel);
-        if src.roles & MULTI_FILE_ROLES != 0 {
+        if src.roles & MULTI_FILE_ROLES != 0 && files_in(si, src) > 1 {
             reader.enter(&dir);
         }
         match reader.processes(&dir) {
@@ -506,17 +643,30 @@ fn read_node(
         dir.clear();
         dir.push_str(&src.mount_point);
         dir.push_str(rel);
-        if src.roles & MULTI_FILE_ROLES != 0 {
+        if src.roles & MULTI_FILE_ROLES != 0 && files_in(si, src) > 1 {
             reader.enter(&dir);
         }
+        // The cgroup iterator walked this source: its values replace the files.
+        let iv = (node.iter & (1 << si) != 0).then_some(&node.vals);
+        let root = rel.is_empty();
         if src.roles & ROLE_CPU != 0 {
-            reader.cpu(&dir, src.version, &mut s);
+            match iv {
+                Some(v) => reader.cpu_iter(&dir, src.version, v, root, &mut s),
+                None => reader.cpu(&dir, src.version, &mut s),
+            }
         }
         if src.roles & ROLE_CPUACCT != 0 {
-            reader.cpuacct(&dir, &mut s);
+            match iv.and_then(|v| v.cpu_usage) {
+                Some(u) => {
+                    s.usage_usec = Some(u.usage_ns / 1000);
+                    s.user_usec = Some(u.user_ns / 1000);
+                    s.system_usec = Some(u.system_ns / 1000);
+                }
+                None => reader.cpuacct(&dir, &mut s),
+            }
         }
         if src.roles & ROLE_MEMORY != 0 {
-            reader.memory(&dir, src.version, &mut s);
+            reader.memory(&dir, src.version, iv.map(|v| (v, root)), &mut s);
         }
         if src.roles & ROLE_PSI != 0 {
             reader.pressure(&dir, &mut s);
@@ -657,9 +807,16 @@ mod tests {
                 ..Config::default()
             };
             let c = Collector::new(h.clone(), cfg).unwrap();
-            walk::walk(&c.sources, &c.config, false, &mut FileReader::new())
-                .into_keys()
-                .collect::<Vec<_>>()
+            walk::walk(
+                &c.sources,
+                &c.config,
+                false,
+                None,
+                &mut FileReader::new(),
+                &mut 0,
+            )
+            .into_keys()
+            .collect::<Vec<_>>()
         };
         // `/app*` matches /app and all below it: the subtree is not even listed.
         let pruned = walked("/app*");
@@ -721,6 +878,29 @@ mod tests {
         // The malformed memory.stat of /app is counted once, whichever thread read it.
         assert_eq!(one_err, three_err);
         assert!(one_err.is_some());
+    }
+
+    #[test]
+    fn disabled_groups_are_neither_read_nor_exported() {
+        let (_t, h) = fake_host();
+        let cfg = Config {
+            disable: vec![MetricGroup::Process, MetricGroup::Pressure],
+            ..Config::default()
+        };
+        let c = Collector::new(h, cfg).unwrap();
+        // The pids and unified trees are not walked at all.
+        assert!(
+            c.sources
+                .iter()
+                .all(|s| s.roles & (ROLE_PROCS | ROLE_PSI) == 0)
+        );
+        assert_eq!(c.sources.len(), 3, "{:?}", c.sources);
+        let out = c.collect(Format::Text);
+        assert!(!out.contains("\ncontainer_processes{"), "{out}");
+        assert!(!out.contains("\ncontainer_pressure_"), "{out}");
+        assert!(out.contains("container_cpu_cfs_throttled_periods_total{id=\"/app\"} 21\n"));
+        assert!("psi".parse::<MetricGroup>() == Ok(MetricGroup::Pressure));
+        assert!("disk".parse::<MetricGroup>().is_err());
     }
 
     #[test]

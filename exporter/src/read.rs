@@ -18,6 +18,7 @@ use cgroupkit::psi::{Pressure, PsiResource};
 use cgroupkit::{CpuQuota, CpuStat, MemoryEvents, Version};
 
 use crate::ErrorKind;
+use crate::walk::IterVals;
 
 /// What one cgroup's files said. `None`: the file or field is absent here.
 #[derive(Clone, Debug, Default)]
@@ -155,6 +156,55 @@ impl FileReader {
         }
     }
 
+    /// What [`cpu`](FileReader::cpu) reads, with the cgroup iterator's values `iv` in
+    /// place of the files they cover: everything on v1; on v2 all but the usage
+    /// fields of cpu.stat (kept in rstat: the file is read for them). `root`: the
+    /// hierarchy's root (no cpu.max nor cpu.weight on v2).
+    pub fn cpu_iter(
+        &mut self,
+        dir: &str,
+        version: Version,
+        iv: &IterVals,
+        root: bool,
+        s: &mut Sample,
+    ) {
+        if version == Version::V2 {
+            let p = Path::new(CPU_STAT);
+            if let Some(st) = self.get(dir, CPU_STAT, |t| CpuStat::parse_v2(t, p).ok()) {
+                s.usage_usec = st.usage_usec;
+                s.user_usec = st.user_usec;
+                s.system_usec = st.system_usec;
+            }
+        }
+        if let Some(bw) = iv.bandwidth {
+            if version == Version::V1 || bw.nr_periods > 0 || bw.nr_throttled > 0 {
+                s.nr_periods = Some(bw.nr_periods);
+                s.nr_throttled = Some(bw.nr_throttled);
+                s.throttled_usec = Some(bw.throttled_ns / 1000);
+            }
+            if let Some((n, ns)) = bw.bursts {
+                s.nr_bursts = Some(n);
+                s.burst_usec = Some(ns / 1000);
+            }
+        }
+        let Some(lim) = iv.cpu_limits.filter(|_| version == Version::V1 || !root) else {
+            return;
+        };
+        s.quota_usec = lim.quota_ns.map(|q| q / 1000);
+        s.period_usec = Some(lim.period_ns / 1000);
+        match version {
+            Version::V2 => {
+                if s.nr_periods.is_none() {
+                    s.nr_periods = Some(0);
+                    s.nr_throttled = Some(0);
+                    s.throttled_usec = Some(0);
+                }
+                s.shares = Some(weight_to_shares(lim.weight()));
+            }
+            Version::V1 => s.shares = Some(lim.shares()),
+        }
+    }
+
     /// cpu.stat (usage on v2, throttling and bursts on both), quota, period, shares.
     pub fn cpu(&mut self, dir: &str, version: Version, s: &mut Sample) {
         let p = Path::new(CPU_STAT);
@@ -228,12 +278,28 @@ impl FileReader {
     }
 
     /// Usage, working set, rss, cache, limit and OOM kills, as cAdvisor defines them.
-    pub fn memory(&mut self, dir: &str, version: Version, s: &mut Sample) {
+    /// With the cgroup iterator's values (`iv`, and whether this is the hierarchy's
+    /// `root`), only memory.stat is read (rstat), and the usage of a v1 root (which
+    /// the kernel computes from global counters, not the root's page counter).
+    pub fn memory(
+        &mut self,
+        dir: &str,
+        version: Version,
+        iv: Option<(&IterVals, bool)>,
+        s: &mut Sample,
+    ) {
         let (usage_file, limit_file) = match version {
             Version::V2 => (MEMORY_CURRENT, MEMORY_MAX),
             Version::V1 => (USAGE_IN_BYTES, LIMIT_IN_BYTES),
         };
-        s.mem_usage = self.get(dir, usage_file, parse_u64);
+        // v2 has no memory.current, memory.max nor memory.events at the root.
+        let iv = iv.map(|(v, root)| (v, root, version == Version::V2 && root));
+        s.mem_usage = match iv {
+            Some((v, root, v2root)) if !(root && version == Version::V1) => {
+                v.memory.filter(|_| !v2root).map(|m| m.usage_bytes)
+            }
+            _ => self.get(dir, usage_file, parse_u64),
+        };
         // v1 counts the whole subtree in the total_* keys, as usage_in_bytes does.
         let (rss_key, cache_key, inactive_key) = match version {
             Version::V2 => ("anon", "file", "inactive_file"),
@@ -251,6 +317,14 @@ impl FileReader {
             s.mem_rss = rss;
             s.mem_cache = cache;
             s.mem_working_set = s.mem_usage.map(|u| u.saturating_sub(inactive.unwrap_or(0)));
+        }
+        if let Some((v, _, v2root)) = iv {
+            s.mem_limit = v.memory.filter(|_| !v2root).map(|m| match m.limit_bytes {
+                Some(n) if n < UNLIMITED_THRESHOLD => n,
+                _ => 0,
+            });
+            s.oom_kills = v.oom_kills.filter(|_| !v2root);
+            return;
         }
         s.mem_limit = self.get(dir, limit_file, |t| match t.trim() {
             "max" => Some(0),
@@ -333,7 +407,7 @@ mod tests {
         ]);
         let mut r = FileReader::new();
         let mut s = Sample::default();
-        r.memory(d.path().to_str().unwrap(), Version::V1, &mut s);
+        r.memory(d.path().to_str().unwrap(), Version::V1, None, &mut s);
         assert_eq!(s.mem_usage, Some(1_000_000));
         assert_eq!(s.mem_working_set, Some(999_900));
         assert_eq!((s.mem_rss, s.mem_cache), (Some(600), Some(300)));
@@ -360,7 +434,7 @@ mod tests {
         let mut r = FileReader::new();
         let mut s = Sample::default();
         r.cpu(dir, Version::V2, &mut s);
-        r.memory(dir, Version::V2, &mut s);
+        r.memory(dir, Version::V2, None, &mut s);
         r.pressure(dir, &mut s);
         assert_eq!(r.errors[ErrorKind::Parse.index()], 10);
         assert_eq!(s.nr_periods, None);
@@ -381,7 +455,7 @@ mod tests {
         assert_eq!(r.processes(dir), Err(Miss::Gone));
         r.cpu(dir, Version::V1, &mut s);
         r.cpuacct(dir, &mut s);
-        r.memory(dir, Version::V1, &mut s);
+        r.memory(dir, Version::V1, None, &mut s);
         r.pressure(dir, &mut s);
         assert_eq!(r.errors, [0; ErrorKind::ALL.len()]);
     }

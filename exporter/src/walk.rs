@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use cgroupkit::Version;
 use cgroupkit::walk::{Visit, Walk};
+use probes::iter::{Bandwidth, CgroupIter, CgroupStats, CpuLimits, CpuUsage, IterLink, Memory};
 
-use crate::Config;
 use crate::read::FileReader;
+use crate::{Config, ErrorKind};
 
 pub(crate) const ROLE_CPU: u8 = 1;
 pub(crate) const ROLE_CPUACCT: u8 = 2;
@@ -32,26 +33,177 @@ pub(crate) struct Source {
 pub(crate) struct Node {
     pub present: u32,
     pub cpu_ino: Option<u64>,
+    /// Sources (bits as in `present`) whose walk was the BPF cgroup iterator: their
+    /// values in `vals` replace the files they cover.
+    pub iter: u32,
+    pub vals: IterVals,
+}
+
+/// What the cgroup iterator gave for one cgroup, merged over the sources (each
+/// source serves different controllers).
+#[derive(Debug, Default)]
+pub(crate) struct IterVals {
+    pub bandwidth: Option<Bandwidth>,
+    pub cpu_limits: Option<CpuLimits>,
+    pub cpu_usage: Option<CpuUsage>,
+    pub memory: Option<Memory>,
+    pub oom_kills: Option<u64>,
+}
+
+/// The loaded cgroup iterator and its link per source (`None`: that source is walked
+/// through directories, e.g. the subtree root was missing when the links were made).
+#[derive(Debug)]
+pub(crate) struct IterState {
+    pub it: CgroupIter,
+    pub links: Vec<std::sync::Mutex<Option<IterLink>>>,
+}
+
+impl IterState {
+    /// Links `it` to every source's subtree root that exists now.
+    pub fn new(it: CgroupIter, sources: &[Source], config: &Config) -> IterState {
+        let links = sources
+            .iter()
+            .map(|src| std::sync::Mutex::new(it.link(top(src, config)).ok()))
+            .collect();
+        IterState { it, links }
+    }
+}
+
+fn root_rel(config: &Config) -> String {
+    if config.cgroup_root.is_root() {
+        String::new()
+    } else {
+        format!("/{}", config.cgroup_root.as_str())
+    }
+}
+
+fn top(src: &Source, config: &Config) -> String {
+    format!("{}{}", src.mount_point, root_rel(config))
+}
+
+/// Walks source `si` with the iterator: false when it cannot (no link, or the walk
+/// failed: counted), and the caller walks the directories instead.
+fn iter_walk(
+    st: &IterState,
+    si: usize,
+    src: &Source,
+    config: &Config,
+    want_ino: bool,
+    nodes: &mut BTreeMap<String, Node>,
+    reader: &mut FileReader,
+) -> bool {
+    let Some(slot) = st.links.get(si) else {
+        return false;
+    };
+    let mut link = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let root_rel = root_rel(config);
+    let ino_here = want_ino && src.roles & ROLE_CPU != 0;
+    for attempt in 0..2 {
+        if link.is_none() {
+            // Not linked yet (the subtree root was missing), or its cgroup was
+            // removed (and maybe made again): link anew, else walk directories.
+            *link = st.it.link(top(src, config)).ok();
+        }
+        let Some(l) = link.as_ref() else {
+            return false;
+        };
+        // Pruned subtrees, as the directory walk skips them (pre-order: a pruned
+        // cgroup comes before its descendants).
+        let mut pruned: Vec<String> = Vec::new();
+        let mut seen = 0usize;
+        // Each record is merged as it comes: no list of a whole walk is kept.
+        let res = st.it.walk_with(l, |s| {
+            seen += 1;
+            add_record(nodes, &mut pruned, s, si, src, config, &root_rel, ino_here);
+        });
+        match res {
+            Ok(()) if seen == 0 && attempt == 0 => *link = None,
+            Ok(()) => break,
+            Err(_) => {
+                reader.errors[ErrorKind::Ebpf.index()] += 1;
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Merges one record of the iterator's walk of source `si` into `nodes`.
+#[allow(clippy::too_many_arguments)] // the walk's state, passed down from iter_walk
+fn add_record(
+    nodes: &mut BTreeMap<String, Node>,
+    pruned: &mut Vec<String>,
+    s: CgroupStats,
+    si: usize,
+    src: &Source,
+    config: &Config,
+    root_rel: &str,
+    ino_here: bool,
+) {
+    let depth = if s.path.is_empty() {
+        0
+    } else {
+        s.path.split('/').count()
+    };
+    if config.max_depth.is_some_and(|d| depth > d) {
+        return;
+    }
+    let mut rel = String::with_capacity(root_rel.len() + 1 + s.path.len());
+    rel.push_str(root_rel);
+    if !s.path.is_empty() {
+        rel.push('/');
+        rel.push_str(&s.path);
+    }
+    if pruned
+        .iter()
+        .any(|p| rel.starts_with(p.as_str()) && rel[p.len()..].starts_with('/'))
+    {
+        return;
+    }
+    if config.prunes(if rel.is_empty() { "/" } else { &rel }) {
+        pruned.push(rel.clone());
+    }
+    mark(nodes, rel.clone(), si, ino_here.then_some(s.id));
+    if let Some(n) = nodes.get_mut(&rel) {
+        n.iter |= 1 << si;
+        let v = &mut n.vals;
+        if src.roles & ROLE_CPU != 0 {
+            v.bandwidth = s.bandwidth;
+            v.cpu_limits = s.cpu_limits;
+        }
+        if src.roles & ROLE_CPUACCT != 0 {
+            v.cpu_usage = s.cpu_usage;
+        }
+        if src.roles & ROLE_MEMORY != 0 {
+            v.memory = s.memory;
+            v.oom_kills = s.oom_kills;
+        }
+    }
 }
 
 /// Walks every source from the configured subtree, merging by relative path (`""`
 /// for the hierarchy root, else `/a/b`). Most cgroups are leaves: the walker tells
 /// them from their parent's listing and never opens them; an exclude pattern ending
 /// in `*` prunes its subtree; the subtree root missing on a hierarchy is not an
-/// error, other errors below it are counted.
+/// error, other errors below it are counted. `iter_walks` counts the sources walked
+/// with the cgroup iterator.
 pub(crate) fn walk(
     sources: &[Source],
     config: &Config,
     want_ino: bool,
+    iter: Option<&IterState>,
     reader: &mut FileReader,
+    iter_walks: &mut usize,
 ) -> BTreeMap<String, Node> {
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-    let root_rel = if config.cgroup_root.is_root() {
-        String::new()
-    } else {
-        format!("/{}", config.cgroup_root.as_str())
-    };
+    let root_rel = root_rel(config);
     for (si, src) in sources.iter().enumerate() {
+        if let Some(st) = iter
+            && iter_walk(st, si, src, config, want_ino, &mut nodes, reader)
+        {
+            *iter_walks += 1;
+            continue;
+        }
         let ino_here = want_ino && src.roles & ROLE_CPU != 0;
         let top = format!("{}{root_rel}", src.mount_point);
         // The subtree root missing on this hierarchy: nothing to export there.

@@ -619,6 +619,41 @@ impl Btf {
         })
     }
 
+    /// The value of enumerator `name` (e.g. `cpu_cgrp_id` of `enum cgroup_subsys_id`),
+    /// searched in every enum of the BTF; `None` when no enum has it.
+    pub fn enum_value(&self, name: &str) -> Result<Option<i64>> {
+        for id in 1..self.offsets.len() {
+            let id = u32::try_from(id).map_err(|_| malformed("too many types"))?;
+            let t = self.entry(id)?;
+            let width = match t.kind {
+                Kind::Enum => 8,
+                Kind::Enum64 => 12,
+                _ => continue,
+            };
+            for i in 0..t.vlen {
+                let at = t.extra + width * i;
+                let trunc = || malformed(format!("enumerator {i} of type {id} truncated"));
+                let name_off = u32_at(self.tdata(), at).ok_or_else(trunc)?;
+                if self.str_at(name_off)? != name {
+                    continue;
+                }
+                let lo = u32_at(self.tdata(), at + 4).ok_or_else(trunc)?;
+                return Ok(Some(if t.kind == Kind::Enum {
+                    // Signed unless kind_flag says unsigned; ids and indices are small.
+                    if t.kind_flag {
+                        i64::from(lo)
+                    } else {
+                        i64::from(lo as i32)
+                    }
+                } else {
+                    let hi = u32_at(self.tdata(), at + 8).ok_or_else(trunc)?;
+                    ((u64::from(hi) << 32) | u64::from(lo)) as i64
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// The return type id of function `name` (0 for void).
     pub fn func_return_type(&self, name: &str) -> Result<u32> {
         let f = self
@@ -873,6 +908,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn enum_values() {
+        let mut b = Builder::new();
+        let n1 = b.s("cpuset_cgrp_id");
+        let n2 = b.s("cpu_cgrp_id");
+        let id = b.head("cgroup_subsys_id", 6, 2, false, 4);
+        for (n, v) in [(n1, 0u32), (n2, 1u32)] {
+            b.types.extend_from_slice(&n.to_le_bytes());
+            b.types.extend_from_slice(&v.to_le_bytes());
+        }
+        let _ = id;
+        let btf = Btf::parse_owned(b.build()).unwrap();
+        assert_eq!(btf.enum_value("cpu_cgrp_id").unwrap(), Some(1));
+        assert_eq!(btf.enum_value("cpuset_cgrp_id").unwrap(), Some(0));
+        assert_eq!(btf.enum_value("memory_cgrp_id").unwrap(), None);
     }
 
     #[test]

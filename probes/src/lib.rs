@@ -43,7 +43,9 @@
 
 pub mod btf;
 mod cgroups;
+pub mod iter;
 mod offsets;
+mod stub;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -146,6 +148,25 @@ pub enum Error {
     /// cgroup hierarchy detection failed (paths cannot be resolved).
     #[error(transparent)]
     Cgroup(#[from] cgroupkit::Error),
+    /// The cgroup iterator could not be loaded, linked or read.
+    #[error("cgroup iterator: cannot {what}: {reason}")]
+    Iter {
+        /// What was attempted.
+        what: &'static str,
+        /// Why, with the kernel's answer.
+        reason: String,
+    },
+    /// A walk met more cgroups than the records map holds.
+    #[error(
+        "cgroup iterator: the walk met {cgroups} cgroups but the records map holds \
+         {capacity}: load it with a larger capacity (CgroupIterBuilder::capacity)"
+    )]
+    IterCapacity {
+        /// Records the map holds.
+        capacity: u32,
+        /// Cgroups the walk met.
+        cgroups: u64,
+    },
     /// Reading a program's run statistics, or enabling them, failed.
     #[error("eBPF program statistics ({what}): {reason}")]
     Stats {
@@ -209,6 +230,22 @@ enum Object {
     Bytes(Cow<'static, [u8]>),
 }
 
+impl Object {
+    /// The object's bytes.
+    fn read(self) -> Result<Cow<'static, [u8]>> {
+        match self {
+            Object::Bytes(b) => Ok(b),
+            Object::File(path) => match std::fs::read(&path) {
+                Ok(b) => Ok(Cow::Owned(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(Error::ObjectNotFound { path })
+                }
+                Err(source) => Err(Error::ObjectRead { path, source }),
+            },
+        }
+    }
+}
+
 /// Options of [`Probe`] loading; made by [`Probe::from_file`] or [`Probe::from_bytes`].
 #[derive(Clone, Debug)]
 pub struct ProbeBuilder {
@@ -266,16 +303,7 @@ impl ProbeBuilder {
         if self.stats_capacity == 0 {
             return Err(Error::ZeroCapacity);
         }
-        let object: Cow<'static, [u8]> = match self.object {
-            Object::Bytes(b) => b,
-            Object::File(path) => match std::fs::read(&path) {
-                Ok(b) => Cow::Owned(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Error::ObjectNotFound { path });
-                }
-                Err(source) => return Err(Error::ObjectRead { path, source }),
-            },
-        };
+        let object = self.object.read()?;
         if !privileged() {
             return Err(Error::NotPrivileged);
         }
@@ -310,7 +338,10 @@ impl ProbeBuilder {
 
         let mut failures: Vec<(Strategy, String)> = Vec::new();
         for (s, offsets) in resolved {
-            match offsets.and_then(|o| attach(&object, self.stats_capacity, o, &aya_btf, s)) {
+            let attached = offsets.and_then(|o| {
+                stub::without_vmlinux(|| attach(&object, self.stats_capacity, o, &aya_btf, s)).0
+            });
+            match attached {
                 Ok((ebpf, offsets, notes)) => {
                     let index = if self.cgroup_index {
                         Some(CgroupIndex::new(cgroupkit::Hierarchy::detect()?))
@@ -359,7 +390,7 @@ const ATTACH_TARGETS: &[(&str, btf::Kind)] = &[
 
 /// Effective capabilities allow loading tracing programs: CAP_SYS_ADMIN (21), or
 /// CAP_BPF (39) with CAP_PERFMON (38). From /proc/self/status.
-fn privileged() -> bool {
+pub(crate) fn privileged() -> bool {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return true; // cannot tell: let the kernel answer
     };

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use cgroupkit::{CgroupPath, Hierarchy};
 use clap::Parser;
-use exporter::{Collector, Config, Pattern};
+use exporter::{Collector, Config, MetricGroup, Pattern};
+use probes::iter::CgroupIter;
 use probes::{Probe, Strategy};
 
 use conn::Limits;
@@ -63,13 +64,22 @@ struct Cli {
     /// may use, at most 4].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
-    /// Do not load the eBPF throttle probe.
+    /// Metric groups not to export (nor read), comma-separated: `process`
+    /// (container_processes: cgroup.procs) and `pressure` (container_pressure_*: PSI
+    /// files), as cAdvisor's --disable_metrics (its default set has neither).
+    #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
+    disable_metrics: Vec<MetricGroup>,
+    /// Do not load the eBPF throttle probe nor the BPF cgroup iterator.
     #[arg(long)]
     no_ebpf: bool,
     /// A sandbox state root (`sandbox --root`, e.g. /run/sandbox): series of its pods'
     /// and containers' cgroups get `pod`, `namespace`, `container` and `image` labels.
     #[arg(long, value_name = "DIR")]
     sandbox_root: Option<PathBuf>,
+    /// Do not walk the cgroups with the BPF cgroup iterator: list directories and
+    /// read every file (the throttle probe still loads).
+    #[arg(long)]
+    no_ebpf_iterator: bool,
     /// Attach the probe only with this strategy: fentry or sched_switch (default:
     /// fentry, else sched_switch).
     #[arg(long, value_name = "STRATEGY", conflicts_with = "no_ebpf")]
@@ -142,6 +152,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
         include: cli.include,
         exclude: cli.exclude,
         threads: cli.threads.map(usize::from),
+        disable: cli.disable_metrics,
     };
     let h = Hierarchy::from_mountinfo(&cli.mountinfo)?;
     let mut collector = Collector::new(h, config)?;
@@ -163,6 +174,26 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
             },
             std::path::PathBuf::from,
         );
+        if cli.no_ebpf_iterator {
+            log!("cgroup_exporter: BPF cgroup iterator off: --no-ebpf-iterator");
+        } else {
+            match CgroupIter::from_file(&object).load() {
+                Ok(it) => {
+                    collector.set_iterator(it);
+                    if collector.iterator_up() {
+                        log!("cgroup_exporter: BPF cgroup iterator on");
+                    } else {
+                        log!(
+                            "cgroup_exporter: BPF cgroup iterator loaded but no hierarchy could be linked; reading files"
+                        );
+                    }
+                }
+                Err(e) => log!(
+                    "cgroup_exporter: BPF cgroup iterator off ({}); reading every file",
+                    errchain::Chain(&e)
+                ),
+            }
+        }
         let mut b = Probe::from_file(object).without_paths();
         if let Some(s) = cli.ebpf_strategy {
             b = b.strategy(s);

@@ -279,3 +279,38 @@ fn closed_stdout_and_stderr_are_not_fatal() {
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(0), "{st}");
 }
+
+/// With both eBPF parts loaded (the throttle probe and the cgroup iterator), the
+/// exporter's peak RSS stays under 20 MB: aya's parse of the whole kernel BTF in
+/// `EbpfLoader::new` (28-36 MB before) never happens (probes' stub loader).
+#[test]
+fn ebpf_parts_load_under_20_mb_peak() {
+    require_root();
+    if let Err(why) = probe_expectation() {
+        panic!("this test needs the eBPF object and kernel BTF: {why}");
+    }
+    let exporter = Exporter::start(&["--max-depth", "1"]);
+    assert!(
+        exporter.stderr_shows("BPF cgroup iterator on"),
+        "{}",
+        exporter.stderr()
+    );
+    assert!(exporter.probe_on(), "{}", exporter.stderr());
+    let text = exporter.scrape();
+    assert!(
+        text.contains("cgroup_exporter_ebpf_iterator_up 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("cgroup_exporter_ebpf_probe_up 1\n"), "{text}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", exporter.pid())).unwrap();
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let (rss, hwm) = (kb("VmRSS:"), kb("VmHWM:"));
+    eprintln!("RSS {rss} kB, peak {hwm} kB with the probe and the iterator loaded");
+    assert!(hwm < 20 * 1024, "peak RSS {hwm} kB");
+}

@@ -138,3 +138,200 @@ pub mod off {
     /// Number of entries.
     pub const LEN: usize = 17;
 }
+
+/// Bytes of a cgroup's name in a [`CgroupRecord`]: NAME_MAX (255) plus the NUL.
+pub const NAME_BYTES: usize = 256;
+
+/// One cgroup as the `iter/cgroup` program writes it into the `CGROUP_RECORDS` array,
+/// at the index of the cgroup in the walk (`bpf_iter_meta.seq_num`).
+///
+/// Only what the kernel keeps in plain struct fields is here (no rstat-flushed
+/// value); [`rec`] says which groups of fields are valid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupRecord {
+    /// `cgroup->kn->id` (the inode of the cgroup's directory).
+    pub id: u64,
+    /// `cgroup->level` (0 for a hierarchy's root).
+    pub level: u64,
+    /// `bpf_iter_meta.session_id` of the walk that wrote it: slots of an earlier walk
+    /// (a cgroup that died since) carry another.
+    pub session: u64,
+    /// Bits of [`rec`].
+    pub flags: u64,
+    /// `cfs_bandwidth.nr_periods` of the effective cpu css ([`rec::CPU_EFF`]).
+    pub nr_periods: u64,
+    /// `cfs_bandwidth.nr_throttled`.
+    pub nr_throttled: u64,
+    /// `cfs_bandwidth.throttled_time`, nanoseconds.
+    pub throttled_ns: u64,
+    /// `cfs_bandwidth.nr_burst` ([`rec::BURST`]).
+    pub nr_bursts: u64,
+    /// `cfs_bandwidth.burst_time`, nanoseconds.
+    pub burst_ns: u64,
+    /// `cfs_bandwidth.quota` of the cgroup's own cpu css ([`rec::CPU_OWN`]),
+    /// nanoseconds, `u64::MAX` when unlimited.
+    pub quota_ns: u64,
+    /// `cfs_bandwidth.period`, nanoseconds.
+    pub period_ns: u64,
+    /// `task_group.shares` (scaled load weight: 1024 << 10 for cpu.shares 1024).
+    pub shares: u64,
+    /// `mem_cgroup.memory.usage`, pages ([`rec::MEM`]).
+    pub mem_usage_pages: u64,
+    /// `mem_cgroup.memory.max`, pages.
+    pub mem_max_pages: u64,
+    /// `mem_cgroup.memory_events[MEMCG_OOM_KILL]` ([`rec::OOM`]).
+    pub oom_kills: u64,
+    /// `pids_cgroup.counter`: tasks in the subtree ([`rec::PIDS`]).
+    pub pids: u64,
+    /// cpuacct usage summed over CPUs, nanoseconds ([`rec::CPUACCT`]).
+    pub usage_ns: u64,
+    /// cpuacct user time (`CPUTIME_USER` + `CPUTIME_NICE`), nanoseconds.
+    pub user_ns: u64,
+    /// cpuacct system time (`CPUTIME_SYSTEM` + `IRQ` + `SOFTIRQ`), nanoseconds.
+    pub system_ns: u64,
+    /// `cgroup->kn->name`, NUL-terminated.
+    pub name: [u64; NAME_BYTES / 8],
+}
+
+impl CgroupRecord {
+    /// All zero.
+    pub const ZERO: CgroupRecord = CgroupRecord {
+        id: 0,
+        level: 0,
+        session: 0,
+        flags: 0,
+        nr_periods: 0,
+        nr_throttled: 0,
+        throttled_ns: 0,
+        nr_bursts: 0,
+        burst_ns: 0,
+        quota_ns: 0,
+        period_ns: 0,
+        shares: 0,
+        mem_usage_pages: 0,
+        mem_max_pages: 0,
+        oom_kills: 0,
+        pids: 0,
+        usage_ns: 0,
+        user_ns: 0,
+        system_ns: 0,
+        name: [0; NAME_BYTES / 8],
+    };
+}
+
+/// Bits of [`CgroupRecord::flags`].
+pub mod rec {
+    /// The cgroup has its own cpu css: quota, period and shares are valid.
+    pub const CPU_OWN: u64 = 1;
+    /// The bandwidth counters are valid (from the nearest cgroup up the tree that has
+    /// a cpu css, as a v2 `cpu.stat` shows them).
+    pub const CPU_EFF: u64 = 2;
+    /// Memory usage and limit are valid.
+    pub const MEM: u64 = 4;
+    /// `pids` is valid.
+    pub const PIDS: u64 = 8;
+    /// The name did not fit (never with NAME_MAX names).
+    pub const NAME_TRUNC: u64 = 16;
+    /// `nr_bursts` and `burst_ns` are valid (kernel 5.14+).
+    pub const BURST: u64 = 32;
+    /// `oom_kills` is valid.
+    pub const OOM: u64 = 64;
+    /// `usage_ns`, `user_ns` and `system_ns` are valid.
+    pub const CPUACCT: u64 = 128;
+}
+
+/// What the program writes to the iterator's output at the end of a walk (its only
+/// output: the records go to the map, so the walk never meets the 32 KB limit of one
+/// read of a cgroup iterator).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkEnd {
+    /// The walk's `bpf_iter_meta.session_id`.
+    pub session: u64,
+    /// `bpf_iter_meta.seq_num` at the end: the records written are at indices below it.
+    pub slots: u64,
+    /// Cgroups whose index was past the map's end (not recorded).
+    pub dropped: u64,
+}
+
+/// Indices of the `ITER_OFFSETS` global of the cgroup iterator (byte offsets unless
+/// noted; [`iter_off::ABSENT`] where the kernel lacks the field or controller).
+pub mod iter_off {
+    /// A value of ITER_OFFSETS meaning "not in this kernel".
+    pub const ABSENT: u64 = u64::MAX;
+    /// `cgroup.kn`.
+    pub const CGROUP_KN: usize = 0;
+    /// `kernfs_node.id`.
+    pub const KN_ID: usize = 1;
+    /// `kernfs_node.name`.
+    pub const KN_NAME: usize = 2;
+    /// `cgroup.level`.
+    pub const CGROUP_LEVEL: usize = 3;
+    /// `cgroup.self.parent` (the parent's `self` css, at the parent's
+    /// `cgroup.self`).
+    pub const CGROUP_PARENT: usize = 4;
+    /// `cgroup.self`.
+    pub const CGROUP_SELF: usize = 5;
+    /// `cgroup.subsys` + 8 * `cpu_cgrp_id`.
+    pub const SUBSYS_CPU: usize = 6;
+    /// `cgroup.subsys` + 8 * `memory_cgrp_id`.
+    pub const SUBSYS_MEMORY: usize = 7;
+    /// `cgroup.subsys` + 8 * `pids_cgrp_id`.
+    pub const SUBSYS_PIDS: usize = 8;
+    /// `task_group.css`.
+    pub const TG_CSS: usize = 9;
+    /// `task_group.shares`.
+    pub const TG_SHARES: usize = 10;
+    /// `task_group.cfs_bandwidth.nr_periods` (int).
+    pub const TG_NR_PERIODS: usize = 11;
+    /// `task_group.cfs_bandwidth.nr_throttled` (int).
+    pub const TG_NR_THROTTLED: usize = 12;
+    /// `task_group.cfs_bandwidth.throttled_time`.
+    pub const TG_THROTTLED_TIME: usize = 13;
+    /// `task_group.cfs_bandwidth.nr_burst` (int).
+    pub const TG_NR_BURST: usize = 14;
+    /// `task_group.cfs_bandwidth.burst_time`.
+    pub const TG_BURST_TIME: usize = 15;
+    /// `task_group.cfs_bandwidth.quota`.
+    pub const TG_QUOTA: usize = 16;
+    /// `task_group.cfs_bandwidth.period`.
+    pub const TG_PERIOD: usize = 17;
+    /// `mem_cgroup.css`.
+    pub const MEMCG_CSS: usize = 18;
+    /// `mem_cgroup.memory.usage`.
+    pub const MEMCG_USAGE: usize = 19;
+    /// `mem_cgroup.memory.max`.
+    pub const MEMCG_MAX: usize = 20;
+    /// `mem_cgroup.memory_events` + 8 * `MEMCG_OOM_KILL`.
+    pub const MEMCG_OOM_KILL: usize = 21;
+    /// `pids_cgroup.css`.
+    pub const PIDS_CSS: usize = 22;
+    /// `pids_cgroup.counter`.
+    pub const PIDS_COUNTER: usize = 23;
+    /// `cgroup.subsys` + 8 * `cpuacct_cgrp_id`.
+    pub const SUBSYS_CPUACCT: usize = 24;
+    /// `cpuacct.css`.
+    pub const CPUACCT_CSS: usize = 25;
+    /// `cpuacct.cpuusage` (a per-CPU pointer).
+    pub const CPUACCT_USAGE: usize = 26;
+    /// `cpuacct.cpustat` (a per-CPU pointer to `kernel_cpustat`).
+    pub const CPUACCT_CPUSTAT: usize = 27;
+    /// Byte offsets in `kernel_cpustat` of `cpustat[CPUTIME_USER]`, `NICE`,
+    /// `SYSTEM`, `IRQ`, `SOFTIRQ`.
+    pub const CPUSTAT_USER: usize = 28;
+    /// See [`CPUSTAT_USER`].
+    pub const CPUSTAT_NICE: usize = 29;
+    /// See [`CPUSTAT_USER`].
+    pub const CPUSTAT_SYSTEM: usize = 30;
+    /// See [`CPUSTAT_USER`].
+    pub const CPUSTAT_IRQ: usize = 31;
+    /// See [`CPUSTAT_USER`].
+    pub const CPUSTAT_SOFTIRQ: usize = 32;
+    /// `bpf_array.pptrs`: where a per-CPU array map keeps its per-CPU pointers.
+    pub const ARRAY_PPTRS: usize = 33;
+    /// Possible CPUs (count, not an offset).
+    pub const NR_CPUS: usize = 34;
+    /// Number of entries.
+    pub const LEN: usize = 35;
+}

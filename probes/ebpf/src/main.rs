@@ -29,7 +29,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, FEntryContext, FExitContext},
 };
-use probes_common::{ThrottleStats, counter, hist_bucket, off};
+use probes_common::{CgroupRecord, ThrottleStats, WalkEnd, counter, hist_bucket, iter_off, off, rec};
 
 /// Offsets from the running kernel's BTF, written by the loader before loading (it
 /// lands in .rodata, so the verifier sees constants).
@@ -413,6 +413,259 @@ pub fn cgroup_rmdir(ctx: BtfTracePointContext) -> u32 {
 /// the tracepoint's dispatch to BPF, which is the floor under `sched_switch`'s cost.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch_empty(_ctx: BtfTracePointContext) -> u32 {
+    0
+}
+
+// ---------------------------------------------------------------------------------
+// The cgroup iterator: `iter/cgroup`, linked by the loader to a cgroup (a hierarchy's
+// root or a subtree) with the pre-order walk. For each cgroup it writes a
+// CgroupRecord into CGROUP_RECORDS at the cgroup's index in the walk; at the end it
+// writes one WalkEnd to the iterator's output. Keeping the records out of the output
+// is what lets one read() carry any number of cgroups: a cgroup iterator has one read
+// session of 8 pages (32 KB), after which read() fails with EOPNOTSUPP.
+//
+// Every kernel address is read with bpf_probe_read_kernel at offsets from
+// ITER_OFFSETS (the loader fills it from the running kernel's BTF), so one object
+// serves 6.1, 6.12 and 6.18.
+// ---------------------------------------------------------------------------------
+
+/// Offsets for the iterator, indexed by `probes_common::iter_off` (frozen .rodata).
+#[unsafe(no_mangle)]
+static ITER_OFFSETS: [u64; iter_off::LEN] = [0; iter_off::LEN];
+
+/// The records of the last walk, one per cgroup, at its index in the walk. The loader
+/// sets its size; mmapable, so userspace reads it without a syscall per record.
+#[map]
+static CGROUP_RECORDS: Array<CgroupRecord> =
+    Array::with_max_entries(16384, aya_ebpf::bindings::BPF_F_MMAPABLE);
+
+/// [session, dropped] of the walk in progress.
+#[map]
+static WALK_STATE: Array<[u64; 2]> = Array::with_max_entries(1, 0);
+
+/// A per-CPU slot that locates per-CPU memory: its address on CPU n
+/// (bpf_map_lookup_percpu_elem) minus its per-CPU pointer (`bpf_array.pptrs[0]`) is
+/// CPU n's per-CPU offset, which turns the kernel's per-CPU pointers (cpuacct) into
+/// addresses without `__per_cpu_offset` (not in kallsyms without KALLSYMS_ALL).
+#[map]
+static PERCPU_PROBE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// More CPUs than this are not summed (the loader refuses such a kernel for cpuacct).
+const MAX_CPUS: u64 = 256;
+
+#[inline(always)]
+fn ioff(i: usize) -> u64 {
+    // SAFETY: ITER_OFFSETS is a static of fixed size and `i` one of the iter_off
+    // constants below LEN; volatile so the build-time zeros are not folded (the loader
+    // rewrites the values before loading).
+    unsafe { core::ptr::read_volatile(ITER_OFFSETS.as_ptr().add(i)) }
+}
+
+/// A pointer's value as a plain number, which the verifier lets us add offsets to
+/// (it refuses arithmetic on map pointers): copied through bpf_probe_read_kernel,
+/// whose output the verifier knows nothing about.
+#[inline(always)]
+fn launder(p: u64) -> u64 {
+    let slot = p;
+    // SAFETY: reads the u64 on our own stack.
+    unsafe { bpf_probe_read_kernel(&slot as *const u64) }.unwrap_or(0)
+}
+
+/// `cgroup->subsys[...]` at `slot` (an iter_off index), or 0.
+#[inline(always)]
+fn css_of(cgrp: u64, slot: usize) -> u64 {
+    let at = ioff(slot);
+    if at == iter_off::ABSENT {
+        return 0;
+    }
+    read_u64(cgrp, at)
+}
+
+/// The cpu css of `cgrp` or of its nearest ancestor that has one (a v2 cgroup without
+/// the cpu controller shows the bandwidth counters of that ancestor in cpu.stat).
+#[inline(always)]
+fn effective_cpu_css(cgrp: u64) -> u64 {
+    let mut c = cgrp;
+    let mut i = 0;
+    while i < 64 && c != 0 {
+        let css = css_of(c, iter_off::SUBSYS_CPU);
+        if css != 0 {
+            return css;
+        }
+        let parent_css = read_u64(c, ioff(iter_off::CGROUP_PARENT));
+        if parent_css == 0 {
+            return 0;
+        }
+        c = parent_css.wrapping_sub(ioff(iter_off::CGROUP_SELF));
+        i += 1;
+    }
+    0
+}
+
+#[inline(always)]
+fn fill(r: &mut CgroupRecord, cgrp: u64) {
+    let mut flags = 0u64;
+    let kn = read_u64(cgrp, ioff(iter_off::CGROUP_KN));
+    r.id = if kn != 0 { read_u64(kn, ioff(iter_off::KN_ID)) } else { 0 };
+    r.level = u64::from(read_u32(cgrp, ioff(iter_off::CGROUP_LEVEL)));
+    let name = if kn != 0 { read_u64(kn, ioff(iter_off::KN_NAME)) } else { 0 };
+    // SAFETY: `r.name` is [u64; 32] inside the map value: 256 writable bytes.
+    let dest = unsafe {
+        core::slice::from_raw_parts_mut(r.name.as_mut_ptr().cast::<u8>(), probes_common::NAME_BYTES)
+    };
+    dest[0] = 0;
+    if name != 0 {
+        // SAFETY: the helper checks the source address and stops at the buffer's end.
+        match unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name as *const u8, dest) } {
+            Ok(s) if s.len() + 1 >= probes_common::NAME_BYTES => flags |= rec::NAME_TRUNC,
+            Ok(_) => {}
+            Err(_) => {}
+        }
+    }
+
+    let own = css_of(cgrp, iter_off::SUBSYS_CPU);
+    let eff = if own != 0 { own } else { effective_cpu_css(cgrp) };
+    if eff != 0 {
+        let tg = eff.wrapping_sub(ioff(iter_off::TG_CSS));
+        r.nr_periods = u64::from(read_u32(tg, ioff(iter_off::TG_NR_PERIODS)));
+        r.nr_throttled = u64::from(read_u32(tg, ioff(iter_off::TG_NR_THROTTLED)));
+        r.throttled_ns = read_u64(tg, ioff(iter_off::TG_THROTTLED_TIME));
+        flags |= rec::CPU_EFF;
+        if ioff(iter_off::TG_NR_BURST) != iter_off::ABSENT {
+            r.nr_bursts = u64::from(read_u32(tg, ioff(iter_off::TG_NR_BURST)));
+            r.burst_ns = read_u64(tg, ioff(iter_off::TG_BURST_TIME));
+            flags |= rec::BURST;
+        }
+    }
+    if own != 0 {
+        let tg = own.wrapping_sub(ioff(iter_off::TG_CSS));
+        r.quota_ns = read_u64(tg, ioff(iter_off::TG_QUOTA));
+        r.period_ns = read_u64(tg, ioff(iter_off::TG_PERIOD));
+        r.shares = read_u64(tg, ioff(iter_off::TG_SHARES));
+        flags |= rec::CPU_OWN;
+    }
+
+    let mem = css_of(cgrp, iter_off::SUBSYS_MEMORY);
+    if mem != 0 {
+        let memcg = mem.wrapping_sub(ioff(iter_off::MEMCG_CSS));
+        r.mem_usage_pages = read_u64(memcg, ioff(iter_off::MEMCG_USAGE));
+        r.mem_max_pages = read_u64(memcg, ioff(iter_off::MEMCG_MAX));
+        flags |= rec::MEM;
+        if ioff(iter_off::MEMCG_OOM_KILL) != iter_off::ABSENT {
+            r.oom_kills = read_u64(memcg, ioff(iter_off::MEMCG_OOM_KILL));
+            flags |= rec::OOM;
+        }
+    }
+
+    let pids = css_of(cgrp, iter_off::SUBSYS_PIDS);
+    if pids != 0 {
+        let pc = pids.wrapping_sub(ioff(iter_off::PIDS_CSS));
+        r.pids = read_u64(pc, ioff(iter_off::PIDS_COUNTER));
+        flags |= rec::PIDS;
+    }
+
+    let acct = css_of(cgrp, iter_off::SUBSYS_CPUACCT);
+    let nr_cpus = ioff(iter_off::NR_CPUS);
+    if acct != 0 && nr_cpus != 0 && ioff(iter_off::ARRAY_PPTRS) != iter_off::ABSENT {
+        let ca = acct.wrapping_sub(ioff(iter_off::CPUACCT_CSS));
+        let usage_pcpu = read_u64(ca, ioff(iter_off::CPUACCT_USAGE));
+        let stat_pcpu = read_u64(ca, ioff(iter_off::CPUACCT_CPUSTAT));
+        let map = launder(&PERCPU_PROBE as *const PerCpuArray<u64> as u64);
+        let template = read_u64(map, ioff(iter_off::ARRAY_PPTRS));
+        let (mut usage, mut user, mut system) = (0u64, 0u64, 0u64);
+        let key = 0u32;
+        let mut ok = template != 0;
+        let mut cpu = 0u64;
+        while ok && cpu < MAX_CPUS && cpu < nr_cpus {
+            // SAFETY: a lookup in our own per-CPU array with a key on the stack.
+            let p = unsafe {
+                aya_ebpf::helpers::generated::bpf_map_lookup_percpu_elem(
+                    &PERCPU_PROBE as *const PerCpuArray<u64> as *mut _,
+                    &key as *const u32 as *const _,
+                    cpu as u32,
+                )
+            };
+            if p.is_null() {
+                ok = false;
+                break;
+            }
+            let off = launder(p as u64).wrapping_sub(template);
+            usage = usage.wrapping_add(read_u64(usage_pcpu, off));
+            let st = stat_pcpu.wrapping_add(off);
+            user = user
+                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_USER)))
+                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_NICE)));
+            system = system
+                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_SYSTEM)))
+                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_IRQ)))
+                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_SOFTIRQ)));
+            cpu += 1;
+        }
+        if ok {
+            r.usage_ns = usage;
+            r.user_ns = user;
+            r.system_ns = system;
+            flags |= rec::CPUACCT;
+        }
+    }
+    r.flags = flags;
+}
+
+/// `iter/cgroup`: `(struct bpf_iter_meta *meta, struct cgroup *cgroup)`; `cgroup` is
+/// NULL once, after the last cgroup.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/cgroup")]
+pub fn cgroup_records(ctx: *mut core::ffi::c_void) -> i32 {
+    let args = ctx as *const u64;
+    // SAFETY: a tracing program's context is its arguments as u64s: two here.
+    let (meta, cgrp) = unsafe { (*args, *args.add(1)) };
+    // SAFETY: `meta` is the trusted bpf_iter_meta pointer the iterator passes:
+    // { seq_file *seq; u64 session_id; u64 seq_num; }, read directly (the verifier
+    // needs `seq` to come from it as is).
+    let (seq, session, seq_num) = unsafe {
+        let m = meta as *const u64;
+        (
+            core::ptr::read_volatile(m),
+            core::ptr::read_volatile(m.add(1)),
+            core::ptr::read_volatile(m.add(2)),
+        )
+    };
+    let Some(state) = WALK_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the only value of WALK_STATE; a walk runs on one CPU at a time under
+    // the cgroup lock, and concurrent walks of other iterators only ever make their
+    // own session current.
+    let st = unsafe { &mut *state };
+    if st[0] != session {
+        st[0] = session;
+        st[1] = 0;
+    }
+    if cgrp == 0 {
+        let end = WalkEnd {
+            session,
+            slots: seq_num,
+            dropped: st[1],
+        };
+        // SAFETY: `seq` is the iterator's seq_file; `end` lives on our stack.
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_seq_write(
+                seq as *mut _,
+                &end as *const WalkEnd as *const _,
+                core::mem::size_of::<WalkEnd>() as u32,
+            );
+        }
+        return 0;
+    }
+    let Some(slot) = CGROUP_RECORDS.get_ptr_mut(seq_num as u32) else {
+        st[1] += 1;
+        return 0;
+    };
+    // SAFETY: a value of CGROUP_RECORDS; only this walk writes it now (the loader
+    // runs one walk at a time per map).
+    let r = unsafe { &mut *slot };
+    fill(r, cgrp);
+    r.session = session;
     0
 }
 

@@ -1,0 +1,828 @@
+//! Every cgroup of a subtree in one `read(2)`: the `iter/cgroup` BPF iterator of
+//! probes/ebpf (`cgroup_records`) walks the tree in the kernel and writes one
+//! [`CgroupRecord`] per cgroup into an mmapable array map; [`CgroupIter::walk`] reads
+//! them back as typed [`CgroupStats`] with their paths.
+//!
+//! What comes from the kernel's structs (offsets from the running kernel's BTF, so one
+//! object serves 6.1, 6.12 and 6.18), per cgroup: id, level and name; the CPU
+//! bandwidth counters of `cpu.stat` (nr_periods, nr_throttled, throttled time, bursts
+//! and burst time) and `cpu.max`/`cpu.cfs_*`/`cpu.shares`/`cpu.weight`; v1 cpuacct
+//! usage, user and system time; memory usage, limit and OOM kills; the pids
+//! controller's task count. Values the kernel keeps in rstat (v2 `cpu.stat` usage,
+//! `memory.stat`) are not here: reading them right needs the flush kfunc
+//! (`cgroup_rstat_flush`, `css_rstat_flush` since 6.15) from a sleepable iterator,
+//! and aya 0.14 cannot relocate kfunc calls (`BPF_PSEUDO_KFUNC_CALL`), so callers
+//! read those files.
+//!
+//! The iterator needs kernel 6.1+ (cgroup iterators), CAP_BPF + CAP_PERFMON (or
+//! CAP_SYS_ADMIN) and kernel BTF. It works on v1 hierarchies (link one per
+//! hierarchy: each v1 cgroup has only its hierarchy's controllers) and on v2.
+//!
+//! # Examples
+//! ```no_run
+//! let it = probes::iter::CgroupIter::from_file(probes::BUILD_OBJECT).load()?;
+//! let link = it.link("/sys/fs/cgroup/cpu")?;
+//! for cg in it.walk(&link)? {
+//!     if let Some(bw) = cg.bandwidth {
+//!         println!("{} throttled {} of {} periods", cg.display_path(), bw.nr_throttled, bw.nr_periods);
+//!     }
+//! }
+//! # Ok::<(), probes::Error>(())
+//! ```
+
+use std::borrow::Cow;
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+use aya::EbpfLoader;
+use aya::programs::Iter;
+use probes_common::{CgroupRecord, NAME_BYTES, WalkEnd, iter_off, rec};
+
+use crate::btf::{self, Btf, BtfError};
+use crate::{Error, Object, Result};
+
+/// The iterator program in probes/ebpf.
+const PROG: &str = "cgroup_records";
+/// Its records map.
+const MAP_RECORDS: &str = "CGROUP_RECORDS";
+/// Its offsets global.
+const GLOBAL: &str = "ITER_OFFSETS";
+/// The other maps of the object, created by every load: one entry each, since the
+/// iterator does not use them.
+const OTHER_MAPS: &[&str] = &[
+    "THROTTLE_STATS",
+    "THROTTLE_STARTS",
+    "UNTHROTTLE_TS",
+    "IN_FLIGHT",
+    "CPU_ROOT",
+];
+
+/// Records the map holds unless [`CgroupIterBuilder::capacity`] says otherwise: the
+/// cgroups one walk can return (the map takes `capacity * 408` bytes of kernel
+/// memory).
+pub const DEFAULT_CAPACITY: u32 = 16384;
+
+/// `BPF_CGROUP_ITER_DESCENDANTS_PRE`: the subtree, parents before children.
+const ORDER_DESCENDANTS_PRE: u32 = 2;
+/// `enum bpf_cmd` values (include/uapi/linux/bpf.h).
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_ITER_CREATE: libc::c_long = 33;
+/// `enum bpf_attach_type`: BPF_TRACE_ITER.
+const BPF_TRACE_ITER: u32 = 28;
+
+/// The iterator's offsets, from the running kernel's BTF (see `probes_common::iter_off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IterOffsets(pub [u64; iter_off::LEN]);
+
+fn bytes(btf: &Btf, path: &str) -> std::result::Result<u64, BtfError> {
+    let m = btf.member(path)?;
+    if m.bitfield_size.is_some() || m.bit_offset % 8 != 0 {
+        return Err(BtfError::Malformed(format!(
+            "{path} is a bitfield where a pointer or integer was expected"
+        )));
+    }
+    Ok(m.byte_offset())
+}
+
+impl IterOffsets {
+    /// Resolves the offsets from `btf`. What every record needs (the cgroup's id,
+    /// level, name and parent) must be there; a controller whose structs are missing
+    /// (not built in) is marked absent and its fields are never valid.
+    pub fn resolve(btf: &Btf) -> std::result::Result<IterOffsets, BtfError> {
+        use iter_off as o;
+        let mut v = [o::ABSENT; o::LEN];
+        v[o::CGROUP_KN] = bytes(btf, "cgroup.kn")?;
+        v[o::KN_ID] = bytes(btf, "kernfs_node.id")?;
+        v[o::KN_NAME] = bytes(btf, "kernfs_node.name")?;
+        v[o::CGROUP_LEVEL] = bytes(btf, "cgroup.level")?;
+        v[o::CGROUP_SELF] = bytes(btf, "cgroup.self")?;
+        v[o::CGROUP_PARENT] = bytes(btf, "cgroup.self.parent")?;
+        let subsys = bytes(btf, "cgroup.subsys")?;
+        let slot = |name: &str| -> std::result::Result<u64, BtfError> {
+            Ok(match btf.enum_value(name)? {
+                Some(i) if (0..64).contains(&i) => subsys + 8 * i as u64,
+                _ => o::ABSENT,
+            })
+        };
+        v[o::SUBSYS_CPU] = slot("cpu_cgrp_id")?;
+        v[o::SUBSYS_MEMORY] = slot("memory_cgrp_id")?;
+        v[o::SUBSYS_PIDS] = slot("pids_cgrp_id")?;
+        v[o::SUBSYS_CPUACCT] = slot("cpuacct_cgrp_id")?;
+
+        if v[o::SUBSYS_CPU] != o::ABSENT {
+            let cpu = (|| -> std::result::Result<[u64; 9], BtfError> {
+                Ok([
+                    bytes(btf, "task_group.css")?,
+                    bytes(btf, "task_group.shares")?,
+                    bytes(btf, "task_group.cfs_bandwidth.nr_periods")?,
+                    bytes(btf, "task_group.cfs_bandwidth.nr_throttled")?,
+                    bytes(btf, "task_group.cfs_bandwidth.throttled_time")?,
+                    bytes(btf, "task_group.cfs_bandwidth.quota")?,
+                    bytes(btf, "task_group.cfs_bandwidth.period")?,
+                    bytes(btf, "task_group.cfs_bandwidth.nr_burst").unwrap_or(o::ABSENT),
+                    bytes(btf, "task_group.cfs_bandwidth.burst_time").unwrap_or(o::ABSENT),
+                ])
+            })();
+            match cpu {
+                Ok(
+                    [
+                        css,
+                        shares,
+                        periods,
+                        throttled,
+                        time,
+                        quota,
+                        period,
+                        burst,
+                        burst_time,
+                    ],
+                ) => {
+                    v[o::TG_CSS] = css;
+                    v[o::TG_SHARES] = shares;
+                    v[o::TG_NR_PERIODS] = periods;
+                    v[o::TG_NR_THROTTLED] = throttled;
+                    v[o::TG_THROTTLED_TIME] = time;
+                    v[o::TG_QUOTA] = quota;
+                    v[o::TG_PERIOD] = period;
+                    if burst != o::ABSENT && burst_time != o::ABSENT {
+                        v[o::TG_NR_BURST] = burst;
+                        v[o::TG_BURST_TIME] = burst_time;
+                    }
+                }
+                // No CFS bandwidth (CONFIG_CFS_BANDWIDTH off): no cpu fields.
+                Err(_) => v[o::SUBSYS_CPU] = o::ABSENT,
+            }
+        }
+        if v[o::SUBSYS_MEMORY] != o::ABSENT {
+            let mem = (|| -> std::result::Result<[u64; 3], BtfError> {
+                Ok([
+                    bytes(btf, "mem_cgroup.css")?,
+                    bytes(btf, "mem_cgroup.memory.usage")?,
+                    bytes(btf, "mem_cgroup.memory.max")?,
+                ])
+            })();
+            match mem {
+                Ok([css, usage, max]) => {
+                    v[o::MEMCG_CSS] = css;
+                    v[o::MEMCG_USAGE] = usage;
+                    v[o::MEMCG_MAX] = max;
+                    if let (Ok(ev), Some(k)) = (
+                        bytes(btf, "mem_cgroup.memory_events"),
+                        btf.enum_value("MEMCG_OOM_KILL")?,
+                    ) && (0..64).contains(&k)
+                    {
+                        v[o::MEMCG_OOM_KILL] = ev + 8 * k as u64;
+                    }
+                }
+                Err(_) => v[o::SUBSYS_MEMORY] = o::ABSENT,
+            }
+        }
+        if v[o::SUBSYS_PIDS] != o::ABSENT {
+            match (
+                bytes(btf, "pids_cgroup.css"),
+                bytes(btf, "pids_cgroup.counter"),
+            ) {
+                (Ok(css), Ok(counter)) => {
+                    v[o::PIDS_CSS] = css;
+                    v[o::PIDS_COUNTER] = counter;
+                }
+                _ => v[o::SUBSYS_PIDS] = o::ABSENT,
+            }
+        }
+        if v[o::SUBSYS_CPUACCT] != o::ABSENT {
+            let acct = (|| -> std::result::Result<[u64; 9], BtfError> {
+                let stat = bytes(btf, "kernel_cpustat.cpustat")?;
+                let idx = |n: &str| -> std::result::Result<u64, BtfError> {
+                    match btf.enum_value(n)? {
+                        Some(i) if (0..32).contains(&i) => Ok(stat + 8 * i as u64),
+                        _ => Err(BtfError::Malformed(format!(
+                            "enum cpu_usage_stat has no {n}"
+                        ))),
+                    }
+                };
+                Ok([
+                    bytes(btf, "cpuacct.css")?,
+                    bytes(btf, "cpuacct.cpuusage")?,
+                    bytes(btf, "cpuacct.cpustat")?,
+                    idx("CPUTIME_USER")?,
+                    idx("CPUTIME_NICE")?,
+                    idx("CPUTIME_SYSTEM")?,
+                    idx("CPUTIME_IRQ")?,
+                    idx("CPUTIME_SOFTIRQ")?,
+                    bytes(btf, "bpf_array.pptrs")?,
+                ])
+            })();
+            let cpus = possible_cpus();
+            match acct {
+                Ok(a) if (1..=256).contains(&cpus) => {
+                    v[o::CPUACCT_CSS] = a[0];
+                    v[o::CPUACCT_USAGE] = a[1];
+                    v[o::CPUACCT_CPUSTAT] = a[2];
+                    v[o::CPUSTAT_USER] = a[3];
+                    v[o::CPUSTAT_NICE] = a[4];
+                    v[o::CPUSTAT_SYSTEM] = a[5];
+                    v[o::CPUSTAT_IRQ] = a[6];
+                    v[o::CPUSTAT_SOFTIRQ] = a[7];
+                    v[o::ARRAY_PPTRS] = a[8];
+                    v[o::NR_CPUS] = cpus;
+                }
+                _ => v[o::SUBSYS_CPUACCT] = o::ABSENT,
+            }
+        }
+        if v[o::NR_CPUS] == o::ABSENT {
+            v[o::NR_CPUS] = 0;
+        }
+        Ok(IterOffsets(v))
+    }
+}
+
+/// Where the possible CPUs are listed (`0-1`); per-CPU values are summed over them.
+pub const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// The number of possible CPUs: the highest in [`POSSIBLE_CPUS`] plus one (0 when
+/// unreadable). Per-CPU sums cover the ids below it, as the kernel's
+/// `for_each_possible_cpu`.
+fn possible_cpus() -> u64 {
+    let Ok(s) = std::fs::read_to_string(POSSIBLE_CPUS) else {
+        return 0;
+    };
+    s.trim()
+        .split([',', '-'])
+        .filter_map(|n| n.parse::<u64>().ok())
+        .max()
+        .map_or(0, |m| m + 1)
+}
+
+/// CPU bandwidth counters of a cgroup, as `cpu.stat` shows them (on v2: from the
+/// nearest cgroup up the tree with the cpu controller, as the kernel does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bandwidth {
+    /// `nr_periods`.
+    pub nr_periods: u64,
+    /// `nr_throttled`.
+    pub nr_throttled: u64,
+    /// `throttled_time` (v1) / `throttled_usec` * 1000 (v2), nanoseconds.
+    pub throttled_ns: u64,
+    /// `nr_bursts` and `burst_time` in nanoseconds (kernel 5.14+).
+    pub bursts: Option<(u64, u64)>,
+}
+
+/// The cgroup's own CPU limits (only where it has the cpu controller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuLimits {
+    /// The quota per period in nanoseconds; `None` when unlimited (`max`, `-1`).
+    pub quota_ns: Option<u64>,
+    /// The period in nanoseconds.
+    pub period_ns: u64,
+    /// `task_group.shares` as the kernel keeps it (scaled load weight); see
+    /// [`CpuLimits::shares`] and [`CpuLimits::weight`].
+    pub shares_raw: u64,
+}
+
+impl CpuLimits {
+    /// v1 `cpu.shares` (`scale_load_down` of the weight).
+    pub fn shares(&self) -> u64 {
+        if self.shares_raw == 0 {
+            0
+        } else {
+            (self.shares_raw >> 10).max(2)
+        }
+    }
+
+    /// v2 `cpu.weight` (1-10000), from the shares as the kernel converts them.
+    pub fn weight(&self) -> u64 {
+        let w = self.shares();
+        ((w * 100 + 512) / 1024).clamp(1, 10000)
+    }
+}
+
+/// v1 cpuacct times, nanoseconds, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuUsage {
+    /// `cpuacct.usage`.
+    pub usage_ns: u64,
+    /// `cpuacct.usage_all` user column, summed.
+    pub user_ns: u64,
+    /// `cpuacct.usage_all` system column, summed.
+    pub system_ns: u64,
+}
+
+/// Memory of a cgroup (its own memory css).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// `memory.current` (v2) / `memory.usage_in_bytes` (v1, not the root's: the root's
+    /// is computed from global counters, read the file).
+    pub usage_bytes: u64,
+    /// `memory.max` / `memory.limit_in_bytes`; `None` when unlimited.
+    pub limit_bytes: Option<u64>,
+    /// What the kernel prints for the limit: on v1 `limit_in_bytes` also for no limit
+    /// (9223372036854771712 with 4 KiB pages).
+    pub limit_raw_bytes: u64,
+}
+
+/// One cgroup of a walk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// The cgroup id (`cgroup->kn->id`, the inode of its directory).
+    pub id: u64,
+    /// `cgroup->level`: 0 for a hierarchy's root.
+    pub level: u32,
+    /// The path relative to the walk's root: `""` for the root, `"a/b"` below it.
+    pub path: String,
+    /// CPU bandwidth counters.
+    pub bandwidth: Option<Bandwidth>,
+    /// CPU limits.
+    pub cpu_limits: Option<CpuLimits>,
+    /// v1 cpuacct times.
+    pub cpu_usage: Option<CpuUsage>,
+    /// Memory usage and limit.
+    pub memory: Option<Memory>,
+    /// OOM kills (`memory.events` oom_kill / `memory.oom_control` oom_kill).
+    pub oom_kills: Option<u64>,
+    /// `pids.current`: tasks in the subtree.
+    pub pids: Option<u64>,
+}
+
+impl CgroupStats {
+    /// The path with a leading `/` (`/` for the walk's root).
+    pub fn display_path(&self) -> String {
+        format!("/{}", self.path)
+    }
+}
+
+/// Options of [`CgroupIter`] loading; made by [`CgroupIter::from_file`] or
+/// [`CgroupIter::from_bytes`].
+#[derive(Clone, Debug)]
+pub struct CgroupIterBuilder {
+    object: Object,
+    btf: Option<PathBuf>,
+    capacity: u32,
+}
+
+/// The loaded iterator program and its records map. `Sync`: walks take a lock (the
+/// map holds one walk at a time).
+#[derive(Debug)]
+pub struct CgroupIter {
+    prog: OwnedFd,
+    map: OwnedFd,
+    /// One walk at a time: they share the map.
+    walking: Mutex<()>,
+    capacity: u32,
+    page_size: u64,
+    offsets: IterOffsets,
+}
+
+/// The records of one walk, mapped from the map for as long as they are read: mapped
+/// pages count in RSS, so only the walk's records are mapped, and only meanwhile.
+struct Mapped {
+    ptr: NonNull<c_void>,
+    len: NonZeroUsize,
+}
+
+impl Mapped {
+    /// Maps the first `len` bytes (rounded up to pages) of `map`, read-only.
+    fn new(map: std::os::fd::BorrowedFd<'_>, len: NonZeroUsize) -> Result<Mapped> {
+        // SAFETY: a new shared read-only mapping of the map's value area (an mmapable
+        // array at least `len` bytes long, rounded to pages by the kernel); nothing
+        // else refers to it.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+                map,
+                0,
+            )
+        }
+        .map_err(|e| Error::Iter {
+            what: "mmap the records map",
+            reason: e.to_string(),
+        })?;
+        Ok(Mapped { ptr, len })
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are the mapping made in `new`, unmapped once here.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len.get()) };
+    }
+}
+
+/// A cgroup iterator linked to one cgroup (the root of the walks). It holds a
+/// reference to that cgroup: while it lives, the cgroup stays (dead once removed, so
+/// a walk of a removed root returns nothing).
+#[derive(Debug)]
+pub struct IterLink {
+    fd: OwnedFd,
+    dir: PathBuf,
+}
+
+impl IterLink {
+    /// The directory the link was made on.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u64], what: &'static str) -> Result<OwnedFd> {
+    // SAFETY: `attr` is a zeroed union bpf_attr prefix laid out for `cmd` by the
+    // caller, valid for the call; the kernel reads `attr.len() * 8` bytes of it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    };
+    if r < 0 {
+        return Err(Error::Iter {
+            what,
+            reason: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    // SAFETY: the bpf syscall returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+impl CgroupIterBuilder {
+    /// How many cgroups one walk can return (default [`DEFAULT_CAPACITY`]); a walk of
+    /// more fails with [`Error::IterCapacity`].
+    pub fn capacity(mut self, records: u32) -> Self {
+        self.capacity = records;
+        self
+    }
+
+    /// Read struct offsets from this raw BTF file instead of /sys/kernel/btf/vmlinux.
+    pub fn btf(mut self, path: impl Into<PathBuf>) -> Self {
+        self.btf = Some(path.into());
+        self
+    }
+
+    /// Loads the iterator program (not yet linked to any cgroup: see
+    /// [`CgroupIter::link`]). Needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN), kernel
+    /// BTF and kernel 6.1+.
+    pub fn load(self) -> Result<CgroupIter> {
+        if self.capacity == 0 {
+            return Err(Error::ZeroCapacity);
+        }
+        let object = self.object.read()?;
+        if !crate::privileged() {
+            return Err(Error::NotPrivileged);
+        }
+        let (offsets, stub) = {
+            let kbtf = match &self.btf {
+                Some(p) => Btf::from_file(p)?,
+                None => Btf::from_sys()?,
+            };
+            let offsets = IterOffsets::resolve(&kbtf)?;
+            let stub = kbtf.attach_stub(&[("bpf_iter_cgroup", btf::Kind::Func)])?;
+            (offsets, stub)
+        };
+        let aya_btf =
+            aya::Btf::parse(&stub, aya::Endianness::default()).map_err(Error::KernelBtf)?;
+        drop(stub);
+        let capacity = self.capacity;
+        let (loaded, _) =
+            crate::stub::without_vmlinux(|| load_fds(&object, &offsets, &aya_btf, capacity));
+        let (prog_fd, map_fd) = loaded?;
+        CgroupIter::from_fds(prog_fd, map_fd, self.capacity, offsets)
+    }
+}
+
+/// Loads the program and its maps with aya; their fds (aya's copies are closed).
+fn load_fds(
+    object: &[u8],
+    offsets: &IterOffsets,
+    aya_btf: &aya::Btf,
+    capacity: u32,
+) -> Result<(OwnedFd, OwnedFd)> {
+    {
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(aya_btf))
+            .override_global(GLOBAL, &offsets.0, true)
+            .map_max_entries(MAP_RECORDS, capacity);
+        for m in OTHER_MAPS {
+            loader.map_max_entries(m, 1);
+        }
+        let mut ebpf = loader.load(object).map_err(|e| Error::Iter {
+            what: "load the eBPF object (creating its maps)",
+            reason: errchain::chain(&e),
+        })?;
+        let prog: &mut Iter = ebpf
+            .program_mut(PROG)
+            .ok_or(Error::Iter {
+                what: "find the iterator program",
+                reason: format!(
+                    "the object has no {PROG} program (rebuild it: cargo xtask build-ebpf)"
+                ),
+            })?
+            .try_into()
+            .map_err(|e| Error::Iter {
+                what: "find the iterator program",
+                reason: errchain::chain(&e),
+            })?;
+        prog.load("cgroup", aya_btf).map_err(|e| Error::Iter {
+            what: "load iter/cgroup (kernel 6.1+ with BTF)",
+            reason: errchain::chain(&e),
+        })?;
+        let dup = |fd: std::os::fd::BorrowedFd<'_>, what: &'static str| {
+            fd.try_clone_to_owned().map_err(|e| Error::Iter {
+                what,
+                reason: e.to_string(),
+            })
+        };
+        let prog_fd = dup(
+            prog.fd()
+                .map_err(|e| Error::Iter {
+                    what: "the iterator program's fd",
+                    reason: errchain::chain(&e),
+                })?
+                .as_fd(),
+            "duplicate the program fd",
+        )?;
+        let map_fd = match ebpf.map(MAP_RECORDS) {
+            Some(aya::maps::Map::Array(data)) => dup(data.fd().as_fd(), "duplicate the map fd")?,
+            _ => {
+                return Err(Error::Map {
+                    name: MAP_RECORDS,
+                    reason: "missing from the object, or not an array".into(),
+                });
+            }
+        };
+        // The program and map live on through our fds; aya's copies go.
+        drop(ebpf);
+        Ok((prog_fd, map_fd))
+    }
+}
+
+impl CgroupIter {
+    /// Options for loading the eBPF object from the file at `path` (e.g.
+    /// [`crate::BUILD_OBJECT`]).
+    pub fn from_file(path: impl Into<PathBuf>) -> CgroupIterBuilder {
+        CgroupIterBuilder {
+            object: Object::File(path.into()),
+            btf: None,
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+
+    /// Options for loading the eBPF object from `bytes`.
+    pub fn from_bytes(bytes: impl Into<Cow<'static, [u8]>>) -> CgroupIterBuilder {
+        CgroupIterBuilder {
+            object: Object::Bytes(bytes.into()),
+            btf: None,
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+
+    /// An iterator from the fds of a loaded `cgroup_records` program and its
+    /// `CGROUP_RECORDS` map of `capacity` entries (e.g. loaded by another process and
+    /// passed over a unix socket), with the offsets it was loaded with.
+    pub fn from_fds(
+        prog: OwnedFd,
+        map: OwnedFd,
+        capacity: u32,
+        offsets: IterOffsets,
+    ) -> Result<CgroupIter> {
+        if capacity == 0 {
+            return Err(Error::ZeroCapacity);
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = u64::try_from(page).unwrap_or(4096);
+        Ok(CgroupIter {
+            prog,
+            map,
+            walking: Mutex::new(()),
+            capacity,
+            page_size: page,
+            offsets,
+        })
+    }
+
+    /// The loaded program's fd.
+    pub fn program_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// The records map's fd.
+    pub fn map_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.map.as_fd()
+    }
+
+    /// Records one walk can return.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The offsets the program was loaded with.
+    pub fn offsets(&self) -> &IterOffsets {
+        &self.offsets
+    }
+
+    /// Links the iterator to the cgroup directory `dir` (a hierarchy's root such as
+    /// `/sys/fs/cgroup/cpu`, or any cgroup below it): walks then cover it and every
+    /// cgroup below, parents first.
+    pub fn link(&self, dir: impl AsRef<Path>) -> Result<IterLink> {
+        let dir = dir.as_ref();
+        let d = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|e| Error::Iter {
+                what: "open the cgroup directory to link the iterator to",
+                reason: format!("{}: {e}", dir.display()),
+            })?;
+        // union bpf_iter_link_info: cgroup = { u32 order; u32 cgroup_fd; u64 cgroup_id }.
+        let info: [u64; 2] = [
+            u64::from(ORDER_DESCENDANTS_PRE) | (u64::from(d.as_raw_fd() as u32) << 32),
+            0,
+        ];
+        // bpf_attr.link_create: prog_fd, target_fd, attach_type, flags,
+        // iter_info (pointer), iter_info_len.
+        let mut attr = [0u64; 4];
+        attr[0] = u64::from(self.prog.as_raw_fd() as u32);
+        attr[1] = u64::from(BPF_TRACE_ITER);
+        attr[2] = info.as_ptr() as u64;
+        attr[3] = std::mem::size_of_val(&info) as u64;
+        let fd = bpf(
+            BPF_LINK_CREATE,
+            &mut attr,
+            "link the cgroup iterator (BPF_LINK_CREATE)",
+        )
+        .map_err(|e| match e {
+            Error::Iter { what, reason } => Error::Iter {
+                what,
+                reason: format!("{}: {reason}", dir.display()),
+            },
+            e => e,
+        })?;
+        Ok(IterLink {
+            fd,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// One walk of `link`'s subtree: every live cgroup in it, parents first, with its
+    /// path relative to the link's directory.
+    pub fn walk(&self, link: &IterLink) -> Result<Vec<CgroupStats>> {
+        let mut out = Vec::new();
+        self.walk_with(link, |s| out.push(s))?;
+        Ok(out)
+    }
+
+    /// As [`walk`](CgroupIter::walk), handing each cgroup to `f` in walk order.
+    pub fn walk_with(&self, link: &IterLink, mut f: impl FnMut(CgroupStats)) -> Result<()> {
+        let walking = self.walking.lock().unwrap_or_else(|p| p.into_inner());
+        let mut attr = [u64::from(link.fd.as_raw_fd() as u32)];
+        let iter = bpf(BPF_ITER_CREATE, &mut attr, "start a walk (BPF_ITER_CREATE)")?;
+        let mut file = std::fs::File::from(iter);
+        let mut buf = [0u8; 64];
+        let mut got = 0usize;
+        loop {
+            use std::io::Read;
+            match file.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got += n;
+                    if got == buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Iter {
+                        what: "read the cgroup iterator",
+                        reason: format!("{}: {e}", link.dir.display()),
+                    });
+                }
+            }
+        }
+        drop(file);
+        if got != std::mem::size_of::<WalkEnd>() {
+            return Err(Error::Iter {
+                what: "read the cgroup iterator",
+                reason: format!(
+                    "{}: {got} bytes where the program writes {} (a mismatched object?)",
+                    link.dir.display(),
+                    std::mem::size_of::<WalkEnd>()
+                ),
+            });
+        }
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&buf[i * 8..i * 8 + 8]);
+            u64::from_ne_bytes(w)
+        };
+        let end = WalkEnd {
+            session: word(0),
+            slots: word(1),
+            dropped: word(2),
+        };
+        if end.dropped > 0 {
+            return Err(Error::IterCapacity {
+                capacity: self.capacity,
+                cgroups: u64::from(self.capacity) + end.dropped,
+            });
+        }
+        let n = usize::try_from(end.slots.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(self.capacity as usize);
+        let Some(bytes) = NonZeroUsize::new(n * std::mem::size_of::<CgroupRecord>()) else {
+            return Ok(()); // nothing walked (a dead root)
+        };
+        let records = Mapped::new(self.map.as_fd(), bytes)?;
+        let base = records.ptr.as_ptr().cast::<CgroupRecord>();
+        let mut stack: Vec<(u64, usize)> = Vec::new(); // (level, path length)
+        let mut path = String::new();
+        let mut root_level: Option<u64> = None;
+        for i in 0..n {
+            // SAFETY: `i` < n, inside the mapping of `n` records; the
+            // walk that wrote them has ended (its read returned) and the lock keeps
+            // another from starting. A volatile read: the kernel wrote the memory.
+            let r = unsafe { std::ptr::read_volatile(base.add(i)) };
+            if r.session != end.session {
+                continue; // a cgroup that died before this walk reached it
+            }
+            let name = name_of(&r);
+            match root_level {
+                None => {
+                    root_level = Some(r.level);
+                    path.clear();
+                    stack.push((r.level, 0));
+                }
+                Some(_) => {
+                    while stack.last().is_some_and(|&(l, _)| l >= r.level) {
+                        stack.pop();
+                    }
+                    let parent_len = stack.last().map_or(0, |&(_, len)| len);
+                    path.truncate(parent_len);
+                    if !path.is_empty() {
+                        path.push('/');
+                    }
+                    path.push_str(&name);
+                    stack.push((r.level, path.len()));
+                }
+            }
+            f(self.typed(&r, path.clone()));
+        }
+        drop(records);
+        drop(walking);
+        Ok(())
+    }
+
+    fn typed(&self, r: &CgroupRecord, path: String) -> CgroupStats {
+        let has = |bit: u64| r.flags & bit != 0;
+        let page = self.page_size;
+        // PAGE_COUNTER_MAX: LONG_MAX / PAGE_SIZE, the page counter's "no limit".
+        let counter_max = (i64::MAX as u64) / page;
+        CgroupStats {
+            id: r.id,
+            level: u32::try_from(r.level).unwrap_or(u32::MAX),
+            path,
+            bandwidth: has(rec::CPU_EFF).then(|| Bandwidth {
+                nr_periods: r.nr_periods,
+                nr_throttled: r.nr_throttled,
+                throttled_ns: r.throttled_ns,
+                bursts: has(rec::BURST).then_some((r.nr_bursts, r.burst_ns)),
+            }),
+            cpu_limits: has(rec::CPU_OWN).then(|| CpuLimits {
+                quota_ns: (r.quota_ns != u64::MAX).then_some(r.quota_ns),
+                period_ns: r.period_ns,
+                shares_raw: r.shares,
+            }),
+            cpu_usage: has(rec::CPUACCT).then_some(CpuUsage {
+                usage_ns: r.usage_ns,
+                user_ns: r.user_ns,
+                system_ns: r.system_ns,
+            }),
+            memory: has(rec::MEM).then(|| Memory {
+                usage_bytes: r.mem_usage_pages.saturating_mul(page),
+                limit_bytes: (r.mem_max_pages < counter_max)
+                    .then(|| r.mem_max_pages.saturating_mul(page)),
+                limit_raw_bytes: r.mem_max_pages.saturating_mul(page),
+            }),
+            oom_kills: has(rec::OOM).then_some(r.oom_kills),
+            pids: has(rec::PIDS).then_some(r.pids),
+        }
+    }
+}
+
+/// The record's name (bytes up to the NUL; not UTF-8 bytes replaced).
+fn name_of(r: &CgroupRecord) -> String {
+    let mut bytes = [0u8; NAME_BYTES];
+    for (chunk, w) in bytes.chunks_exact_mut(8).zip(r.name.iter()) {
+        chunk.copy_from_slice(&w.to_ne_bytes());
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
