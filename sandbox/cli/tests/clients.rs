@@ -93,12 +93,21 @@ fn podman_run_it_through_a_pty() {
     pty.read_until("tty-42", Duration::from_secs(30));
     let status = wait_within(&mut child, CMD_TIMEOUT).expect("podman run -it exits after `exit`");
     assert_eq!(status.code(), Some(0), "terminal showed:\n{}", pty.seen());
-    // The terminal size the test set (80x24) reached the container's pty.
+    // The terminal size the test set (80x24) reached the container's pty. conmon
+    // sets it on the pty's master when podman attaches, which can come after the
+    // program starts (busybox `stty size` fails on a 0x0 terminal): the container
+    // asks until it is there, for up to 10 s.
     let mut pty = Pty::open();
     let mut cmd = p.cmd();
-    cmd.arg("run")
-        .args(p.opts())
-        .args(["--rm", "-it", IMAGE, "stty", "size"]);
+    cmd.arg("run").args(p.opts()).args([
+        "--rm",
+        "-it",
+        IMAGE,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null) && [ \"$s\" != '0 0' ] \
+         && break; i=$((i+1)); sleep 0.1; done; echo \"$s\"; sleep 1",
+    ]);
     let mut child = pty.spawn(&mut cmd);
     pty.read_until("24 80", Duration::from_secs(30));
     let status = wait_within(&mut child, CMD_TIMEOUT).expect("podman run -it stty exits");
