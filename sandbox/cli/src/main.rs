@@ -448,6 +448,7 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                     console_socket: a.console_socket.clone(),
                     no_pivot: a.no_pivot,
                     no_new_keyring: a.no_new_keyring,
+                    stdio: None,
                 };
                 return oci::run(&paths.state, &o, a.detach);
             }
@@ -478,6 +479,7 @@ fn main_inner(cli: Cli) -> Result<i32, Error> {
                 console_socket,
                 no_pivot,
                 no_new_keyring,
+                stdio: None,
             };
             oci::create(&paths.state, &o)?;
             Ok(0)

@@ -223,6 +223,25 @@ fn build_spawn(
         .as_ref()
         .ok_or_else(|| Error::Config("the spec has no process".into()))?;
     let mut sp = process_spawn(process)?;
+    if let Some(fds) = launch.stdio {
+        for (i, fd) in fds.into_iter().enumerate() {
+            // Our own copy, moved onto the stream by the child.
+            let own = nix::fcntl::fcntl(
+                // SAFETY: the caller keeps its fds open for the spawn (CreateOptions).
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+                nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3),
+            )
+            .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", format!("stdio fd {fd}"), e.into()))?;
+            // SAFETY: fcntl returned a new fd that nothing else owns.
+            let own = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(own) };
+            let s = nskit::Stdio::Fd(own);
+            match i {
+                0 => sp.stdin(s),
+                1 => sp.stdout(s),
+                _ => sp.stderr(s),
+            };
+        }
+    }
     let mut confine = security::from_spec(spec)?;
     confine.init = launch.init;
     confine.session_keyring = launch.keyring.clone();
@@ -416,6 +435,8 @@ pub(crate) struct Launch {
     /// Idmapped mounts made beforehand, by index in the spec's `mounts`
     /// ([`crate::oci::idmap`]): the child attaches them in their place.
     pub detached: Vec<(usize, nskit::DetachedMount)>,
+    /// The process's fds 0-2, when not this process's own.
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 /// The hooks run by the container's process itself.
@@ -531,6 +552,7 @@ pub(super) fn start_and_wait(
             no_pivot: false,
             keyring: Some(session_keyring_name(&g.state.name)?),
             detached: Vec::new(),
+            stdio: None,
         },
     )?;
     nix::unistd::write(&gate_w, b"1").map_err(|e| Error::io("write", "exec gate", e.into()))?;

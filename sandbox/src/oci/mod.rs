@@ -67,6 +67,9 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// `--no-new-keyring`: keep the caller's session keyring.
     pub no_new_keyring: bool,
+    /// The process's stdin, stdout and stderr (fds the caller keeps open during
+    /// `create`); None: this process's own 0-2, as the runtime's command line has it.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// The OCI state of a container (`sandbox state`), as runc prints it.
@@ -777,6 +780,7 @@ fn create_child(root: &Path, o: &CreateOptions, extra_held: &[i32]) -> Result<ns
                 hooks: container_hooks,
                 no_pivot: o.no_pivot,
                 detached,
+                stdio: o.stdio,
                 keyring: if o.no_new_keyring {
                     None
                 } else {

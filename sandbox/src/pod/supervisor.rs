@@ -533,17 +533,9 @@ impl Sup {
             .write(true)
             .open("/dev/null")
             .map_err(ioe("open", Path::new("/dev/null")))?;
-        // The process inherits fds 0-2 of ours: ours are saved and put back after.
-        let mut saved = [-1; 3];
-        for (i, s) in saved.iter_mut().enumerate() {
-            // SAFETY: dup of one of our standard fds; -1 (closed) is kept as is.
-            *s = unsafe { libc::fcntl(i as i32, libc::F_DUPFD_CLOEXEC, 10) };
-        }
-        for (i, fd) in stdio.iter().enumerate() {
-            let src = fd.unwrap_or(null.as_raw_fd());
-            // SAFETY: both are open fds; dup2 replaces fd i (ours were saved above).
-            unsafe { libc::dup2(src, i as i32) };
-        }
+        // The process's 0-2: the log pipes (or the terminal's), else /dev/null; never
+        // the supervisor's own, which stay as they are for its other threads.
+        let fds = stdio.map(|fd| fd.unwrap_or(null.as_raw_fd()));
         let created = crate::oci::create(
             &self.oci,
             &crate::oci::CreateOptions {
@@ -553,17 +545,9 @@ impl Sup {
                 console_socket: console.map(Path::to_path_buf),
                 no_pivot: false,
                 no_new_keyring: false,
+                stdio: Some(fds),
             },
         );
-        for (i, s) in saved.iter().enumerate() {
-            if *s >= 0 {
-                // SAFETY: s is our saved copy; it is closed right after.
-                unsafe {
-                    libc::dup2(*s, i as i32);
-                    libc::close(*s);
-                }
-            }
-        }
         self.reset_pid_ns();
         let pid = created?;
         if let Err(e) = crate::oci::start(&self.oci, id) {
