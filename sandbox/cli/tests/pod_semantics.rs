@@ -194,6 +194,30 @@ fn cpu_limit_200m_throttles_near_20_percent() {
         b.nr_throttled > a.nr_throttled,
         "not throttled: {a:?} {b:?}"
     );
+    // The exporter labels the pod's series as the kubelet's cAdvisor does, from the
+    // state root: `rate(container_cpu_cfs_throttled_periods_total{pod=...}[1m])`.
+    let mut collector = exporter::Collector::new(
+        h.clone(),
+        exporter::Config {
+            cgroup_root: cgroupkit::CgroupPath::new(st["cgroup"].as_str().unwrap()).unwrap(),
+            max_depth: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    collector.set_sandbox_root(env.state.clone());
+    let text = collector.collect(exporter::Format::Text);
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("container_cpu_cfs_throttled_periods_total{")
+                && l.contains(&format!("pod=\"{name}\""))
+                && l.contains("container=\"burn\"")
+        })
+        .unwrap_or_else(|| panic!("no labelled throttling series for {name}:\n{text}"));
+    assert!(line.contains("image=\"busybox\""), "{line}");
+    let periods: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(periods > 0.0, "{line}");
     // The pod cgroup holds the sum of the limits.
     let pod_cg = cgroupkit::Cgroup::load(
         &h,
