@@ -14,6 +14,23 @@ use std::time::{Duration, Instant};
 
 use harness::{IMAGE, Podman, stderr, stdout};
 
+/// CPU time the whole machine has spent (user, nice, system, irq, softirq, steal;
+/// /proc/stat), in USER_HZ ticks of 10 ms.
+fn machine_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<u64> = s
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
+    Duration::from_millis(busy * 10)
+}
+
 fn median(v: &mut [Duration]) -> Duration {
     v.sort_unstable();
     v[v.len() / 2]
@@ -114,6 +131,37 @@ fn bench_pod() {
             down[1].push(d_pm);
         }
     }
+    // An exec into a running container, `true`, as a probe runs it: the CPU the
+    // whole machine spends (every process a client, conmon or runtime forks
+    // included; /proc/stat), over blocks of 20, interleaved.
+    let name = "hello-pod-exec";
+    let f_sb = env.dir.path().join("sb-exec.yaml");
+    std::fs::write(&f_sb, hello_pod(name, "busybox:bench")).unwrap();
+    let f_pm = env.dir.path().join("pm-exec.yaml");
+    std::fs::write(&f_pm, hello_pod(name, IMAGE)).unwrap();
+    let o = sb(&["pod", "run", "--detach", f_sb.to_str().unwrap()]);
+    assert!(o.status.success(), "sandbox pod run: {}", stderr(&o));
+    let o = podman.run(&["kube", "play", "--network", "none", f_pm.to_str().unwrap()]);
+    assert!(o.status.success(), "podman kube play: {}", stderr(&o));
+    let pm_ctr = format!("{name}-hello-nginx");
+    let (mut cpu_sb, mut cpu_pm) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let c0 = machine_cpu();
+        for _ in 0..20 {
+            let o = sb(&["pod", "exec", name, "-c", "hello-nginx", "--", "true"]);
+            assert!(o.status.success(), "sandbox pod exec: {}", stderr(&o));
+        }
+        cpu_sb.push(machine_cpu() - c0);
+        let c0 = machine_cpu();
+        for _ in 0..20 {
+            let o = podman.run(&["exec", &pm_ctr, "true"]);
+            assert!(o.status.success(), "podman exec: {}", stderr(&o));
+        }
+        cpu_pm.push(machine_cpu() - c0);
+    }
+    let _ = sb(&["pod", "rm", "--force", name]);
+    let _ = podman.run(&["pod", "rm", "-f", "-t", "0", name]);
+    let (esb, epm) = (median(&mut cpu_sb) / 20, median(&mut cpu_pm) / 20);
     let [us, up_pm] = &mut up;
     let [ds, dp] = &mut down;
     let (us, upm, ds, dp) = (median(us), median(up_pm), median(ds), median(dp));
@@ -126,4 +174,11 @@ fn bench_pod() {
             p.as_secs_f64() / s.as_secs_f64()
         );
     }
+    println!(
+        "  exec of `true` (CPU of the whole machine per exec, median of 5 blocks of 20): \
+         sandbox pod exec {:.2} ms, podman exec + runc {:.2} ms, {:.1}x less",
+        esb.as_secs_f64() * 1e3,
+        epm.as_secs_f64() * 1e3,
+        epm.as_secs_f64() / esb.as_secs_f64()
+    );
 }
