@@ -171,6 +171,10 @@ pub fn run(args: Args) -> Result<()> {
     // basic-auth password file.
     util::apt_install(&["docker-registry", "skopeo", "apache2-utils"])
         .context("install docker-registry, skopeo, htpasswd (sandbox-cli image tests)")?;
+    // podman (cgroupfs manager) leaves empty `libpod_parent` trees behind the client
+    // tests and never removes them: ours to remove after the lane, unless they were
+    // there before it (then they are someone else's).
+    let podman_cgroups_before = libpod_parents();
     lanes.push(cargo_test_lane(
         "host",
         util::cargo()
@@ -187,6 +191,11 @@ pub fn run(args: Args) -> Result<()> {
             ])
             .env("CGROUPKIT_LANE", "host"),
     )?);
+    if podman_cgroups_before.is_empty() {
+        for d in libpod_parents() {
+            remove_empty_tree(&d);
+        }
+    }
     if !args.no_vm {
         match vm::run_lanes(&args.vm) {
             Ok(v) => lanes.extend(v.into_iter().map(|l| Lane {
@@ -226,8 +235,47 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The `libpod_parent` cgroup folders on this host's hierarchies.
+fn libpod_parents() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        dirs.extend(rd.flatten().map(|e| e.path()));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("libpod_parent"))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// rmdir of every folder of the cgroup tree `dir`, deepest first: a cgroup that still
+/// holds a process (or a child that does) is refused by the kernel and stays.
+fn remove_empty_tree(dir: &std::path::Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn remove_empty_tree_keeps_what_is_not_empty() {
+        let d = std::env::temp_dir().join(format!("xtask-tree-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(d.join("k/e")).unwrap();
+        std::fs::write(d.join("k/file"), "x").unwrap();
+        super::remove_empty_tree(&d.join("a"));
+        super::remove_empty_tree(&d.join("k"));
+        assert!(!d.join("a").exists());
+        assert!(d.join("k/file").exists() && !d.join("k/e").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     use super::*;
 
     #[test]
