@@ -142,42 +142,10 @@ pub fn run(args: Args) -> Result<()> {
         What::Sandbox { runs } => sandbox::run(runs),
         What::Image { runs, size_mb } => image::run(runs, size_mb),
         What::Pod { runs } => {
-            util::apt_install(&["podman", "runc", "catatonit"])?;
-            util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox-cli"]))?;
-            util::run(
-                util::cargo()
-                    .args([
-                        "test",
-                        "-p",
-                        "sandbox-cli",
-                        "--test",
-                        "bench_pod",
-                        "--",
-                        "--ignored",
-                        "--nocapture",
-                    ])
-                    .env("SANDBOX_BENCH_RUNS", runs.to_string())
-                    .env("SANDBOX_BENCH_BINARY", util::release_bin("sandbox")),
-            )
+            sandbox_cli_bench("bench_pod", runs, &["podman", "runc", "catatonit"])
         }
         What::Clients { runs } => {
-            util::apt_install(&["podman", "containerd", "runc"])?;
-            util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox-cli"]))?;
-            util::run(
-                util::cargo()
-                    .args([
-                        "test",
-                        "-p",
-                        "sandbox-cli",
-                        "--test",
-                        "bench_clients",
-                        "--",
-                        "--ignored",
-                        "--nocapture",
-                    ])
-                    .env("SANDBOX_BENCH_RUNS", runs.to_string())
-                    .env("SANDBOX_BENCH_BINARY", util::release_bin("sandbox")),
-            )
+            sandbox_cli_bench("bench_clients", runs, &["podman", "containerd", "runc"])
         }
     }
 }
@@ -424,4 +392,26 @@ fn bench_cgctl(runs: usize) -> Result<()> {
     drop(sleeper);
     drop(parent);
     Ok(())
+}
+
+/// Runs the ignored test `test` of sandbox-cli (a benchmark body) against the release
+/// `sandbox`, `runs` cycles, after installing the clients it compares with.
+fn sandbox_cli_bench(test: &str, runs: usize, packages: &[&str]) -> Result<()> {
+    util::apt_install(packages)?;
+    util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox-cli"]))?;
+    util::run(
+        util::cargo()
+            .args([
+                "test",
+                "-p",
+                "sandbox-cli",
+                "--test",
+                test,
+                "--",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("SANDBOX_BENCH_RUNS", runs.to_string())
+            .env("SANDBOX_BENCH_BINARY", util::release_bin("sandbox")),
+    )
 }
