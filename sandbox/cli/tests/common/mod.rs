@@ -196,7 +196,8 @@ impl Env {
     }
 }
 
-fn header() -> tar::Header {
+/// A tar header owned by root, with a fixed mtime.
+pub fn header() -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_uid(0);
     h.set_gid(0);
@@ -219,7 +220,8 @@ fn add_file(b: &mut tar::Builder<Vec<u8>>, p: &str, data: &[u8], mode: u32) {
     b.append_data(&mut h, p, data).unwrap();
 }
 
-fn put(blobs: &Path, data: &[u8]) -> String {
+/// Writes `data` as a blob under `blobs`; returns its digest.
+pub fn put(blobs: &Path, data: &[u8]) -> String {
     let hex: String = Sha256::digest(data)
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::common::{Env, err, out};
 
 /// Every applet of the host's static busybox.
@@ -24,22 +22,7 @@ fn applets() -> Vec<String> {
         .collect()
 }
 
-fn header() -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_700_000_000);
-    h
-}
-
-fn put(blobs: &Path, data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    std::fs::write(blobs.join(&hex), data).unwrap();
-    format!("sha256:{hex}")
-}
+use crate::common::{header, put};
 
 /// Imports a one-layer busybox image (every applet, `extra` files added) named
 /// `reference`, its config's `config` object being `config` (JSON).
