@@ -112,6 +112,13 @@ fn supervise(cg: &Cgroup, plan: &ExecPlan, a: &RunArgs) -> Result<ExitCode> {
             unsafe { spawn.pre_exec(move || handles.join_self()) };
             "a fork-like clone, then a write to cgroup.procs before exec"
         }
+        Placement::Both { clone_into, join } => {
+            spawn.cgroup(clone_into);
+            // SAFETY: as above.
+            unsafe { spawn.pre_exec(move || join.join_self()) };
+            "clone3(CLONE_INTO_CGROUP) for the v2 hierarchy, then a write to each v1 \
+             hierarchy's tasks before exec"
+        }
     };
     let mut child = spawn.spawn().map_err(|e| spawn_failure(&plan.program, e))?;
     if a.verbose {

@@ -2,13 +2,16 @@
 //! and a process being spawned, before it runs a single instruction of the new program.
 //!
 //! A spawner opens [`SpawnHandles`] in the parent (before the clone), then takes its
-//! [`Placement`] ([`SpawnHandles::placement`]): either
+//! [`Placement`] ([`SpawnHandles::placement`]): one of
 //! - [`Placement::CloneInto`]: the directory fd for clone3(2)'s `cgroup` with
-//!   `CLONE_INTO_CGROUP` (pure cgroup v2, kernel 5.7+; nskit's `Spawn::cgroup`), or
+//!   `CLONE_INTO_CGROUP` (pure cgroup v2, kernel 5.7+; nskit's `Spawn::cgroup`),
 //! - [`Placement::JoinSelf`]: the handles, whose [`SpawnHandles::join_self`] the child
 //!   calls before exec (every layout; nskit's `Spawn::pre_exec`): it writes `0` ("the
 //!   writer") to each pre-opened file with the raw write(2) syscall and nothing else,
-//!   so it is safe between clone and exec, even in a threaded parent.
+//!   so it is safe between clone and exec, even in a threaded parent, or
+//! - [`Placement::Both`] on a hybrid host: clone3 places the child in the cgroup's
+//!   v2 directory (the unified hierarchy is the kernel's default one, which is all
+//!   `CLONE_INTO_CGROUP` needs) and the child joins the v1 hierarchies itself.
 //!
 //! `cgctl run` and `sandbox run` both start their child this way.
 //!
@@ -17,7 +20,10 @@
 //! writing thread itself without taking the global `cgroup_threadgroup_rwsem` for
 //! writing, whose percpu-rwsem write side waits for an RCU grace period (measured on
 //! a 6.18 hybrid host: `cgroup.procs` 13-17 ms, `tasks` 0.03 ms). v2 takes
-//! `cgroup.procs` (its `cgroup.threads` only works inside a threaded subtree).
+//! `cgroup.procs` (its `cgroup.threads` only works inside a threaded subtree), and
+//! so paid that grace period on hybrid hosts too, for each container of a pod
+//! started one after the other (5-16 ms each), until the v2 part moved to clone3:
+//! `CLONE_INTO_CGROUP` takes the same lock for reading only, as any fork does.
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -55,15 +61,22 @@ const ESRCH: i32 = 3;
 ///     Placement::CloneInto(dir) => { spawn.cgroup(dir); }
 ///     // SAFETY: join_self makes only write(2) syscalls on fds opened beforehand.
 ///     Placement::JoinSelf(h) => unsafe { spawn.pre_exec(move || h.join_self()); },
+///     Placement::Both { clone_into, join } => {
+///         spawn.cgroup(clone_into);
+///         // SAFETY: as above.
+///         unsafe { spawn.pre_exec(move || join.join_self()); }
+///     }
 /// }
 /// ```
 #[derive(Debug)]
 pub struct SpawnHandles {
-    /// The cgroup directory, when the cgroup is on the v2 hierarchy only.
+    /// The cgroup's directory on the v2 hierarchy, when it has one.
     dir: Option<OwnedFd>,
     /// `tasks` (v1) or `cgroup.procs` (v2) of every hierarchy the cgroup spans,
     /// opened for writing.
     procs: Vec<OwnedFd>,
+    /// Which of `procs` is the v2 `cgroup.procs`.
+    v2: Option<usize>,
 }
 
 impl SpawnHandles {
@@ -74,14 +87,29 @@ impl SpawnHandles {
         self.dir.as_ref().map(AsFd::as_fd)
     }
 
-    /// How the child gets into the cgroup: [`Placement::CloneInto`] with the
-    /// directory fd when `clone_into` is allowed and the cgroup lives on the v2
-    /// hierarchy alone, else [`Placement::JoinSelf`] with these handles. (A spawner
-    /// whose clone3 refuses `CLONE_INTO_CGROUP` at run time, as on 5.3-5.6, writes
-    /// the child's pid to `cgroup.procs` through the directory fd itself; nskit does.)
+    /// How the child gets into the cgroup when `clone_into` is allowed:
+    /// [`Placement::CloneInto`] with the directory fd when the cgroup lives on the v2
+    /// hierarchy alone, [`Placement::Both`] when it spans v1 hierarchies and the v2
+    /// one (hybrid), else (or without `clone_into`) [`Placement::JoinSelf`] with
+    /// these handles. (A spawner whose clone3 refuses `CLONE_INTO_CGROUP` at run
+    /// time, as on 5.3-5.6, writes the child's pid to `cgroup.procs` through the
+    /// directory fd itself; nskit does.)
     pub fn placement(mut self, clone_into: bool) -> Placement {
-        match self.dir.take() {
-            Some(dir) if clone_into => Placement::CloneInto(dir),
+        if !clone_into {
+            self.dir = None;
+            return Placement::JoinSelf(self);
+        }
+        match (self.dir.take(), self.v2) {
+            (Some(dir), _) if self.procs.len() == 1 => Placement::CloneInto(dir),
+            (Some(dir), Some(i)) => {
+                // The v2 part is clone3's; the child writes only the v1 `tasks`.
+                self.procs.remove(i);
+                self.v2 = None;
+                Placement::Both {
+                    clone_into: dir,
+                    join: self,
+                }
+            }
             _ => Placement::JoinSelf(self),
         }
     }
@@ -145,6 +173,14 @@ pub enum Placement {
     CloneInto(OwnedFd),
     /// Handles for [`SpawnHandles::join_self`], called in the child before exec.
     JoinSelf(SpawnHandles),
+    /// A hybrid host: the cgroup's v2 directory for clone3 (as `CloneInto`) and the
+    /// handles of its v1 hierarchies for [`SpawnHandles::join_self`] (as `JoinSelf`).
+    Both {
+        /// The v2 directory, `O_RDONLY | O_DIRECTORY`, for `CLONE_INTO_CGROUP`.
+        clone_into: OwnedFd,
+        /// The v1 `tasks` files.
+        join: SpawnHandles,
+    },
 }
 
 impl Cgroup {
@@ -172,6 +208,7 @@ impl Cgroup {
     /// [`SpawnHandles`]. Every fd is `O_CLOEXEC`, so none leaks into the new program.
     pub fn spawn_handles(&self) -> Result<SpawnHandles> {
         let mut procs = Vec::with_capacity(self.dirs().len());
+        let (mut dir, mut v2) = (None, None);
         for d in self.dirs() {
             let path = d.file(match d.version {
                 Version::V1 => TASKS,
@@ -186,10 +223,7 @@ impl Cgroup {
                     value: "0".to_owned(),
                     source,
                 })?;
-            procs.push(OwnedFd::from(f));
-        }
-        let dir = match self.dirs() {
-            [d] if d.version == Version::V2 => {
+            if d.version == Version::V2 {
                 let f = OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
@@ -198,10 +232,11 @@ impl Cgroup {
                         path: d.path.clone(),
                         source,
                     })?;
-                Some(OwnedFd::from(f))
+                dir = Some(OwnedFd::from(f));
+                v2 = Some(procs.len());
             }
-            _ => None,
-        };
-        Ok(SpawnHandles { dir, procs })
+            procs.push(OwnedFd::from(f));
+        }
+        Ok(SpawnHandles { dir, procs, v2 })
     }
 }

@@ -313,7 +313,8 @@ fn delegation_is_checked_and_granted_per_kernel_rules() {
 }
 
 /// The one "spawn into this cgroup" path: clone3's directory fd where the cgroup is
-/// on v2 alone, else a child that writes `0` to each pre-opened file before exec.
+/// on v2 alone, both on a hybrid host, else a child that writes `0` to each
+/// pre-opened file before exec.
 #[test]
 fn spawn_placement_puts_the_child_in_the_cgroup_before_exec() {
     use cgroupkit::Placement;
@@ -323,7 +324,16 @@ fn spawn_placement_puts_the_child_in_the_cgroup_before_exec() {
     let v2_only = cg.dirs().iter().all(|d| d.version == Version::V2);
     match cg.spawn_handles().unwrap().placement(true) {
         Placement::CloneInto(_) => assert!(v2_only, "a directory fd only on v2 alone"),
-        Placement::JoinSelf(_) => assert!(!v2_only, "pure v2 offers CLONE_INTO_CGROUP"),
+        Placement::JoinSelf(_) => assert!(
+            cg.dirs().iter().all(|d| d.version == Version::V1),
+            "a cgroup with a v2 directory offers CLONE_INTO_CGROUP"
+        ),
+        Placement::Both { join, .. } => {
+            assert!(!v2_only, "v1 hierarchies as well as v2");
+            // The child joins the v1 ones only: the v2 one is clone3's.
+            let v1 = cg.dirs().iter().filter(|d| d.version == Version::V1).count();
+            assert_eq!(format!("{join:?}").matches("OwnedFd").count(), v1, "{join:?}");
+        }
     }
     let Placement::JoinSelf(handles) = cg.spawn_handles().unwrap().placement(false) else {
         panic!("placement(false) must join before exec");

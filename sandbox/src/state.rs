@@ -96,9 +96,15 @@ pub struct State {
 }
 
 /// The state root from `--root`, `$SANDBOX_ROOT` or the default.
+///
+/// A relative one is made absolute against the working directory here, once: the
+/// paths recorded below it (a bundle's `root.path`, a pod's bundles) are read later
+/// by processes with another working directory.
 pub fn state_root(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os(STATE_ROOT_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT))
+    let p = flag
+        .or_else(|| std::env::var_os(STATE_ROOT_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_ROOT));
+    std::path::absolute(&p).unwrap_or(p)
 }
 
 /// The mode of the state root: host users may pass through it but not list it;

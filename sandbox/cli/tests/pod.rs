@@ -202,3 +202,34 @@ fn without_share_process_namespace_each_container_is_pid_1_of_its_own() {
     assert_eq!(ns(&env, &name, "a", "net"), ns(&env, &name, "b", "net"));
     rm_and_check(&env, &name);
 }
+
+/// `--root` and `--store` given relative to the working directory: the paths
+/// recorded in the pod's bundles are absolute, so the supervisor and `pod rm` run
+/// from elsewhere still find them (a relative root once made every container's
+/// `root.path` resolve under its own bundle).
+#[test]
+fn relative_state_and_store_roots() {
+    let env = Env::new();
+    seed_images(&env);
+    let name = pod_name("relative");
+    let _g = guard(&env, &name);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  \
+         - name: a\n    image: busybox\n    command: [sleep, '1000']\n"
+    );
+    let file = pod_file(&env, &name, &yaml);
+    let relative = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .current_dir(env.dir.path())
+            .args(["--root", "state", "--store", "store", "pod"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = relative(&["run", "--detach", file.to_str().unwrap()]);
+    assert!(o.status.success(), "pod run: {}{}", out(&o), err(&o));
+    assert_eq!(ctr(&status(&env, &name), "a")["state"], "Running");
+    let o = relative(&["rm", "--force", &name]);
+    assert!(o.status.success(), "pod rm: {}", err(&o));
+    assert_nothing_left(&env, &name);
+}

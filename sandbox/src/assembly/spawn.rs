@@ -254,6 +254,16 @@ fn build_spawn(
             close.push(dir.as_raw_fd());
             sp.cgroup(dir);
         }
+        Placement::Both { clone_into, join } => {
+            close.push(clone_into.as_raw_fd());
+            sp.cgroup(clone_into);
+            // The child joins the v1 hierarchies, then unshares (as below).
+            if ns.contains(Namespace::CGROUP) {
+                ns -= Namespace::CGROUP;
+                confine.unshare_cgroup = true;
+            }
+            confine.cgroup = Some(join);
+        }
         Placement::JoinSelf(handles) => {
             // The child joins first, then unshares: its cgroup namespace is rooted
             // at the container's cgroup.

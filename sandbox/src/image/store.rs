@@ -29,9 +29,14 @@ pub(crate) const BLOBS: &str = "blobs/sha256";
 pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// The store root from `--store`, `$SANDBOX_STORE` or the default.
+///
+/// A relative one is made absolute against the working directory (see
+/// [`crate::state::state_root`]).
 pub fn store_root(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os(STORE_ROOT_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_ROOT))
+    let p = flag
+        .or_else(|| std::env::var_os(STORE_ROOT_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_ROOT));
+    std::path::absolute(&p).unwrap_or(p)
 }
 
 /// An imported image.

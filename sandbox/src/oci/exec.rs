@@ -155,6 +155,11 @@ pub(crate) fn exec_in(id: &str, st: &state::State, mut spec: Spec, o: &ExecOptio
             sp.cgroup(d);
         }
         Placement::JoinSelf(handles) => confine.cgroup = Some(handles),
+        Placement::Both { clone_into, join } => {
+            close.push(clone_into.as_raw_fd());
+            sp.cgroup(clone_into);
+            confine.cgroup = Some(join);
+        }
     }
     let console = match &o.console_socket {
         Some(p) => Some(console::Console::connect(p, console::size_of(&process))?),
