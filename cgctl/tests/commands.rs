@@ -632,7 +632,10 @@ fn run_relays_exit_status_and_removes_its_cgroup() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("fork"));
     } else if parent.hierarchy.layout() == Layout::Hybrid {
         // clone3 places it on the unified hierarchy, the child joins the v1 ones.
-        assert!(stderr.contains("clone3(CLONE_INTO_CGROUP) for the v2"), "{stderr}");
+        assert!(
+            stderr.contains("clone3(CLONE_INTO_CGROUP) for the v2"),
+            "{stderr}"
+        );
         let unified = text.lines().find(|l| l.starts_with("0::"));
         assert!(unified.is_some_and(|l| l.ends_with(&want)), "{text}");
     } else {

@@ -331,8 +331,16 @@ fn spawn_placement_puts_the_child_in_the_cgroup_before_exec() {
         Placement::Both { join, .. } => {
             assert!(!v2_only, "v1 hierarchies as well as v2");
             // The child joins the v1 ones only: the v2 one is clone3's.
-            let v1 = cg.dirs().iter().filter(|d| d.version == Version::V1).count();
-            assert_eq!(format!("{join:?}").matches("OwnedFd").count(), v1, "{join:?}");
+            let v1 = cg
+                .dirs()
+                .iter()
+                .filter(|d| d.version == Version::V1)
+                .count();
+            assert_eq!(
+                format!("{join:?}").matches("OwnedFd").count(),
+                v1,
+                "{join:?}"
+            );
         }
     }
     let Placement::JoinSelf(handles) = cg.spawn_handles().unwrap().placement(false) else {

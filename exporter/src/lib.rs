@@ -384,6 +384,7 @@ impl Collector {
             from_iter(ROLE_CPU),
             from_iter(ROLE_CPUACCT) && !v2_cpu,
             from_iter(ROLE_MEMORY),
+            from_iter(ROLE_PSI) && st.it.offsets().pressure(),
         ) {
             self.metrics.set_source(family, ebpf);
         }
@@ -619,7 +620,7 @@ fn read_node(
         if src.roles & ROLE_MEMORY != 0 {
             n += if iter { 1 } else { 4 };
         }
-        if src.roles & ROLE_PSI != 0 {
+        if src.roles & ROLE_PSI != 0 && !(iter && node.vals.pressure.is_some()) {
             n += 3;
         }
         n
@@ -669,7 +670,14 @@ fn read_node(
             reader.memory(&dir, src.version, iv.map(|v| (v, root)), &mut s);
         }
         if src.roles & ROLE_PSI != 0 {
-            reader.pressure(&dir, &mut s);
+            match iv.and_then(|v| v.pressure) {
+                Some(p) => {
+                    for (i, [some, full]) in [p.cpu, p.memory, p.io].into_iter().enumerate() {
+                        s.psi[i] = [Some(some), Some(full)];
+                    }
+                }
+                None => reader.pressure(&dir, &mut s),
+            }
         }
     }
     Some(s)

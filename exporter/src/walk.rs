@@ -2,10 +2,13 @@
 //! of each through cgroupkit's walker, merged by relative path.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use cgroupkit::Version;
 use cgroupkit::walk::{Visit, Walk};
-use probes::iter::{Bandwidth, CgroupIter, CgroupStats, CpuLimits, CpuUsage, IterLink, Memory};
+use probes::iter::{
+    Bandwidth, CgroupIter, CgroupStats, CpuLimits, CpuUsage, IterLink, Memory, PressureTotals,
+};
 
 use crate::read::FileReader;
 use crate::{Config, ErrorKind};
@@ -48,6 +51,7 @@ pub(crate) struct IterVals {
     pub cpu_usage: Option<CpuUsage>,
     pub memory: Option<Memory>,
     pub oom_kills: Option<u64>,
+    pub pressure: Option<PressureTotals>,
 }
 
 /// The loaded cgroup iterator and its link per source (`None`: that source is walked
@@ -177,6 +181,14 @@ fn add_record(
         if src.roles & ROLE_MEMORY != 0 {
             v.memory = s.memory;
             v.oom_kills = s.oom_kills;
+        }
+        if src.roles & ROLE_PSI != 0 {
+            // The hierarchy's root keeps the system's group, which lives on when
+            // cgroup PSI is off (cgroup_disable=pressure) and the files are not
+            // shown: taken only where the root shows its file.
+            v.pressure = s.pressure.filter(|_| {
+                s.level != 0 || Path::new(&src.mount_point).join("cpu.pressure").exists()
+            });
         }
     }
 }

@@ -90,6 +90,11 @@ fn bytes(btf: &Btf, path: &str) -> std::result::Result<u64, BtfError> {
 }
 
 impl IterOffsets {
+    /// Whether the records carry pressure totals on this kernel (CONFIG_PSI).
+    pub fn pressure(&self) -> bool {
+        self.0[iter_off::PSI_TOTAL] != iter_off::ABSENT
+    }
+
     /// Resolves the offsets from `btf`. What every record needs (the cgroup's id,
     /// level, name and parent) must be there; a controller whose structs are missing
     /// (not built in) is marked absent and its fields are never valid.
@@ -237,6 +242,18 @@ impl IterOffsets {
         if v[o::NR_CPUS] == o::ABSENT {
             v[o::NR_CPUS] = 0;
         }
+        // Pressure (CONFIG_PSI): `cgroup.psi` a pointer since 5.19, the group
+        // itself before.
+        if let (Ok(m), Ok(total)) = (btf.member("cgroup.psi"), bytes(btf, "psi_group.total"))
+            && m.bitfield_size.is_none()
+            && m.bit_offset % 8 == 0
+        {
+            let ptr = matches!(btf.kind(btf.resolve(m.type_id)?)?, crate::btf::Kind::Ptr);
+            v[o::CGROUP_PSI] = m.byte_offset();
+            v[o::CGROUP_PSI_PTR] = u64::from(ptr);
+            v[o::PSI_TOTAL] = total;
+            v[o::PSI_ENABLED] = bytes(btf, "psi_group.enabled").unwrap_or(o::ABSENT);
+        }
         Ok(IterOffsets(v))
     }
 }
@@ -346,6 +363,24 @@ pub struct CgroupStats {
     pub oom_kills: Option<u64>,
     /// `pids.current`: tasks in the subtree.
     pub pids: Option<u64>,
+    /// Pressure stall totals (where the kernel keeps a pressure group for the
+    /// cgroup: on the v2 hierarchy, the one PSI accounts on).
+    pub pressure: Option<PressureTotals>,
+}
+
+/// The `total=` values of a cgroup's `cpu.pressure`, `memory.pressure` and
+/// `io.pressure`, microseconds, `[some, full]` each: as the files print them at
+/// the group's last aggregation (a read of a pressure file aggregates; else the
+/// kernel does every 2 s while the group is busy, so these may trail the files
+/// by that much, never lead them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PressureTotals {
+    /// `cpu.pressure` some, full.
+    pub cpu: [u64; 2],
+    /// `memory.pressure` some, full.
+    pub memory: [u64; 2],
+    /// `io.pressure` some, full.
+    pub io: [u64; 2],
 }
 
 impl CgroupStats {
@@ -422,6 +457,8 @@ impl Drop for Mapped {
 pub struct IterLink {
     fd: OwnedFd,
     dir: PathBuf,
+    /// On the v2 hierarchy (cgroup2), where pressure is accounted.
+    v2: bool,
 }
 
 impl IterLink {
@@ -666,9 +703,14 @@ impl CgroupIter {
             },
             e => e,
         })?;
+        // Pressure is accounted on the v2 hierarchy only: a v1 cgroup's group (the
+        // kernel makes one for every cgroup) stays at zero, and is not reported.
+        let v2 = nix::sys::statfs::fstatfs(&d)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
         Ok(IterLink {
             fd,
             dir: dir.to_owned(),
+            v2,
         })
     }
 
@@ -773,14 +815,14 @@ impl CgroupIter {
                     stack.push((r.level, path.len()));
                 }
             }
-            f(self.typed(&r, path.clone()));
+            f(self.typed(&r, path.clone(), link.v2));
         }
         drop(records);
         drop(walking);
         Ok(())
     }
 
-    fn typed(&self, r: &CgroupRecord, path: String) -> CgroupStats {
+    fn typed(&self, r: &CgroupRecord, path: String, v2: bool) -> CgroupStats {
         let has = |bit: u64| r.flags & bit != 0;
         let page = self.page_size;
         // PAGE_COUNTER_MAX: LONG_MAX / PAGE_SIZE, the page counter's "no limit".
@@ -813,6 +855,19 @@ impl CgroupIter {
             }),
             oom_kills: has(rec::OOM).then_some(r.oom_kills),
             pids: has(rec::PIDS).then_some(r.pids),
+            pressure: (v2 && has(rec::PSI)).then(|| {
+                let us = |i: usize| r.psi_ns[i] / 1000;
+                PressureTotals {
+                    cpu: [
+                        us(4),
+                        // "CPU FULL is undefined at the system level": the root's
+                        // file prints 0.
+                        if r.level == 0 { 0 } else { us(5) },
+                    ],
+                    memory: [us(2), us(3)],
+                    io: [us(0), us(1)],
+                }
+            }),
         }
     }
 }

@@ -96,7 +96,11 @@ impl Tree {
         let files: Vec<CString> = self.children[i]
             .dirs()
             .iter()
-            .filter(|d| d.controllers.iter().any(|c| CONTROLLERS.contains(c)))
+            // The v2 directory too on a hybrid host (no controllers there): pressure
+            // is accounted on the v2 hierarchy.
+            .filter(|d| {
+                d.version == Version::V2 || d.controllers.iter().any(|c| CONTROLLERS.contains(c))
+            })
             .map(|d| {
                 let f = match d.version {
                     Version::V1 => "tasks",
@@ -177,6 +181,24 @@ struct Files {
     mem_limit: Option<Option<u64>>,
     oom_kill: Option<u64>,
     pids: Option<u64>,
+    /// `total=` of cpu, memory and io pressure, `[some, full]`, from the v2 dir.
+    psi: Option<[[u64; 2]; 3]>,
+}
+
+/// The pressure totals of the v2 directory `d`, as the iterator's are ordered.
+fn psi_files(d: &Path) -> Option<[[u64; 2]; 3]> {
+    use cgroupkit::psi::{Pressure, PsiResource};
+    let mut out = [[0; 2]; 3];
+    for (i, r) in [PsiResource::Cpu, PsiResource::Memory, PsiResource::Io]
+        .into_iter()
+        .enumerate()
+    {
+        let p = d.join(r.file());
+        let text = std::fs::read_to_string(&p).ok()?;
+        let v = Pressure::parse(&text, &p).unwrap();
+        out[i] = [v.some.total_usec, v.full.map_or(0, |f| f.total_usec)];
+    }
+    Some(out)
 }
 
 fn files(dirs: &[(Controller, PathBuf, Version)]) -> Files {
@@ -234,6 +256,13 @@ fn files(dirs: &[(Controller, PathBuf, Version)]) -> Files {
             _ => {}
         }
     }
+    f
+}
+
+/// [`files`], then the pressure files of the cgroup's v2 directory `v2`.
+fn files_psi(dirs: &[(Controller, PathBuf, Version)], v2: Option<&Path>) -> Files {
+    let mut f = files(dirs);
+    f.psi = v2.and_then(psi_files);
     f
 }
 
@@ -323,6 +352,23 @@ fn compare(id: &str, it: &Merged, a: &Files, b: &Files, v1: bool) {
         it.pids.unwrap(),
         pa.max(pb),
     );
+    // Pressure: the totals a file read aggregated before the walk, at most what the
+    // read after it aggregates.
+    if let (Some(pa), Some(pb)) = (a.psi, b.psi) {
+        let p = it
+            .pressure
+            .unwrap_or_else(|| panic!("{id}: pressure files but no pressure record"));
+        for (i, got) in [p.cpu, p.memory, p.io].into_iter().enumerate() {
+            for (j, what) in ["some", "full"].into_iter().enumerate() {
+                within(
+                    &ctx(&format!("pressure {i} {what}")),
+                    pa[i][j],
+                    got[j],
+                    pb[i][j],
+                );
+            }
+        }
+    }
 }
 
 /// One cgroup's records of every hierarchy, merged by path.
@@ -334,6 +380,7 @@ struct Merged {
     memory: Option<probes::iter::Memory>,
     oom_kills: Option<u64>,
     pids: Option<u64>,
+    pressure: Option<probes::iter::PressureTotals>,
     seen: usize,
 }
 
@@ -347,6 +394,7 @@ fn merge(into: &mut HashMap<String, Merged>, walk: Vec<CgroupStats>) {
         m.memory = m.memory.or(s.memory);
         m.oom_kills = m.oom_kills.or(s.oom_kills);
         m.pids = m.pids.or(s.pids);
+        m.pressure = m.pressure.or(s.pressure);
     }
 }
 
@@ -413,6 +461,22 @@ fn iterator_equals_files_for_many_throttled_cgroups() {
         }
     }
     let v1 = mounts.iter().all(|(_, v)| *v == Version::V1);
+    // The v2 hierarchy, where pressure is accounted (a hybrid host's unified mount).
+    if let Some(u) = h.unified()
+        && !mounts.iter().any(|(p, _)| *p == u.mount_point)
+    {
+        mounts.push((u.mount_point.clone(), u.version));
+    }
+    let v2_dirs: Vec<Option<PathBuf>> = (0..n)
+        .map(|i| {
+            tree.children[i]
+                .dirs()
+                .iter()
+                .find(|d| d.version == Version::V2)
+                .map(|d| d.path.clone())
+        })
+        .collect();
+    let psi_kernel = it.offsets().pressure();
     let per_child: Vec<Vec<(Controller, PathBuf, Version)>> = (0..n)
         .map(|i| {
             let mut v = Vec::new();
@@ -436,14 +500,22 @@ fn iterator_equals_files_for_many_throttled_cgroups() {
         .map(|(mp, _)| it.link(mp.join(&tree.name)).unwrap())
         .collect();
 
-    let before: Vec<Files> = per_child.iter().map(|d| files(d)).collect();
+    let with_psi = |i: usize| files_psi(&per_child[i], v2_dirs[i].as_deref());
+    let before: Vec<Files> = (0..n).map(with_psi).collect();
     let t = Instant::now();
     let mut merged: HashMap<String, Merged> = HashMap::new();
     for l in &links {
         merge(&mut merged, it.walk(l).unwrap());
     }
     let walked = t.elapsed();
-    let after: Vec<Files> = per_child.iter().map(|d| files(d)).collect();
+    let after: Vec<Files> = (0..n).map(with_psi).collect();
+    // Where the files show pressure, the records carry it (CONFIG_PSI kernels).
+    let shown = before.iter().filter(|f| f.psi.is_some()).count();
+    eprintln!("pressure files in {shown} of {n} cgroups; kernel offsets: {psi_kernel}");
+    assert!(
+        shown == 0 || psi_kernel,
+        "pressure files but no psi_group in the BTF"
+    );
     eprintln!(
         "{} hierarchies walked in {walked:?} ({} paths)",
         links.len(),
@@ -464,6 +536,21 @@ fn iterator_equals_files_for_many_throttled_cgroups() {
         let m = merged.get(&id).unwrap_or_else(|| panic!("{id} not walked"));
         assert_eq!(m.seen, links.len(), "{id} on every hierarchy");
         compare(&id, m, &before[i], &after[i], v1);
+    }
+    if shown > 0 {
+        // Throttled tasks wait runnable: the busy cgroups show CPU pressure, so the
+        // comparison above met values other than zero.
+        let stalled = (0..busy)
+            .filter(|i| {
+                merged[&format!("c{i}")]
+                    .pressure
+                    .is_some_and(|p| p.cpu[0] > 0)
+            })
+            .count();
+        assert!(
+            stalled * 2 >= busy,
+            "only {stalled} of {busy} busy cgroups under CPU pressure"
+        );
     }
 
     // From the hierarchy root, the same cgroups come with their full paths.

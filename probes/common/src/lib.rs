@@ -190,6 +190,12 @@ pub struct CgroupRecord {
     pub user_ns: u64,
     /// cpuacct system time (`CPUTIME_SYSTEM` + `IRQ` + `SOFTIRQ`), nanoseconds.
     pub system_ns: u64,
+    /// `psi_group.total[PSI_AVGS]` of the cgroup's pressure group ([`rec::PSI`]):
+    /// nanoseconds stalled, in the kernel's order io some, io full, memory some,
+    /// memory full, cpu some, cpu full. What the pressure files print as `total=`
+    /// (in microseconds), as of the group's last aggregation: a read of a pressure
+    /// file aggregates, else the kernel does every 2 s while the group is busy.
+    pub psi_ns: [u64; 6],
     /// `cgroup->kn->name`, NUL-terminated.
     pub name: [u64; NAME_BYTES / 8],
 }
@@ -216,6 +222,7 @@ impl CgroupRecord {
         usage_ns: 0,
         user_ns: 0,
         system_ns: 0,
+        psi_ns: [0; 6],
         name: [0; NAME_BYTES / 8],
     };
 }
@@ -239,6 +246,8 @@ pub mod rec {
     pub const OOM: u64 = 64;
     /// `usage_ns`, `user_ns` and `system_ns` are valid.
     pub const CPUACCT: u64 = 128;
+    /// `psi_ns` is valid: the cgroup has a pressure group, and it is enabled.
+    pub const PSI: u64 = 256;
 }
 
 /// What the program writes to the iterator's output at the end of a walk (its only
@@ -332,6 +341,15 @@ pub mod iter_off {
     pub const ARRAY_PPTRS: usize = 33;
     /// Possible CPUs (count, not an offset).
     pub const NR_CPUS: usize = 34;
+    /// `cgroup.psi`: a pointer to the cgroup's `psi_group` (5.19+), or the group
+    /// itself (earlier kernels; then [`CGROUP_PSI_PTR`] is 0).
+    pub const CGROUP_PSI: usize = 35;
+    /// 1 when `cgroup.psi` is a pointer, 0 when the group is embedded.
+    pub const CGROUP_PSI_PTR: usize = 36;
+    /// `psi_group.total` (its first row: `PSI_AVGS`).
+    pub const PSI_TOTAL: usize = 37;
+    /// `psi_group.enabled` (bool, 6.5+: `cgroup.pressure` can turn a group off).
+    pub const PSI_ENABLED: usize = 38;
     /// Number of entries.
-    pub const LEN: usize = 35;
+    pub const LEN: usize = 39;
 }

@@ -126,6 +126,13 @@ fn read_u64(base: u64, off: u64) -> u64 {
     unsafe { bpf_probe_read_kernel((base.wrapping_add(off)) as *const u64) }.unwrap_or(0)
 }
 
+/// Reads a u8 at `base + off` in kernel memory; 0 when the read faults.
+#[inline(always)]
+fn read_u8(base: u64, off: u64) -> u8 {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails instead of faulting.
+    unsafe { bpf_probe_read_kernel((base.wrapping_add(off)) as *const u8) }.unwrap_or(0)
+}
+
 /// Reads a u32 at `base + off` in kernel memory; 0 when the read faults.
 #[inline(always)]
 fn read_u32(base: u64, off: u64) -> u32 {
@@ -606,6 +613,26 @@ fn fill(r: &mut CgroupRecord, cgrp: u64) {
             r.user_ns = user;
             r.system_ns = system;
             flags |= rec::CPUACCT;
+        }
+    }
+
+    // Pressure: the totals the pressure files print, as of the group's last
+    // aggregation (every cgroup has a group while cgroup PSI is on).
+    let psi_at = ioff(iter_off::CGROUP_PSI);
+    let total_at = ioff(iter_off::PSI_TOTAL);
+    if psi_at != iter_off::ABSENT && total_at != iter_off::ABSENT {
+        let g = if ioff(iter_off::CGROUP_PSI_PTR) != 0 {
+            read_u64(cgrp, psi_at)
+        } else {
+            cgrp.wrapping_add(psi_at)
+        };
+        let en = ioff(iter_off::PSI_ENABLED);
+        if g != 0 && (en == iter_off::ABSENT || read_u8(g, en) != 0) {
+            // SAFETY: a checked read of six u64 from the kernel into the stack.
+            if let Ok(t) = unsafe { bpf_probe_read_kernel(g.wrapping_add(total_at) as *const [u64; 6]) } {
+                r.psi_ns = t;
+                flags |= rec::PSI;
+            }
         }
     }
     r.flags = flags;
