@@ -404,7 +404,20 @@ impl Drop for RawMode {
     }
 }
 
-/// Relays the container's output to ours and (with `stdin`) our input to it.
+/// Gives the container's terminal (its `master`) our terminal's window size; the
+/// kernel signals SIGWINCH to its foreground process group when it changed.
+fn copy_window_size(master: &impl AsRawFd) {
+    // SAFETY: an all-zero winsize is valid; both ioctls take a pointer to one.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Relays the container's output to ours and (with `stdin`) our input to it; on a
+/// terminal, our window size changes too.
 fn attach(
     sock: &std::path::Path,
     stdin: bool,
@@ -412,9 +425,39 @@ fn attach(
     out: &mut impl Write,
 ) -> Result<i32, Error> {
     use std::io::IsTerminal;
+    let on_terminal = tty && std::io::stdin().is_terminal();
+    // Window size changes (SIGWINCH) come through a signalfd, blocked before the
+    // terminal's size is first copied so that none is missed.
+    let winch = if on_terminal {
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGWINCH);
+        set.thread_block()
+            .map_err(|e| Error::io("sigprocmask", "SIGWINCH", e.into()))?;
+        Some(
+            nix::sys::signalfd::SignalFd::with_flags(
+                &set,
+                nix::sys::signalfd::SfdFlags::SFD_CLOEXEC
+                    | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+            )
+            .map_err(|e| Error::io("signalfd", "SIGWINCH", e.into()))?,
+        )
+    } else {
+        None
+    };
     let mut s =
         std::os::unix::net::UnixStream::connect(sock).map_err(|e| Error::io("connect", sock, e))?;
-    let _raw = if tty && std::io::stdin().is_terminal() {
+    // The supervisor's first byte: a terminal (with its master), or pipes.
+    let mut first = [0u8; 1];
+    let (n, master) = sandbox::oci::console::recv_fd(s.as_raw_fd(), &mut first)
+        .map_err(|e| Error::io("recvmsg", sock, e))?;
+    if n == 0 {
+        return Ok(0);
+    }
+    let master = master.filter(|_| first[0] == status::ATTACH_TTY && winch.is_some());
+    if let Some(m) = &master {
+        copy_window_size(m);
+    }
+    let _raw = if on_terminal {
         let saved = nix::sys::termios::tcgetattr(std::io::stdin())
             .map_err(|e| Error::io("tcgetattr", "standard input", e.into()))?;
         let mut raw = saved.clone();
@@ -434,6 +477,14 @@ fn attach(
             events: libc::POLLIN,
             revents: 0,
         }];
+        if let Some(w) = &winch {
+            fds.push(libc::pollfd {
+                fd: w.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let stdin_at = fds.len();
         if reading {
             fds.push(libc::pollfd {
                 fd: 0,
@@ -465,7 +516,15 @@ fn attach(
                 }
             }
         }
-        if reading && fds[1].revents != 0 {
+        if let Some(w) = &winch
+            && fds[1].revents != 0
+        {
+            while let Ok(Some(_)) = w.read_signal() {}
+            if let Some(m) = &master {
+                copy_window_size(m);
+            }
+        }
+        if reading && fds[stdin_at].revents != 0 {
             // SAFETY: reading fd 0 into a live buffer.
             let k = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
             if k <= 0 {

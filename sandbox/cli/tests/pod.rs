@@ -161,6 +161,11 @@ fn hello_pod_shares_namespaces_with_infra_as_pid_1() {
             .any(|l| l.trim_start().starts_with("1 ") && l.contains("/pause")),
         "{listing}"
     );
+    // The window of the attaching terminal resized: the container's terminal
+    // follows (the client passes SIGWINCH on through the master it was given).
+    term.resize(33, 111);
+    term.write(b"stty size\r");
+    term.read_until("33 111", 10);
     term.write(&[0x10, 0x11]);
     assert!(child.wait().unwrap().success());
     assert_eq!(

@@ -105,11 +105,21 @@ impl Console {
 /// # Safety
 /// `sock` and `fd` are open fds.
 unsafe fn send_fd(sock: libc::c_int, fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: as the caller promises.
+    unsafe { send_fd_with(sock, NAME, fd) }
+}
+
+/// sendmsg(2) of `fd` (SCM_RIGHTS) with `data` (at least one byte) as data.
+/// Async-signal-safe.
+///
+/// # Safety
+/// `sock` and `fd` are open fds.
+pub unsafe fn send_fd_with(sock: libc::c_int, data: &[u8], fd: libc::c_int) -> io::Result<()> {
     // Room for one cmsghdr and one int, aligned (CMSG_SPACE(4) is 24 on 64-bit).
     let mut buf = [0u64; 4];
     let mut iov = libc::iovec {
-        iov_base: NAME.as_ptr() as *mut libc::c_void,
-        iov_len: NAME.len(),
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
     };
     // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -130,4 +140,47 @@ unsafe fn send_fd(sock: libc::c_int, fd: libc::c_int) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One recvmsg(2) on `sock`: the data (up to `data.len()` bytes, the count
+/// returned) and the fd sent with it (SCM_RIGHTS, received close-on-exec), if any.
+pub fn recv_fd(sock: libc::c_int, data: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    use std::os::fd::FromRawFd;
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // Room for one fd's control message, aligned as cmsghdr wants.
+    let mut cbuf = [0u64; 8];
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+    let n = loop {
+        // SAFETY: msg points at live buffers of the sizes given.
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR and CMSG_DATA stay in cbuf.
+    let fd = unsafe {
+        let cm = libc::CMSG_FIRSTHDR(&msg);
+        if cm.is_null()
+            || (*cm).cmsg_level != libc::SOL_SOCKET
+            || (*cm).cmsg_type != libc::SCM_RIGHTS
+        {
+            None
+        } else {
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cm).cast::<libc::c_int>());
+            Some(OwnedFd::from_raw_fd(fd))
+        }
+    };
+    Ok((n, fd))
 }

@@ -32,6 +32,11 @@ pub const RUN_DIR: &str = "run";
 pub const VOLUMES_DIR: &str = "volumes";
 /// `pod attach` sockets, one per container.
 pub const ATTACH_DIR: &str = "attach";
+/// The first byte a `pod attach` client reads: the container has a terminal, whose
+/// master comes with it (SCM_RIGHTS) for window size changes.
+pub const ATTACH_TTY: u8 = b'T';
+/// The first byte a `pod attach` client reads: the container has pipes.
+pub const ATTACH_PIPES: u8 = b'P';
 /// The infra container's id.
 pub const INFRA: &str = "infra";
 

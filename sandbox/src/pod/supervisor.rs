@@ -37,11 +37,11 @@ use oci_spec::runtime::{
 use super::manifest::{
     ContainerPlan, PodPlan, ProbeAction, ProbePlan, RestartPolicy, VolumeSource,
 };
-use super::status::ATTACH_DIR;
 use super::status::{
     self, ContainerStatus, INFRA, Kind, LOGS_DIR, OCI_DIR, PLAN_FILE, Phase, PodStatus, RUN_DIR,
     STATUS_FILE, State, VOLUMES_DIR,
 };
+use super::status::{ATTACH_DIR, ATTACH_PIPES, ATTACH_TTY};
 use crate::assembly::Paths;
 use crate::error::{Error, Result, ioe};
 use crate::spec::{DEFAULT_CAPS, RunOptions};
@@ -1279,11 +1279,29 @@ impl Sup {
 
     /// Accepts `pod attach` clients of container `i` and passes what they send to
     /// its stdin (a client that ends is dropped).
+    ///
+    /// Each client first gets one byte: [`ATTACH_TTY`] with the terminal's master
+    /// (SCM_RIGHTS), through which it passes its window size on (TIOCSWINSZ: the
+    /// kernel then signals SIGWINCH to the container's foreground), or
+    /// [`ATTACH_PIPES`] for a container without a terminal.
     fn serve_attach(&mut self, i: usize) {
         let c = &mut self.ctrs[i];
         if let Some(l) = &c.attach {
             while let Ok((cl, _)) = l.accept() {
-                if cl.set_nonblocking(true).is_ok() {
+                let sent = match (c.plan.tty, c.stdin.as_ref()) {
+                    // SAFETY: both fds are open (the client's socket, the master).
+                    (true, Some(m)) => unsafe {
+                        crate::oci::console::send_fd_with(
+                            cl.as_raw_fd(),
+                            &[ATTACH_TTY],
+                            m.as_raw_fd(),
+                        )
+                    },
+                    _ => nix::unistd::write(&cl, &[ATTACH_PIPES])
+                        .map(drop)
+                        .map_err(std::io::Error::from),
+                };
+                if sent.is_ok() && cl.set_nonblocking(true).is_ok() {
                     c.clients.push(cl);
                 }
             }
@@ -1790,37 +1808,11 @@ fn write_nonblocking(cl: &mut std::os::unix::net::UnixStream, data: &[u8]) -> bo
 /// Accepts the container's connection on its console socket and receives the
 /// terminal's master (SCM_RIGHTS), which the child sent before its exec.
 fn recv_master(l: &std::os::unix::net::UnixListener) -> std::io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
     let (s, _) = l.accept()?;
     let mut data = [0u8; 256];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    // Room for one fd's control message, aligned as cmsghdr wants.
-    let mut cbuf = [0u64; 8];
-    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-    // SAFETY: msg points at live buffers of the sizes given.
-    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR and CMSG_DATA stay in cbuf.
-    unsafe {
-        let cm = libc::CMSG_FIRSTHDR(&msg);
-        if cm.is_null()
-            || (*cm).cmsg_level != libc::SOL_SOCKET
-            || (*cm).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err(std::io::Error::other("no terminal master was sent"));
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cm).cast::<libc::c_int>());
-        Ok(OwnedFd::from_raw_fd(fd))
+    match crate::oci::console::recv_fd(s.as_raw_fd(), &mut data)? {
+        (_, Some(fd)) => Ok(fd),
+        (_, None) => Err(std::io::Error::other("no terminal master was sent")),
     }
 }
 

@@ -290,6 +290,20 @@ impl Term {
         nix::unistd::write(&self.master, bytes).unwrap();
     }
 
+    /// Sets the terminal's window size (the attaching client gets SIGWINCH).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the winsize it is given.
+        let r = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(r, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+    }
+
     /// Reads until the terminal has shown `needle` (fails after `secs`).
     pub fn read_until(&mut self, needle: &str, secs: u64) -> String {
         use std::os::fd::AsFd;
