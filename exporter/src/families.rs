@@ -67,7 +67,7 @@ impl SelfMetrics {
         let family_source = IntGaugeVec::new(
             Opts::new(
                 "cgroup_exporter_family_source",
-                "1 for where a cgroup metric family is read from: source=\"ebpf_iterator\" (the BPF cgroup iterator) or source=\"file\" (cgroup files; values the kernel keeps in rstat and cgroup.procs always are).",
+                "1 for where a cgroup metric family is read from: source=\"ebpf_iterator\" (the BPF cgroup iterator) or source=\"file\" (cgroup files; values the kernel keeps in rstat always are).",
             ),
             &["family", "source"],
         )?;
@@ -83,7 +83,7 @@ impl SelfMetrics {
             iter_up,
             family_source,
         };
-        for (family, _) in sources(false, false, false, false) {
+        for (family, _) in sources(false, false, false, false, false) {
             m.set_source(family, false);
         }
         Ok(m)
@@ -100,14 +100,15 @@ impl SelfMetrics {
     }
 }
 
-/// Each cgroup family and whether the BPF cgroup iterator supplies it, given that
-/// it walks the hierarchies of cpu, (v1) cpuacct and memory, and the v2 one with
-/// the kernel's pressure groups.
+/// Each cgroup family and whether the BPF iterators supply it, given that the
+/// cgroup iterator walks the hierarchies of cpu, (v1) cpuacct and memory, and the
+/// v2 one with the kernel's pressure groups, and the task iterator counts processes.
 pub(crate) fn sources(
     cpu: bool,
     cpuacct: bool,
     memory: bool,
     psi: bool,
+    procs: bool,
 ) -> Vec<(&'static str, bool)> {
     FAMILIES
         .iter()
@@ -128,6 +129,7 @@ pub(crate) fn sources(
                 | "container_spec_memory_limit_bytes"
                 | "container_oom_events_total" => memory,
                 n if n.starts_with("container_pressure_") => psi,
+                "container_processes" => procs,
                 _ => false,
             };
             (*name, ebpf)

@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cgroupkit::{CgroupPath, Controller, Hierarchy, Layout, Mount, Version};
-use probes::iter::CgroupIter;
+use probes::iter::{CgroupIter, Processes, TaskHierarchy};
 use probes::{HIST_BUCKETS, Probe, Strategy, ThrottleStats, bucket_low_usec};
 
 pub use expo::Format;
@@ -224,6 +224,9 @@ pub struct Collector {
     /// A sandbox state root: series of its pods' and containers' cgroups get `pod`,
     /// `namespace`, `container` and `image` labels ([`pods`]).
     sandbox_root: Option<std::path::PathBuf>,
+    /// Which of a task's cgroups is the processes source's (the task iterator's
+    /// counts are keyed by it), where that source is one it knows.
+    procs_key: Option<TaskHierarchy>,
 }
 
 /// One scrape's reusable state.
@@ -299,14 +302,25 @@ impl Collector {
         if let Some(m) = h.mount_for(Controller::Memory) {
             add(m, ROLE_MEMORY);
         }
+        let mut procs_key = None;
         if config.exports(MetricGroup::Process) {
-            match h.mount_for(Controller::Pids).or(cpu) {
-                Some(m) => add(m, ROLE_PROCS),
-                None => {
-                    if let Some(m) = h.mounts().first() {
-                        add(m, ROLE_PROCS);
-                    }
-                }
+            let m = h
+                .mount_for(Controller::Pids)
+                .or(cpu)
+                .or_else(|| h.mounts().first());
+            if let Some(m) = m {
+                add(m, ROLE_PROCS);
+                procs_key = if m.version == Version::V2 {
+                    Some(TaskHierarchy::V2)
+                } else if m.controllers.contains(&Controller::Pids) {
+                    Some(TaskHierarchy::Pids)
+                } else if m.controllers.contains(&Controller::Cpu) {
+                    Some(TaskHierarchy::Cpu)
+                } else if m.controllers.contains(&Controller::Memory) {
+                    Some(TaskHierarchy::Memory)
+                } else {
+                    None
+                };
             }
         }
         if config.exports(MetricGroup::Pressure)
@@ -334,6 +348,7 @@ impl Collector {
             le,
             last_len: AtomicUsize::new(0),
             sandbox_root: None,
+            procs_key,
         })
     }
 
@@ -385,6 +400,7 @@ impl Collector {
             from_iter(ROLE_CPUACCT) && !v2_cpu,
             from_iter(ROLE_MEMORY),
             from_iter(ROLE_PSI) && st.it.offsets().pressure(),
+            from_iter(ROLE_PROCS) && st.it.counts_processes() && self.procs_key.is_some(),
         ) {
             self.metrics.set_source(family, ebpf);
         }
@@ -451,7 +467,25 @@ impl Collector {
             .map(|(rel, node)| (if rel.is_empty() { "/".to_owned() } else { rel }, node))
             .filter(|(id, _)| self.config.wants(id))
             .collect();
-        let read = self.read_all(&mut sc, &wanted);
+        // Processes: one pass of the task iterator for every cgroup, where it runs.
+        let counts = match (&self.iter, self.procs_key) {
+            (Some(st), Some(key))
+                if self.config.exports(MetricGroup::Process)
+                    && iter_walks > 0
+                    && st.it.counts_processes() =>
+            {
+                match st.it.processes() {
+                    Ok(p) => Some((p, key)),
+                    Err(_) => {
+                        sc.reader.errors[ErrorKind::Ebpf.index()] += 1;
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let counts = counts.as_ref().map(|(p, k)| (p, *k));
+        let read = self.read_all(&mut sc, &wanted, counts);
         for ((id, node), s) in wanted.into_iter().zip(read) {
             let Some(mut s) = s else {
                 continue; // vanished while we looked
@@ -497,7 +531,12 @@ impl Collector {
 
     /// Reads the wanted cgroups (id, node), in order: on this thread, or split in
     /// contiguous parts over [`Config::threads`] threads, each with its own reader.
-    fn read_all(&self, sc: &mut Scratch, wanted: &[(String, Node)]) -> Vec<Option<Sample>> {
+    fn read_all(
+        &self,
+        sc: &mut Scratch,
+        wanted: &[(String, Node)],
+        counts: Option<(&Processes, TaskHierarchy)>,
+    ) -> Vec<Option<Sample>> {
         let threads = self.config.threads();
         let sources = &self.sources;
         let procs = self.config.exports(MetricGroup::Process);
@@ -510,6 +549,7 @@ impl Collector {
                         if id == "/" { "" } else { id },
                         node,
                         procs,
+                        counts,
                     )
                 })
                 .collect()
@@ -584,6 +624,7 @@ fn read_node(
     rel: &str,
     node: &Node,
     want_procs: bool,
+    counts: Option<(&Processes, TaskHierarchy)>,
 ) -> Option<Sample> {
     let mut s = Sample::default();
     let mut dir = String::with_capacity(128);
@@ -597,6 +638,14 @@ fn read_node(
         .find(|(si, src)| on(*si) && src.roles & ROLE_PROCS != 0)
         .or_else(|| sources.iter().enumerate().find(|(si, _)| on(*si)))
         .filter(|_| want_procs);
+    // The task iterator's count, where the walk of the processes source was the
+    // cgroup iterator's (it gave the cgroup's id there).
+    let counted = match (procs, counts, node.procs_ino) {
+        (Some((si, _)), Some((p, key)), Some(ino)) if node.iter & (1 << si) != 0 => {
+            Some(u64::from(p.get(key, ino)))
+        }
+        _ => None,
+    };
     // How many files a source's directory is read for: an O_PATH fd of it (one path
     // walk, then a lookup of one name per file) pays off from two files on. With the
     // iterator, a v1 cpu or cpuacct directory has none left and a memory one only
@@ -604,7 +653,7 @@ fn read_node(
     let files_in = |si: usize, src: &Source| -> u32 {
         let iter = node.iter & (1 << si) != 0;
         let mut n = 0;
-        if src.roles & ROLE_PROCS != 0 && want_procs {
+        if src.roles & ROLE_PROCS != 0 && want_procs && counted.is_none() {
             n += 1;
         }
         if src.roles & ROLE_CPU != 0 {
@@ -625,7 +674,9 @@ fn read_node(
         }
         n
     };
-    if let Some((si, src)) = procs {
+    if let Some(n) = counted {
+        s.processes = Some(n);
+    } else if let Some((si, src)) = procs {
         dir.clear();
         dir.push_str(&src.mount_point);
         dir.push_str(rel);

@@ -40,6 +40,8 @@ pub(crate) struct Node {
     /// values in `vals` replace the files they cover.
     pub iter: u32,
     pub vals: IterVals,
+    /// Its cgroup id on the processes source, from the iterator's walk of it.
+    pub procs_ino: Option<u64>,
 }
 
 /// What the cgroup iterator gave for one cgroup, merged over the sources (each
@@ -181,6 +183,9 @@ fn add_record(
         if src.roles & ROLE_MEMORY != 0 {
             v.memory = s.memory;
             v.oom_kills = s.oom_kills;
+        }
+        if src.roles & ROLE_PROCS != 0 {
+            n.procs_ino = Some(s.id);
         }
         if src.roles & ROLE_PSI != 0 {
             // The hierarchy's root keeps the system's group, which lives on when

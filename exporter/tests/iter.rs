@@ -207,6 +207,7 @@ fn iterator_scrape_equals_file_scrape() {
         "cgroup_exporter_ebpf_iterator_up 1\n",
         "cgroup_exporter_family_source{family=\"container_cpu_cfs_throttled_periods_total\",source=\"ebpf_iterator\"} 1\n",
         "cgroup_exporter_family_source{family=\"container_memory_rss\",source=\"file\"} 1\n",
+        "cgroup_exporter_family_source{family=\"container_processes\",source=\"ebpf_iterator\"} 1\n",
         "cgroup_exporter_read_errors_total{kind=\"ebpf\"} 0\n",
     ] {
         assert!(b_text.contains(line), "missing {line:?}");

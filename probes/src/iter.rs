@@ -41,13 +41,15 @@ use std::sync::Mutex;
 
 use aya::EbpfLoader;
 use aya::programs::Iter;
-use probes_common::{CgroupRecord, NAME_BYTES, WalkEnd, iter_off, rec};
+use probes_common::{CgroupRecord, NAME_BYTES, TaskRecord, WalkEnd, iter_off, rec};
 
 use crate::btf::{self, Btf, BtfError};
 use crate::{Error, Object, Result};
 
 /// The iterator program in probes/ebpf.
 const PROG: &str = "cgroup_records";
+/// The task iterator program (processes per cgroup).
+const TASK_PROG: &str = "task_cgroups";
 /// Its records map.
 const MAP_RECORDS: &str = "CGROUP_RECORDS";
 /// Its offsets global.
@@ -63,7 +65,7 @@ const OTHER_MAPS: &[&str] = &[
 ];
 
 /// Records the map holds unless [`CgroupIterBuilder::capacity`] says otherwise: the
-/// cgroups one walk can return (the map takes `capacity * 408` bytes of kernel
+/// cgroups one walk can return (the map takes `capacity * 456` bytes of kernel
 /// memory).
 pub const DEFAULT_CAPACITY: u32 = 16384;
 
@@ -242,6 +244,26 @@ impl IterOffsets {
         if v[o::NR_CPUS] == o::ABSENT {
             v[o::NR_CPUS] = 0;
         }
+        // The task iterator's: every task's process and css_set.
+        let task = (|| -> std::result::Result<[u64; 6], BtfError> {
+            Ok([
+                bytes(btf, "task_struct.tgid")?,
+                bytes(btf, "task_struct.flags")?,
+                bytes(btf, "task_struct.cgroups")?,
+                bytes(btf, "css_set.subsys")?,
+                bytes(btf, "css_set.dfl_cgrp")?,
+                bytes(btf, "cgroup_subsys_state.cgroup")?,
+            ])
+        })();
+        if let Ok([tgid, flags, cgroups, cset_subsys, dfl, css_cgroup]) = task {
+            v[o::TASK_TGID] = tgid;
+            v[o::TASK_FLAGS] = flags;
+            v[o::TASK_CGROUPS] = cgroups;
+            v[o::CSET_SUBSYS] = cset_subsys;
+            v[o::CSET_DFL_CGRP] = dfl;
+            v[o::CSS_CGROUP] = css_cgroup;
+            v[o::CGROUP_SUBSYS] = subsys;
+        }
         // Pressure (CONFIG_PSI): `cgroup.psi` a pointer since 5.19, the group
         // itself before.
         if let (Ok(m), Ok(total)) = (btf.member("cgroup.psi"), bytes(btf, "psi_group.total"))
@@ -405,11 +427,41 @@ pub struct CgroupIterBuilder {
 pub struct CgroupIter {
     prog: OwnedFd,
     map: OwnedFd,
+    /// The task iterator's link (all tasks), where it loaded.
+    tasks: Option<OwnedFd>,
     /// One walk at a time: they share the map.
     walking: Mutex<()>,
     capacity: u32,
     page_size: u64,
     offsets: IterOffsets,
+}
+
+/// Processes per cgroup from [`CgroupIter::processes`].
+#[derive(Debug, Default)]
+pub struct Processes {
+    /// By [`TaskHierarchy`] index: cgroup id -> processes.
+    counts: [std::collections::HashMap<u64, u32>; 4],
+}
+
+/// Which of a task's cgroups [`Processes`] counts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskHierarchy {
+    /// Its cgroup on the v2 hierarchy.
+    V2 = 0,
+    /// Its cgroup of the cpu controller.
+    Cpu = 1,
+    /// Its cgroup of the memory controller.
+    Memory = 2,
+    /// Its cgroup of the pids controller.
+    Pids = 3,
+}
+
+impl Processes {
+    /// The processes in the cgroup of id `id` on hierarchy `h` (0 for one with none,
+    /// or unknown).
+    pub fn get(&self, h: TaskHierarchy, id: u64) -> u32 {
+        self.counts[h as usize].get(&id).copied().unwrap_or(0)
+    }
 }
 
 /// The records of one walk, mapped from the map for as long as they are read: mapped
@@ -520,7 +572,10 @@ impl CgroupIterBuilder {
                 None => Btf::from_sys()?,
             };
             let offsets = IterOffsets::resolve(&kbtf)?;
-            let stub = kbtf.attach_stub(&[("bpf_iter_cgroup", btf::Kind::Func)])?;
+            let stub = kbtf.attach_stub(&[
+                ("bpf_iter_cgroup", btf::Kind::Func),
+                ("bpf_iter_task", btf::Kind::Func),
+            ])?;
             (offsets, stub)
         };
         let aya_btf =
@@ -529,18 +584,28 @@ impl CgroupIterBuilder {
         let capacity = self.capacity;
         let (loaded, _) =
             crate::stub::without_vmlinux(|| load_fds(&object, &offsets, &aya_btf, capacity));
-        let (prog_fd, map_fd) = loaded?;
-        CgroupIter::from_fds(prog_fd, map_fd, self.capacity, offsets)
+        let (prog_fd, map_fd, task_fd) = loaded?;
+        let mut it = CgroupIter::from_fds(prog_fd, map_fd, self.capacity, offsets)?;
+        // All tasks: a link without a target.
+        it.tasks = task_fd.and_then(|p| {
+            let mut attr = [0u64; 4];
+            attr[0] = u64::from(p.as_raw_fd() as u32);
+            attr[1] = u64::from(BPF_TRACE_ITER);
+            bpf(BPF_LINK_CREATE, &mut attr, "link the task iterator").ok()
+        });
+        Ok(it)
     }
 }
 
-/// Loads the program and its maps with aya; their fds (aya's copies are closed).
+/// Loads the programs and their maps with aya; their fds (aya's copies are closed):
+/// the cgroup iterator's, its map's, and the task iterator's where it loads (an
+/// object without it, or a kernel that refuses it, leaves processes to files).
 fn load_fds(
     object: &[u8],
     offsets: &IterOffsets,
     aya_btf: &aya::Btf,
     capacity: u32,
-) -> Result<(OwnedFd, OwnedFd)> {
+) -> Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
     {
         let mut loader = EbpfLoader::new();
         loader
@@ -595,9 +660,19 @@ fn load_fds(
                 });
             }
         };
-        // The program and map live on through our fds; aya's copies go.
+        let task_fd = if offsets.0[iter_off::TASK_CGROUPS] == iter_off::ABSENT {
+            None
+        } else {
+            ebpf.program_mut(TASK_PROG)
+                .and_then(|p| <&mut Iter>::try_from(p).ok())
+                .and_then(|p| {
+                    p.load("task", aya_btf).ok()?;
+                    p.fd().ok()?.as_fd().try_clone_to_owned().ok()
+                })
+        };
+        // The programs and map live on through our fds; aya's copies go.
         drop(ebpf);
-        Ok((prog_fd, map_fd))
+        Ok((prog_fd, map_fd, task_fd))
     }
 }
 
@@ -639,6 +714,7 @@ impl CgroupIter {
         Ok(CgroupIter {
             prog,
             map,
+            tasks: None,
             walking: Mutex::new(()),
             capacity,
             page_size: page,
@@ -664,6 +740,59 @@ impl CgroupIter {
     /// The offsets the program was loaded with.
     pub fn offsets(&self) -> &IterOffsets {
         &self.offsets
+    }
+
+    /// Whether [`CgroupIter::processes`] can run (the task iterator loaded and linked).
+    pub fn counts_processes(&self) -> bool {
+        self.tasks.is_some()
+    }
+
+    /// Every cgroup's processes, counted from one pass of the task iterator over the
+    /// tasks visible in our pid namespace, as `cgroup.procs` lists them read from
+    /// here: the distinct processes with a live task in the cgroup.
+    pub fn processes(&self) -> Result<Processes> {
+        let Some(link) = &self.tasks else {
+            return Err(Error::Iter {
+                what: "count processes",
+                reason: "the task iterator is not loaded (kernel or object without it)".into(),
+            });
+        };
+        let mut attr = [u64::from(link.as_raw_fd() as u32)];
+        let iter = bpf(BPF_ITER_CREATE, &mut attr, "start the task iterator")?;
+        let mut file = std::fs::File::from(iter);
+        let mut bytes = Vec::with_capacity(64 * 1024);
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| Error::Iter {
+            what: "read the task iterator",
+            reason: e.to_string(),
+        })?;
+        let size = std::mem::size_of::<TaskRecord>();
+        if bytes.len() % size != 0 {
+            return Err(Error::Iter {
+                what: "read the task iterator",
+                reason: format!(
+                    "{} bytes, not a multiple of the {size}-byte record (a mismatched object?)",
+                    bytes.len()
+                ),
+            });
+        }
+        let mut seen: std::collections::HashSet<(usize, u64, u64)> =
+            std::collections::HashSet::with_capacity(bytes.len() / size * 4);
+        let mut p = Processes::default();
+        for chunk in bytes.chunks_exact(size) {
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&chunk[i * 8..i * 8 + 8]);
+                u64::from_ne_bytes(w)
+            };
+            let tgid = word(0);
+            for (h, counts) in p.counts.iter_mut().enumerate() {
+                let id = word(1 + h);
+                if id != 0 && seen.insert((h, id, tgid)) {
+                    *counts.entry(id).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(p)
     }
 
     /// Links the iterator to the cgroup directory `dir` (a hierarchy's root such as

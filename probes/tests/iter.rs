@@ -537,6 +537,37 @@ fn iterator_equals_files_for_many_throttled_cgroups() {
         assert_eq!(m.seen, links.len(), "{id} on every hierarchy");
         compare(&id, m, &before[i], &after[i], v1);
     }
+    // Processes, from the task iterator: each cgroup's count on each hierarchy is
+    // its cgroup.procs' (one process each here: the tree's are stable).
+    assert!(it.counts_processes(), "the task iterator did not load");
+    let procs = it.processes().unwrap();
+    let mut compared = 0;
+    for i in 0..n {
+        for d in tree.children[i].dirs() {
+            use probes::iter::TaskHierarchy as T;
+            let key = if d.version == Version::V2 {
+                T::V2
+            } else if d.controllers.contains(&Controller::Pids) {
+                T::Pids
+            } else if d.controllers.contains(&Controller::Cpu) {
+                T::Cpu
+            } else if d.controllers.contains(&Controller::Memory) {
+                T::Memory
+            } else {
+                continue;
+            };
+            let listed = read(&d.file("cgroup.procs")).lines().count();
+            let id = probes::cgroup_id(&d.path).unwrap();
+            assert_eq!(
+                procs.get(key, id) as usize,
+                listed,
+                "c{i} {key:?} {}",
+                d.path.display()
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= n, "only {compared} cgroup directories compared");
     if shown > 0 {
         // Throttled tasks wait runnable: the busy cgroups show CPU pressure, so the
         // comparison above met values other than zero.

@@ -68,14 +68,28 @@ fn container_processes_counts_every_process_of_a_big_cgroup() {
         text.len()
     );
 
-    // The exporter's scrape, over HTTP.
-    let exporter = Exporter::start(&["--no-ebpf", "--cgroup-root", &name]);
+    // The exporter's scrape, over HTTP: reading files, then counting with the task
+    // iterator (2100 tasks: its output spans several reads).
     let id = format!("/{name}");
-    for _ in 0..3 {
-        let scraped = value(&exporter.scrape(), "container_processes", &id);
-        assert_eq!(scraped, Some(want as f64), "container_processes of {id}");
+    for args in [&["--no-ebpf"][..], &[]] {
+        let mut a = args.to_vec();
+        a.extend(["--cgroup-root", &name]);
+        let exporter = Exporter::start(&a);
+        for _ in 0..3 {
+            let text = exporter.scrape();
+            let scraped = value(&text, "container_processes", &id);
+            assert_eq!(
+                scraped,
+                Some(want as f64),
+                "container_processes of {id} ({args:?})"
+            );
+            if args.is_empty() {
+                let line = "cgroup_exporter_family_source{family=\"container_processes\",source=\"ebpf_iterator\"} 1";
+                assert!(text.contains(line), "{line} missing");
+            }
+        }
+        assert_eq!(exporter.terminate().code(), Some(0));
     }
-    assert_eq!(exporter.terminate().code(), Some(0));
     drop(guard);
     let _ = sh.kill();
     let _ = sh.wait();

@@ -250,6 +250,22 @@ pub mod rec {
     pub const PSI: u64 = 256;
 }
 
+/// What the task iterator writes for each live task (thread): its process and the
+/// ids of its cgroups, so that a reader counts each cgroup's processes as its
+/// `cgroup.procs` lists them (the distinct thread group ids of its tasks).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// `task_struct.tgid`: the process.
+    pub tgid: u64,
+    /// Cgroup ids (`kn->id`, 0 where the task has none): of its v2 cgroup, then its
+    /// cgroups of the cpu, memory and pids controllers (v1 hierarchies, or v2 again).
+    pub ids: [u64; 4],
+}
+
+/// PF_EXITING in `task_struct.flags`.
+pub const PF_EXITING: u64 = 4;
+
 /// What the program writes to the iterator's output at the end of a walk (its only
 /// output: the records go to the map, so the walk never meets the 32 KB limit of one
 /// read of a cgroup iterator).
@@ -350,6 +366,20 @@ pub mod iter_off {
     pub const PSI_TOTAL: usize = 37;
     /// `psi_group.enabled` (bool, 6.5+: `cgroup.pressure` can turn a group off).
     pub const PSI_ENABLED: usize = 38;
+    /// `task_struct.tgid` (the task iterator's; [`ABSENT`] when it cannot run).
+    pub const TASK_TGID: usize = 39;
+    /// `task_struct.flags` (PF_EXITING: the task has left its cgroups' lists).
+    pub const TASK_FLAGS: usize = 40;
+    /// `task_struct.cgroups` (its `css_set`).
+    pub const TASK_CGROUPS: usize = 41;
+    /// `css_set.subsys`.
+    pub const CSET_SUBSYS: usize = 42;
+    /// `css_set.dfl_cgrp` (the task's cgroup on the v2 hierarchy).
+    pub const CSET_DFL_CGRP: usize = 43;
+    /// `cgroup_subsys_state.cgroup`.
+    pub const CSS_CGROUP: usize = 44;
+    /// `cgroup.subsys` (the `SUBSYS_*` slots minus this are 8 * the controller's id).
+    pub const CGROUP_SUBSYS: usize = 45;
     /// Number of entries.
-    pub const LEN: usize = 39;
+    pub const LEN: usize = 46;
 }

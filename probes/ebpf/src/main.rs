@@ -696,6 +696,75 @@ pub fn cgroup_records(ctx: *mut core::ffi::c_void) -> i32 {
     0
 }
 
+/// The cgroup id of `cgrp` (`cgroup->kn->id`), 0 for none.
+#[inline(always)]
+fn kn_id(cgrp: u64) -> u64 {
+    if cgrp == 0 {
+        return 0;
+    }
+    let kn = read_u64(cgrp, ioff(iter_off::CGROUP_KN));
+    if kn == 0 { 0 } else { read_u64(kn, ioff(iter_off::KN_ID)) }
+}
+
+/// The id of the cgroup of css_set `cset` for the controller whose slot in
+/// `cgroup.subsys` is at `slot` (an iter_off index), or 0.
+#[inline(always)]
+fn cset_cgroup_id(cset: u64, slot: usize) -> u64 {
+    let at = ioff(slot);
+    if at == iter_off::ABSENT {
+        return 0;
+    }
+    let i = at.wrapping_sub(ioff(iter_off::CGROUP_SUBSYS));
+    let css = read_u64(cset, ioff(iter_off::CSET_SUBSYS).wrapping_add(i));
+    if css == 0 {
+        return 0;
+    }
+    kn_id(read_u64(css, ioff(iter_off::CSS_CGROUP)))
+}
+
+/// `iter/task`: `(struct bpf_iter_meta *meta, struct task_struct *task)`, every
+/// task (thread) visible in the reader's pid namespace, then NULL once. Writes a
+/// TaskRecord for each one not exiting.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub fn task_cgroups(ctx: *mut core::ffi::c_void) -> i32 {
+    let args = ctx as *const u64;
+    // SAFETY: a tracing program's context is its arguments as u64s: two here.
+    let (meta, task) = unsafe { (*args, *args.add(1)) };
+    if task == 0 || ioff(iter_off::TASK_CGROUPS) == iter_off::ABSENT {
+        return 0;
+    }
+    // SAFETY: `meta` is the trusted bpf_iter_meta pointer; its first field is the
+    // seq_file (read as is, as the verifier wants).
+    let seq = unsafe { core::ptr::read_volatile(meta as *const u64) };
+    // Past cgroup_exit: no longer on its cgroups' lists, as cgroup.procs sees it.
+    if u64::from(read_u32(task, ioff(iter_off::TASK_FLAGS))) & probes_common::PF_EXITING != 0 {
+        return 0;
+    }
+    let cset = read_u64(task, ioff(iter_off::TASK_CGROUPS));
+    if cset == 0 {
+        return 0;
+    }
+    let r = probes_common::TaskRecord {
+        tgid: u64::from(read_u32(task, ioff(iter_off::TASK_TGID))),
+        ids: [
+            kn_id(read_u64(cset, ioff(iter_off::CSET_DFL_CGRP))),
+            cset_cgroup_id(cset, iter_off::SUBSYS_CPU),
+            cset_cgroup_id(cset, iter_off::SUBSYS_MEMORY),
+            cset_cgroup_id(cset, iter_off::SUBSYS_PIDS),
+        ],
+    };
+    // SAFETY: `seq` is the iterator's seq_file; `r` lives on our stack.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_seq_write(
+            seq as *mut _,
+            &r as *const probes_common::TaskRecord as *const _,
+            core::mem::size_of::<probes_common::TaskRecord>() as u32,
+        );
+    }
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
