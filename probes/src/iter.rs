@@ -482,7 +482,8 @@ impl Mapped {
                 None,
                 len,
                 nix::sys::mman::ProtFlags::PROT_READ,
-                nix::sys::mman::MapFlags::MAP_SHARED,
+                // Populated at once: one call instead of a fault per page.
+                nix::sys::mman::MapFlags::MAP_SHARED | nix::sys::mman::MapFlags::MAP_POPULATE,
                 map,
                 0,
             )
