@@ -87,6 +87,11 @@ impl SpawnHandles {
         self.dir.as_ref().map(AsFd::as_fd)
     }
 
+    /// How many hierarchies [`SpawnHandles::join_self`] writes to.
+    pub fn joins(&self) -> usize {
+        self.procs.len()
+    }
+
     /// How the child gets into the cgroup when `clone_into` is allowed:
     /// [`Placement::CloneInto`] with the directory fd when the cgroup lives on the v2
     /// hierarchy alone, [`Placement::Both`] when it spans v1 hierarchies and the v2

@@ -336,11 +336,7 @@ fn spawn_placement_puts_the_child_in_the_cgroup_before_exec() {
                 .iter()
                 .filter(|d| d.version == Version::V1)
                 .count();
-            assert_eq!(
-                format!("{join:?}").matches("OwnedFd").count(),
-                v1,
-                "{join:?}"
-            );
+            assert_eq!(join.joins(), v1, "{join:?}");
         }
     }
     let Placement::JoinSelf(handles) = cg.spawn_handles().unwrap().placement(false) else {
