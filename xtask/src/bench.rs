@@ -399,7 +399,9 @@ fn bench_cgctl(runs: usize) -> Result<()> {
 fn sandbox_cli_bench(test: &str, runs: usize, packages: &[&str]) -> Result<()> {
     util::apt_install(packages)?;
     util::run(util::cargo().args(["build", "--release", "--quiet", "-p", "sandbox-cli"]))?;
-    util::run(
+    // podman leaves empty `libpod_parent` trees; ours to remove unless there before.
+    let podman_cgroups_before = crate::test::libpod_parents();
+    let r = util::run(
         util::cargo()
             .args([
                 "test",
@@ -413,5 +415,11 @@ fn sandbox_cli_bench(test: &str, runs: usize, packages: &[&str]) -> Result<()> {
             ])
             .env("SANDBOX_BENCH_RUNS", runs.to_string())
             .env("SANDBOX_BENCH_BINARY", util::release_bin("sandbox")),
-    )
+    );
+    if podman_cgroups_before.is_empty() {
+        for d in crate::test::libpod_parents() {
+            crate::test::remove_empty_tree(&d);
+        }
+    }
+    r
 }

@@ -236,7 +236,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// The `libpod_parent` cgroup folders on this host's hierarchies.
-fn libpod_parents() -> Vec<std::path::PathBuf> {
+pub(crate) fn libpod_parents() -> Vec<std::path::PathBuf> {
     let root = std::path::Path::new("/sys/fs/cgroup");
     let mut dirs = vec![root.to_path_buf()];
     if let Ok(rd) = std::fs::read_dir(root) {
@@ -250,7 +250,7 @@ fn libpod_parents() -> Vec<std::path::PathBuf> {
 
 /// rmdir of every folder of the cgroup tree `dir`, deepest first: a cgroup that still
 /// holds a process (or a child that does) is refused by the kernel and stays.
-fn remove_empty_tree(dir: &std::path::Path) {
+pub(crate) fn remove_empty_tree(dir: &std::path::Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
