@@ -427,8 +427,8 @@ pub struct CgroupIterBuilder {
 pub struct CgroupIter {
     prog: OwnedFd,
     map: OwnedFd,
-    /// The task iterator's link (all tasks), where it loaded.
-    tasks: Option<OwnedFd>,
+    /// The task iterator's link (all tasks), or why there is none.
+    tasks: std::result::Result<OwnedFd, String>,
     /// One walk at a time: they share the map.
     walking: Mutex<()>,
     capacity: u32,
@@ -592,21 +592,21 @@ impl CgroupIterBuilder {
             let mut attr = [0u64; 4];
             attr[0] = u64::from(p.as_raw_fd() as u32);
             attr[1] = u64::from(BPF_TRACE_ITER);
-            bpf(BPF_LINK_CREATE, &mut attr, "link the task iterator").ok()
+            bpf(BPF_LINK_CREATE, &mut attr, "link the task iterator").map_err(|e| e.to_string())
         });
         Ok(it)
     }
 }
 
 /// Loads the programs and their maps with aya; their fds (aya's copies are closed):
-/// the cgroup iterator's, its map's, and the task iterator's where it loads (an
-/// object without it, or a kernel that refuses it, leaves processes to files).
+/// the cgroup iterator's, its map's, and the task iterator's or why it did not load
+/// (an object without it, or a kernel that refuses it, leaves processes to files).
 fn load_fds(
     object: &[u8],
     offsets: &IterOffsets,
     aya_btf: &aya::Btf,
     capacity: u32,
-) -> Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
+) -> Result<(OwnedFd, OwnedFd, std::result::Result<OwnedFd, String>)> {
     {
         let mut loader = EbpfLoader::new();
         loader
@@ -662,14 +662,21 @@ fn load_fds(
             }
         };
         let task_fd = if offsets.0[iter_off::TASK_CGROUPS] == iter_off::ABSENT {
-            None
+            Err("the kernel's BTF lacks a task_struct or css_set field it reads".into())
         } else {
-            ebpf.program_mut(TASK_PROG)
-                .and_then(|p| <&mut Iter>::try_from(p).ok())
-                .and_then(|p| {
-                    p.load("task", aya_btf).ok()?;
-                    p.fd().ok()?.as_fd().try_clone_to_owned().ok()
-                })
+            match ebpf.program_mut(TASK_PROG) {
+                None => Err(format!(
+                    "the object has no {TASK_PROG} program (rebuild it: cargo xtask build-ebpf)"
+                )),
+                Some(p) => <&mut Iter>::try_from(p)
+                    .map_err(|e| errchain::chain(&e))
+                    .and_then(|p| {
+                        p.load("task", aya_btf)
+                            .map_err(|e| format!("load iter/task: {}", errchain::chain(&e)))?;
+                        let fd = p.fd().map_err(|e| errchain::chain(&e))?;
+                        fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())
+                    }),
+            }
         };
         // The programs and map live on through our fds; aya's copies go.
         drop(ebpf);
@@ -715,7 +722,7 @@ impl CgroupIter {
         Ok(CgroupIter {
             prog,
             map,
-            tasks: None,
+            tasks: Err("loaded from fds: the task iterator was not passed".into()),
             walking: Mutex::new(()),
             capacity,
             page_size: page,
@@ -745,19 +752,22 @@ impl CgroupIter {
 
     /// Whether [`CgroupIter::processes`] can run (the task iterator loaded and linked).
     pub fn counts_processes(&self) -> bool {
-        self.tasks.is_some()
+        self.tasks.is_ok()
+    }
+
+    /// Why [`CgroupIter::processes`] cannot run, if it cannot.
+    pub fn processes_unavailable(&self) -> Option<&str> {
+        self.tasks.as_ref().err().map(String::as_str)
     }
 
     /// Every cgroup's processes, counted from one pass of the task iterator over the
     /// tasks visible in our pid namespace, as `cgroup.procs` lists them read from
     /// here: the distinct processes with a live task in the cgroup.
     pub fn processes(&self) -> Result<Processes> {
-        let Some(link) = &self.tasks else {
-            return Err(Error::Iter {
-                what: "count processes",
-                reason: "the task iterator is not loaded (kernel or object without it)".into(),
-            });
-        };
+        let link = self.tasks.as_ref().map_err(|why| Error::Iter {
+            what: "count processes with the task iterator",
+            reason: why.clone(),
+        })?;
         let mut attr = [u64::from(link.as_raw_fd() as u32)];
         let iter = bpf(BPF_ITER_CREATE, &mut attr, "start the task iterator")?;
         let mut file = std::fs::File::from(iter);
@@ -780,11 +790,7 @@ impl CgroupIter {
             std::collections::HashSet::with_capacity(bytes.len() / size * 4);
         let mut p = Processes::default();
         for chunk in bytes.chunks_exact(size) {
-            let word = |i: usize| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&chunk[i * 8..i * 8 + 8]);
-                u64::from_ne_bytes(w)
-            };
+            let word = |i: usize| ne_u64(chunk, i);
             let tgid = word(0);
             for (h, counts) in p.counts.iter_mut().enumerate() {
                 let id = word(1 + h);
@@ -890,11 +896,7 @@ impl CgroupIter {
                 ),
             });
         }
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&buf[i * 8..i * 8 + 8]);
-            u64::from_ne_bytes(w)
-        };
+        let word = |i: usize| ne_u64(&buf, i);
         let end = WalkEnd {
             session: word(0),
             slots: word(1),
@@ -1000,6 +1002,13 @@ impl CgroupIter {
             }),
         }
     }
+}
+
+/// The `i`th native-endian u64 of `bytes` (the caller keeps `i` in range).
+fn ne_u64(bytes: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+    u64::from_ne_bytes(w)
 }
 
 /// The record's name (bytes up to the NUL; not UTF-8 bytes replaced).

@@ -179,6 +179,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn StdError>> {
         } else {
             match CgroupIter::from_file(&object).load() {
                 Ok(it) => {
+                    if let Some(why) = it.processes_unavailable() {
+                        log!(
+                            "cgroup_exporter: BPF task iterator off ({why}); container_processes from cgroup.procs"
+                        );
+                    }
                     collector.set_iterator(it);
                     if collector.iterator_up() {
                         log!("cgroup_exporter: BPF cgroup iterator on");
