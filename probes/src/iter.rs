@@ -41,7 +41,7 @@ use std::sync::Mutex;
 
 use aya::EbpfLoader;
 use aya::programs::Iter;
-use probes_common::{CgroupRecord, NAME_BYTES, TaskRecord, WalkEnd, iter_off, rec};
+use probes_common::{BLOCK_BYTES, CgroupRecord, NAME_BYTES, TaskRecord, WalkEnd, iter_off, rec};
 
 use crate::btf::{self, Btf, BtfError};
 use crate::{Error, Object, Result};
@@ -109,6 +109,10 @@ impl IterOffsets {
         v[o::CGROUP_LEVEL] = bytes(btf, "cgroup.level")?;
         v[o::CGROUP_SELF] = bytes(btf, "cgroup.self")?;
         v[o::CGROUP_PARENT] = bytes(btf, "cgroup.self.parent")?;
+        v[o::CSS_CGROUP] = bytes(btf, "cgroup_subsys_state.cgroup")?;
+        v[o::CGROUP_ROOT] = bytes(btf, "cgroup.root")?;
+        v[o::ROOT_HIERARCHY_ID] = bytes(btf, "cgroup_root.hierarchy_id")?;
+        let root_cgrp = bytes(btf, "cgroup_root.cgrp")?;
         let subsys = bytes(btf, "cgroup.subsys")?;
         let slot = |name: &str| -> std::result::Result<u64, BtfError> {
             Ok(match btf.enum_value(name)? {
@@ -156,10 +160,19 @@ impl IterOffsets {
                     v[o::TG_THROTTLED_TIME] = time;
                     v[o::TG_QUOTA] = quota;
                     v[o::TG_PERIOD] = period;
+                    let mut fields = vec![
+                        (periods, 4),
+                        (throttled, 4),
+                        (time, 8),
+                        (quota, 8),
+                        (period, 8),
+                    ];
                     if burst != o::ABSENT && burst_time != o::ABSENT {
                         v[o::TG_NR_BURST] = burst;
                         v[o::TG_BURST_TIME] = burst_time;
+                        fields.extend([(burst, 4), (burst_time, 8)]);
                     }
+                    (v[o::TG_BLOCK], v[o::TG_BLOCK_LEN]) = block(&fields);
                 }
                 // No CFS bandwidth (CONFIG_CFS_BANDWIDTH off): no cpu fields.
                 Err(_) => v[o::SUBSYS_CPU] = o::ABSENT,
@@ -178,6 +191,7 @@ impl IterOffsets {
                     v[o::MEMCG_CSS] = css;
                     v[o::MEMCG_USAGE] = usage;
                     v[o::MEMCG_MAX] = max;
+                    (v[o::MEMCG_BLOCK], v[o::MEMCG_BLOCK_LEN]) = block(&[(usage, 8), (max, 8)]);
                     if let (Ok(ev), Some(k)) = (
                         bytes(btf, "mem_cgroup.memory_events"),
                         btf.enum_value("MEMCG_OOM_KILL")?,
@@ -237,9 +251,15 @@ impl IterOffsets {
                     v[o::CPUSTAT_SOFTIRQ] = a[7];
                     v[o::ARRAY_PPTRS] = a[8];
                     v[o::NR_CPUS] = cpus;
+                    (v[o::CPUACCT_BLOCK], v[o::CPUACCT_BLOCK_LEN]) = block(&[(a[1], 8), (a[2], 8)]);
+                    (v[o::CPUSTAT_BLOCK], v[o::CPUSTAT_BLOCK_LEN]) =
+                        block(&[(a[3], 8), (a[4], 8), (a[5], 8), (a[6], 8), (a[7], 8)]);
                 }
                 _ => v[o::SUBSYS_CPUACCT] = o::ABSENT,
             }
+        }
+        if v[o::SUBSYS_CPU] != o::ABSENT {
+            v[o::ROOT_CPU_CSS] = root_cgrp + v[o::SUBSYS_CPU];
         }
         if v[o::NR_CPUS] == o::ABSENT {
             v[o::NR_CPUS] = 0;
@@ -277,6 +297,23 @@ impl IterOffsets {
             v[o::PSI_ENABLED] = bytes(btf, "psi_group.enabled").unwrap_or(o::ABSENT);
         }
         Ok(IterOffsets(v))
+    }
+}
+
+/// `(start, len)` of the one block of a struct, at most [`BLOCK_BYTES`] long and
+/// starting 8-aligned, that holds every `(offset, size)` of `fields`; both
+/// [`iter_off::ABSENT`] when they lie further apart (the program then reads them one
+/// by one).
+fn block(fields: &[(u64, u64)]) -> (u64, u64) {
+    let start = fields.iter().map(|&(at, _)| at).min().map(|at| at & !7);
+    let end = fields
+        .iter()
+        .map(|&(at, size)| at.saturating_add(size))
+        .max()
+        .map(|end| end.next_multiple_of(8));
+    match (start, end) {
+        (Some(start), Some(end)) if end - start <= BLOCK_BYTES => (start, end - start),
+        _ => (iter_off::ABSENT, iter_off::ABSENT),
     }
 }
 
@@ -1019,4 +1056,34 @@ fn name_of(r: &CgroupRecord) -> String {
     }
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_covers_its_fields_from_an_aligned_start() {
+        // 6.18's cfs_bandwidth in task_group: quota at 472 .. burst_time ending at 696.
+        let f = [
+            (664, 4),
+            (668, 4),
+            (680, 8),
+            (472, 8),
+            (464, 8),
+            (672, 4),
+            (688, 8),
+        ];
+        assert_eq!(block(&f), (464, 232));
+        // An int at 12 starts the block at 8 and a 4-byte end rounds up.
+        assert_eq!(block(&[(12, 4), (20, 4)]), (8, 16));
+    }
+
+    #[test]
+    fn fields_further_apart_than_a_block_have_none() {
+        let far = (iter_off::ABSENT, iter_off::ABSENT);
+        assert_eq!(block(&[(0, 8), (BLOCK_BYTES, 8)]), far);
+        assert_eq!(block(&[(0, 8), (BLOCK_BYTES - 8, 8)]), (0, BLOCK_BYTES));
+        assert_eq!(block(&[]), far);
+    }
 }

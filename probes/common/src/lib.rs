@@ -246,7 +246,9 @@ pub mod rec {
     pub const OOM: u64 = 64;
     /// `usage_ns`, `user_ns` and `system_ns` are valid.
     pub const CPUACCT: u64 = 128;
-    /// `psi_ns` is valid: the cgroup has a pressure group, and it is enabled.
+    /// `psi_ns` is valid: the cgroup is on the v2 hierarchy (the one pressure is
+    /// accounted on; a v1 cgroup's group stays zero, and is not read) and has a
+    /// pressure group, which is enabled.
     pub const PSI: u64 = 256;
 }
 
@@ -380,6 +382,34 @@ pub mod iter_off {
     pub const CSS_CGROUP: usize = 44;
     /// `cgroup.subsys` (the `SUBSYS_*` slots minus this are 8 * the controller's id).
     pub const CGROUP_SUBSYS: usize = 45;
+    /// `cgroup.root` (its `struct cgroup_root *`).
+    pub const CGROUP_ROOT: usize = 46;
+    /// `cgroup_root.hierarchy_id` (int; 0 is the v2 hierarchy).
+    pub const ROOT_HIERARCHY_ID: usize = 47;
+    /// `cgroup_root.cgrp` + [`SUBSYS_CPU`]: the cpu css of the hierarchy's root,
+    /// NULL when the hierarchy has no cpu controller.
+    pub const ROOT_CPU_CSS: usize = 48;
+    /// Start (in `task_group`, 8-aligned) of one block that holds every
+    /// `cfs_bandwidth` field the record takes ([`ABSENT`]: they are read one by one).
+    pub const TG_BLOCK: usize = 49;
+    /// Its length in bytes (at most [`super::BLOCK_BYTES`]).
+    pub const TG_BLOCK_LEN: usize = 50;
+    /// Start (in `mem_cgroup`) of the block of `memory.usage` and `memory.max`.
+    pub const MEMCG_BLOCK: usize = 51;
+    /// Its length.
+    pub const MEMCG_BLOCK_LEN: usize = 52;
+    /// Start (in `cpuacct`) of the block of its `cpuusage` and `cpustat` pointers.
+    pub const CPUACCT_BLOCK: usize = 53;
+    /// Its length.
+    pub const CPUACCT_BLOCK_LEN: usize = 54;
+    /// Start (in `kernel_cpustat`) of the block of the five `CPUSTAT_*` entries.
+    pub const CPUSTAT_BLOCK: usize = 55;
+    /// Its length.
+    pub const CPUSTAT_BLOCK_LEN: usize = 56;
     /// Number of entries.
-    pub const LEN: usize = 46;
+    pub const LEN: usize = 57;
 }
+
+/// Longest run of a kernel struct the iterator copies with one
+/// `bpf_probe_read_kernel` (a buffer on its stack), instead of a read per field.
+pub const BLOCK_BYTES: u64 = 256;

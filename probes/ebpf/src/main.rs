@@ -21,6 +21,7 @@
 #![allow(internal_features)]
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -29,7 +30,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, FEntryContext, FExitContext},
 };
-use probes_common::{CgroupRecord, ThrottleStats, WalkEnd, counter, hist_bucket, iter_off, off, rec};
+use probes_common::{
+    CgroupRecord, ThrottleStats, WalkEnd, counter, hist_bucket, iter_off, off, rec,
+};
 
 /// Offsets from the running kernel's BTF, written by the loader before loading (it
 /// lands in .rodata, so the verifier sees constants).
@@ -124,13 +127,6 @@ fn maybe_in_flight(pid: u32) -> bool {
 fn read_u64(base: u64, off: u64) -> u64 {
     // SAFETY: bpf_probe_read_kernel checks the address and fails instead of faulting.
     unsafe { bpf_probe_read_kernel((base.wrapping_add(off)) as *const u64) }.unwrap_or(0)
-}
-
-/// Reads a u8 at `base + off` in kernel memory; 0 when the read faults.
-#[inline(always)]
-fn read_u8(base: u64, off: u64) -> u8 {
-    // SAFETY: bpf_probe_read_kernel checks the address and fails instead of faulting.
-    unsafe { bpf_probe_read_kernel((base.wrapping_add(off)) as *const u8) }.unwrap_or(0)
 }
 
 /// Reads a u32 at `base + off` in kernel memory; 0 when the read faults.
@@ -431,9 +427,12 @@ pub fn sched_switch_empty(_ctx: BtfTracePointContext) -> u32 {
 // is what lets one read() carry any number of cgroups: a cgroup iterator has one read
 // session of 8 pages (32 KB), after which read() fails with EOPNOTSUPP.
 //
-// Every kernel address is read with bpf_probe_read_kernel at offsets from
-// ITER_OFFSETS (the loader fills it from the running kernel's BTF), so one object
-// serves 6.1, 6.12 and 6.18.
+// Offsets come from ITER_OFFSETS (the loader fills it from the running kernel's
+// BTF), so one object serves 6.1, 6.12 and 6.18. What the iterators' typed pointers
+// reach (cgroup, kernfs_node, css, cgroup_root, psi_group, task_struct, css_set) is
+// loaded directly ([`load`]); the controllers' structs around a css only through
+// bpf_probe_read_kernel, a block of fields at a time where they lie close
+// ([`read_block`]).
 // ---------------------------------------------------------------------------------
 
 /// Offsets for the iterator, indexed by `probes_common::iter_off` (frozen .rodata).
@@ -478,6 +477,61 @@ fn launder(p: u64) -> u64 {
     unsafe { bpf_probe_read_kernel(&slot as *const u64) }.unwrap_or(0)
 }
 
+/// Per-CPU offsets by CPU (see [`PERCPU_PROBE`]), 0 until learnt: they are fixed at
+/// boot, so each is worked out once per load, not once per cgroup.
+#[map]
+static PERCPU_OFFSETS: Array<u64> = Array::with_max_entries(MAX_CPUS as u32, 0);
+
+/// Loads a `T` at `base + at` straight through a kernel pointer the verifier has
+/// typed from BTF: the iterators' arguments and what loads through them yield, with
+/// `at` a constant of the frozen ITER_OFFSETS. The verifier checks the access
+/// against the type and JITs it as one load whose fault yields 0 (PROBE_MEM), where
+/// bpf_probe_read_kernel is a helper call. It refuses loads past the declared type
+/// (a css pointer is a `cgroup_subsys_state`, not the controller's struct around
+/// it): those stay [`read_u64`].
+#[inline(always)]
+fn load<T: Copy>(base: u64, at: u64) -> T {
+    // SAFETY: `base` is a BTF-typed kernel pointer and `at` the offset of a member of
+    // type T in it (the verifier refuses the program otherwise); a faulting load is
+    // fixed up to 0 by the kernel.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(at) as *const T) }
+}
+
+/// A stack buffer for one block of a kernel struct (see [`read_block`]).
+type Block = MaybeUninit<[u64; (probes_common::BLOCK_BYTES / 8) as usize]>;
+
+/// Copies `len` bytes (at most BLOCK_BYTES, a constant of ITER_OFFSETS) at `src`
+/// into `buf` with one helper call, for fields that can only be read with
+/// bpf_probe_read_kernel; false when the read faults.
+#[inline(always)]
+fn read_block(src: u64, len: u64, buf: &mut Block) -> bool {
+    // SAFETY: `buf` is BLOCK_BYTES of our stack and the loader keeps `len` within
+    // it (the verifier checks it too); the helper checks the source address.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            buf.as_mut_ptr().cast(),
+            len as u32,
+            src as *const core::ffi::c_void,
+        )
+    };
+    ret == 0
+}
+
+/// The `T` at byte `rel` of a block [`read_block`] filled.
+#[inline(always)]
+fn pick<T: Copy>(buf: &Block, rel: u64) -> T {
+    // SAFETY: `rel` is a field's offset in the block, below the length read and
+    // aligned for T (the loader starts blocks 8-aligned; the verifier checks both).
+    unsafe {
+        core::ptr::read_volatile(
+            buf.as_ptr()
+                .cast::<u8>()
+                .wrapping_add(rel as usize)
+                .cast::<T>(),
+        )
+    }
+}
+
 /// `cgroup->subsys[...]` at `slot` (an iter_off index), or 0.
 #[inline(always)]
 fn css_of(cgrp: u64, slot: usize) -> u64 {
@@ -485,37 +539,82 @@ fn css_of(cgrp: u64, slot: usize) -> u64 {
     if at == iter_off::ABSENT {
         return 0;
     }
-    read_u64(cgrp, at)
+    load::<u64>(cgrp, at)
 }
 
-/// The cpu css of `cgrp` or of its nearest ancestor that has one (a v2 cgroup without
+/// The cpu css of the nearest ancestor of `cgrp` that has one (a v2 cgroup without
 /// the cpu controller shows the bandwidth counters of that ancestor in cpu.stat).
 #[inline(always)]
-fn effective_cpu_css(cgrp: u64) -> u64 {
+fn ancestor_cpu_css(cgrp: u64) -> u64 {
     let mut c = cgrp;
     let mut i = 0;
     while i < 64 && c != 0 {
+        let parent_css = load::<u64>(c, ioff(iter_off::CGROUP_PARENT));
+        if parent_css == 0 {
+            return 0;
+        }
+        c = load::<u64>(parent_css, ioff(iter_off::CSS_CGROUP));
+        if c == 0 {
+            return 0;
+        }
         let css = css_of(c, iter_off::SUBSYS_CPU);
         if css != 0 {
             return css;
         }
-        let parent_css = read_u64(c, ioff(iter_off::CGROUP_PARENT));
-        if parent_css == 0 {
-            return 0;
-        }
-        c = parent_css.wrapping_sub(ioff(iter_off::CGROUP_SELF));
         i += 1;
     }
     0
 }
 
+/// CPU n's per-CPU offset (see [`PERCPU_PROBE`]), learnt once per CPU.
+#[inline(always)]
+fn percpu_offset(cpu: u64) -> Option<u64> {
+    let slot = PERCPU_OFFSETS.get_ptr_mut(cpu as u32)?;
+    // SAFETY: a value of PERCPU_OFFSETS, u64-aligned; every writer stores the same
+    // number, so a racing store is harmless.
+    let known = unsafe { core::ptr::read_volatile(slot) };
+    if known != 0 {
+        return Some(known);
+    }
+    let map = launder(&PERCPU_PROBE as *const PerCpuArray<u64> as u64);
+    let template = read_u64(map, ioff(iter_off::ARRAY_PPTRS));
+    if template == 0 {
+        return None;
+    }
+    let key = 0u32;
+    // SAFETY: a lookup in our own per-CPU array with a key on the stack.
+    let p = unsafe {
+        aya_ebpf::helpers::generated::bpf_map_lookup_percpu_elem(
+            &PERCPU_PROBE as *const PerCpuArray<u64> as *mut _,
+            &key as *const u32 as *const _,
+            cpu as u32,
+        )
+    };
+    if p.is_null() {
+        return None;
+    }
+    let off = launder(p as u64).wrapping_sub(template);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(slot, off) };
+    Some(off)
+}
+
 #[inline(always)]
 fn fill(r: &mut CgroupRecord, cgrp: u64) {
     let mut flags = 0u64;
-    let kn = read_u64(cgrp, ioff(iter_off::CGROUP_KN));
-    r.id = if kn != 0 { read_u64(kn, ioff(iter_off::KN_ID)) } else { 0 };
-    r.level = u64::from(read_u32(cgrp, ioff(iter_off::CGROUP_LEVEL)));
-    let name = if kn != 0 { read_u64(kn, ioff(iter_off::KN_NAME)) } else { 0 };
+    let mut buf: Block = MaybeUninit::uninit();
+    let kn = load::<u64>(cgrp, ioff(iter_off::CGROUP_KN));
+    r.id = if kn != 0 {
+        load::<u64>(kn, ioff(iter_off::KN_ID))
+    } else {
+        0
+    };
+    r.level = u64::from(load::<u32>(cgrp, ioff(iter_off::CGROUP_LEVEL)));
+    let name = if kn != 0 {
+        load::<u64>(kn, ioff(iter_off::KN_NAME))
+    } else {
+        0
+    };
     // SAFETY: `r.name` is [u64; 32] inside the map value: 256 writable bytes.
     let dest = unsafe {
         core::slice::from_raw_parts_mut(r.name.as_mut_ptr().cast::<u8>(), probes_common::NAME_BYTES)
@@ -523,40 +622,96 @@ fn fill(r: &mut CgroupRecord, cgrp: u64) {
     dest[0] = 0;
     if name != 0 {
         // SAFETY: the helper checks the source address and stops at the buffer's end.
-        match unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name as *const u8, dest) } {
+        match unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name as *const u8, dest) }
+        {
             Ok(s) if s.len() + 1 >= probes_common::NAME_BYTES => flags |= rec::NAME_TRUNC,
             Ok(_) => {}
             Err(_) => {}
         }
     }
+    // The hierarchy: v2 (hierarchy 0) or v1, and whether it has the cpu controller.
+    let root = load::<u64>(cgrp, ioff(iter_off::CGROUP_ROOT));
+    let v2 = root != 0 && load::<u32>(root, ioff(iter_off::ROOT_HIERARCHY_ID)) == 0;
 
     let own = css_of(cgrp, iter_off::SUBSYS_CPU);
-    let eff = if own != 0 { own } else { effective_cpu_css(cgrp) };
+    // Only a v2 cgroup can lack the cpu css of its hierarchy's root (on v1 every
+    // cgroup has all of its hierarchy's controllers): climb only there.
+    let eff = if own != 0 {
+        own
+    } else if v2
+        && ioff(iter_off::ROOT_CPU_CSS) != iter_off::ABSENT
+        && load::<u64>(root, ioff(iter_off::ROOT_CPU_CSS)) != 0
+    {
+        ancestor_cpu_css(cgrp)
+    } else {
+        0
+    };
     if eff != 0 {
         let tg = eff.wrapping_sub(ioff(iter_off::TG_CSS));
-        r.nr_periods = u64::from(read_u32(tg, ioff(iter_off::TG_NR_PERIODS)));
-        r.nr_throttled = u64::from(read_u32(tg, ioff(iter_off::TG_NR_THROTTLED)));
-        r.throttled_ns = read_u64(tg, ioff(iter_off::TG_THROTTLED_TIME));
-        flags |= rec::CPU_EFF;
-        if ioff(iter_off::TG_NR_BURST) != iter_off::ABSENT {
-            r.nr_bursts = u64::from(read_u32(tg, ioff(iter_off::TG_NR_BURST)));
-            r.burst_ns = read_u64(tg, ioff(iter_off::TG_BURST_TIME));
-            flags |= rec::BURST;
+        let base = ioff(iter_off::TG_BLOCK);
+        let burst = ioff(iter_off::TG_NR_BURST) != iter_off::ABSENT;
+        if base != iter_off::ABSENT {
+            // One read for the counters and the cgroup's own quota and period (when
+            // it has its own css, that is `eff`).
+            if read_block(
+                tg.wrapping_add(base),
+                ioff(iter_off::TG_BLOCK_LEN),
+                &mut buf,
+            ) {
+                let at = |i: usize| ioff(i).wrapping_sub(base);
+                r.nr_periods = u64::from(pick::<u32>(&buf, at(iter_off::TG_NR_PERIODS)));
+                r.nr_throttled = u64::from(pick::<u32>(&buf, at(iter_off::TG_NR_THROTTLED)));
+                r.throttled_ns = pick::<u64>(&buf, at(iter_off::TG_THROTTLED_TIME));
+                flags |= rec::CPU_EFF;
+                if burst {
+                    r.nr_bursts = u64::from(pick::<u32>(&buf, at(iter_off::TG_NR_BURST)));
+                    r.burst_ns = pick::<u64>(&buf, at(iter_off::TG_BURST_TIME));
+                    flags |= rec::BURST;
+                }
+                if own != 0 {
+                    r.quota_ns = pick::<u64>(&buf, at(iter_off::TG_QUOTA));
+                    r.period_ns = pick::<u64>(&buf, at(iter_off::TG_PERIOD));
+                    r.shares = read_u64(tg, ioff(iter_off::TG_SHARES));
+                    flags |= rec::CPU_OWN;
+                }
+            }
+        } else {
+            r.nr_periods = u64::from(read_u32(tg, ioff(iter_off::TG_NR_PERIODS)));
+            r.nr_throttled = u64::from(read_u32(tg, ioff(iter_off::TG_NR_THROTTLED)));
+            r.throttled_ns = read_u64(tg, ioff(iter_off::TG_THROTTLED_TIME));
+            flags |= rec::CPU_EFF;
+            if burst {
+                r.nr_bursts = u64::from(read_u32(tg, ioff(iter_off::TG_NR_BURST)));
+                r.burst_ns = read_u64(tg, ioff(iter_off::TG_BURST_TIME));
+                flags |= rec::BURST;
+            }
+            if own != 0 {
+                r.quota_ns = read_u64(tg, ioff(iter_off::TG_QUOTA));
+                r.period_ns = read_u64(tg, ioff(iter_off::TG_PERIOD));
+                r.shares = read_u64(tg, ioff(iter_off::TG_SHARES));
+                flags |= rec::CPU_OWN;
+            }
         }
-    }
-    if own != 0 {
-        let tg = own.wrapping_sub(ioff(iter_off::TG_CSS));
-        r.quota_ns = read_u64(tg, ioff(iter_off::TG_QUOTA));
-        r.period_ns = read_u64(tg, ioff(iter_off::TG_PERIOD));
-        r.shares = read_u64(tg, ioff(iter_off::TG_SHARES));
-        flags |= rec::CPU_OWN;
     }
 
     let mem = css_of(cgrp, iter_off::SUBSYS_MEMORY);
     if mem != 0 {
         let memcg = mem.wrapping_sub(ioff(iter_off::MEMCG_CSS));
-        r.mem_usage_pages = read_u64(memcg, ioff(iter_off::MEMCG_USAGE));
-        r.mem_max_pages = read_u64(memcg, ioff(iter_off::MEMCG_MAX));
+        let base = ioff(iter_off::MEMCG_BLOCK);
+        if base != iter_off::ABSENT {
+            if read_block(
+                memcg.wrapping_add(base),
+                ioff(iter_off::MEMCG_BLOCK_LEN),
+                &mut buf,
+            ) {
+                r.mem_usage_pages =
+                    pick::<u64>(&buf, ioff(iter_off::MEMCG_USAGE).wrapping_sub(base));
+                r.mem_max_pages = pick::<u64>(&buf, ioff(iter_off::MEMCG_MAX).wrapping_sub(base));
+            }
+        } else {
+            r.mem_usage_pages = read_u64(memcg, ioff(iter_off::MEMCG_USAGE));
+            r.mem_max_pages = read_u64(memcg, ioff(iter_off::MEMCG_MAX));
+        }
         flags |= rec::MEM;
         if ioff(iter_off::MEMCG_OOM_KILL) != iter_off::ABSENT {
             r.oom_kills = read_u64(memcg, ioff(iter_off::MEMCG_OOM_KILL));
@@ -575,37 +730,63 @@ fn fill(r: &mut CgroupRecord, cgrp: u64) {
     let nr_cpus = ioff(iter_off::NR_CPUS);
     if acct != 0 && nr_cpus != 0 && ioff(iter_off::ARRAY_PPTRS) != iter_off::ABSENT {
         let ca = acct.wrapping_sub(ioff(iter_off::CPUACCT_CSS));
-        let usage_pcpu = read_u64(ca, ioff(iter_off::CPUACCT_USAGE));
-        let stat_pcpu = read_u64(ca, ioff(iter_off::CPUACCT_CPUSTAT));
-        let map = launder(&PERCPU_PROBE as *const PerCpuArray<u64> as u64);
-        let template = read_u64(map, ioff(iter_off::ARRAY_PPTRS));
+        let base = ioff(iter_off::CPUACCT_BLOCK);
+        let (usage_pcpu, stat_pcpu) = if base != iter_off::ABSENT {
+            if read_block(
+                ca.wrapping_add(base),
+                ioff(iter_off::CPUACCT_BLOCK_LEN),
+                &mut buf,
+            ) {
+                (
+                    pick::<u64>(&buf, ioff(iter_off::CPUACCT_USAGE).wrapping_sub(base)),
+                    pick::<u64>(&buf, ioff(iter_off::CPUACCT_CPUSTAT).wrapping_sub(base)),
+                )
+            } else {
+                (0, 0)
+            }
+        } else {
+            (
+                read_u64(ca, ioff(iter_off::CPUACCT_USAGE)),
+                read_u64(ca, ioff(iter_off::CPUACCT_CPUSTAT)),
+            )
+        };
         let (mut usage, mut user, mut system) = (0u64, 0u64, 0u64);
-        let key = 0u32;
-        let mut ok = template != 0;
+        let mut ok = usage_pcpu != 0 && stat_pcpu != 0;
+        let stat_base = ioff(iter_off::CPUSTAT_BLOCK);
         let mut cpu = 0u64;
         while ok && cpu < MAX_CPUS && cpu < nr_cpus {
-            // SAFETY: a lookup in our own per-CPU array with a key on the stack.
-            let p = unsafe {
-                aya_ebpf::helpers::generated::bpf_map_lookup_percpu_elem(
-                    &PERCPU_PROBE as *const PerCpuArray<u64> as *mut _,
-                    &key as *const u32 as *const _,
-                    cpu as u32,
-                )
-            };
-            if p.is_null() {
+            let Some(off) = percpu_offset(cpu) else {
                 ok = false;
                 break;
-            }
-            let off = launder(p as u64).wrapping_sub(template);
+            };
             usage = usage.wrapping_add(read_u64(usage_pcpu, off));
             let st = stat_pcpu.wrapping_add(off);
-            user = user
-                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_USER)))
-                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_NICE)));
-            system = system
-                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_SYSTEM)))
-                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_IRQ)))
-                .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_SOFTIRQ)));
+            if stat_base != iter_off::ABSENT {
+                if !read_block(
+                    st.wrapping_add(stat_base),
+                    ioff(iter_off::CPUSTAT_BLOCK_LEN),
+                    &mut buf,
+                ) {
+                    ok = false;
+                    break;
+                }
+                let at = |i: usize| ioff(i).wrapping_sub(stat_base);
+                user = user
+                    .wrapping_add(pick::<u64>(&buf, at(iter_off::CPUSTAT_USER)))
+                    .wrapping_add(pick::<u64>(&buf, at(iter_off::CPUSTAT_NICE)));
+                system = system
+                    .wrapping_add(pick::<u64>(&buf, at(iter_off::CPUSTAT_SYSTEM)))
+                    .wrapping_add(pick::<u64>(&buf, at(iter_off::CPUSTAT_IRQ)))
+                    .wrapping_add(pick::<u64>(&buf, at(iter_off::CPUSTAT_SOFTIRQ)));
+            } else {
+                user = user
+                    .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_USER)))
+                    .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_NICE)));
+                system = system
+                    .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_SYSTEM)))
+                    .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_IRQ)))
+                    .wrapping_add(read_u64(st, ioff(iter_off::CPUSTAT_SOFTIRQ)));
+            }
             cpu += 1;
         }
         if ok {
@@ -617,22 +798,24 @@ fn fill(r: &mut CgroupRecord, cgrp: u64) {
     }
 
     // Pressure: the totals the pressure files print, as of the group's last
-    // aggregation (every cgroup has a group while cgroup PSI is on).
+    // aggregation (every cgroup has a group while cgroup PSI is on). Only on v2:
+    // PSI accounts there alone, and a v1 cgroup's group stays zero.
     let psi_at = ioff(iter_off::CGROUP_PSI);
     let total_at = ioff(iter_off::PSI_TOTAL);
-    if psi_at != iter_off::ABSENT && total_at != iter_off::ABSENT {
+    if v2 && psi_at != iter_off::ABSENT && total_at != iter_off::ABSENT {
         let g = if ioff(iter_off::CGROUP_PSI_PTR) != 0 {
-            read_u64(cgrp, psi_at)
+            load::<u64>(cgrp, psi_at)
         } else {
             cgrp.wrapping_add(psi_at)
         };
         let en = ioff(iter_off::PSI_ENABLED);
-        if g != 0 && (en == iter_off::ABSENT || read_u8(g, en) != 0) {
-            // SAFETY: a checked read of six u64 from the kernel into the stack.
-            if let Ok(t) = unsafe { bpf_probe_read_kernel(g.wrapping_add(total_at) as *const [u64; 6]) } {
-                r.psi_ns = t;
-                flags |= rec::PSI;
+        if g != 0 && (en == iter_off::ABSENT || load::<u8>(g, en) != 0) {
+            let mut i = 0;
+            while i < 6 {
+                r.psi_ns[i] = load::<u64>(g, total_at.wrapping_add(8 * i as u64));
+                i += 1;
             }
+            flags |= rec::PSI;
         }
     }
     r.flags = flags;
@@ -702,8 +885,12 @@ fn kn_id(cgrp: u64) -> u64 {
     if cgrp == 0 {
         return 0;
     }
-    let kn = read_u64(cgrp, ioff(iter_off::CGROUP_KN));
-    if kn == 0 { 0 } else { read_u64(kn, ioff(iter_off::KN_ID)) }
+    let kn = load::<u64>(cgrp, ioff(iter_off::CGROUP_KN));
+    if kn == 0 {
+        0
+    } else {
+        load::<u64>(kn, ioff(iter_off::KN_ID))
+    }
 }
 
 /// The id of the cgroup of css_set `cset` for the controller whose slot in
@@ -715,16 +902,17 @@ fn cset_cgroup_id(cset: u64, slot: usize) -> u64 {
         return 0;
     }
     let i = at.wrapping_sub(ioff(iter_off::CGROUP_SUBSYS));
-    let css = read_u64(cset, ioff(iter_off::CSET_SUBSYS).wrapping_add(i));
+    let css = load::<u64>(cset, ioff(iter_off::CSET_SUBSYS).wrapping_add(i));
     if css == 0 {
         return 0;
     }
-    kn_id(read_u64(css, ioff(iter_off::CSS_CGROUP)))
+    kn_id(load::<u64>(css, ioff(iter_off::CSS_CGROUP)))
 }
 
 /// `iter/task`: `(struct bpf_iter_meta *meta, struct task_struct *task)`, every
 /// task (thread) visible in the reader's pid namespace, then NULL once. Writes a
-/// TaskRecord for each one not exiting.
+/// TaskRecord for each one not exiting. Every field is a direct load ([`load`]):
+/// task_struct, css_set, cgroup_subsys_state, cgroup and kernfs_node.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
 pub fn task_cgroups(ctx: *mut core::ffi::c_void) -> i32 {
@@ -738,17 +926,17 @@ pub fn task_cgroups(ctx: *mut core::ffi::c_void) -> i32 {
     // seq_file (read as is, as the verifier wants).
     let seq = unsafe { core::ptr::read_volatile(meta as *const u64) };
     // Past cgroup_exit: no longer on its cgroups' lists, as cgroup.procs sees it.
-    if u64::from(read_u32(task, ioff(iter_off::TASK_FLAGS))) & probes_common::PF_EXITING != 0 {
+    if u64::from(load::<u32>(task, ioff(iter_off::TASK_FLAGS))) & probes_common::PF_EXITING != 0 {
         return 0;
     }
-    let cset = read_u64(task, ioff(iter_off::TASK_CGROUPS));
+    let cset = load::<u64>(task, ioff(iter_off::TASK_CGROUPS));
     if cset == 0 {
         return 0;
     }
     let r = probes_common::TaskRecord {
-        tgid: u64::from(read_u32(task, ioff(iter_off::TASK_TGID))),
+        tgid: u64::from(load::<u32>(task, ioff(iter_off::TASK_TGID))),
         ids: [
-            kn_id(read_u64(cset, ioff(iter_off::CSET_DFL_CGRP))),
+            kn_id(load::<u64>(cset, ioff(iter_off::CSET_DFL_CGRP))),
             cset_cgroup_id(cset, iter_off::SUBSYS_CPU),
             cset_cgroup_id(cset, iter_off::SUBSYS_MEMORY),
             cset_cgroup_id(cset, iter_off::SUBSYS_PIDS),
