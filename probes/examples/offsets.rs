@@ -1,4 +1,5 @@
-//! Prints the struct offsets the probe would use on this kernel, for both strategies.
+//! Prints the struct offsets the probe would use on this kernel, for both strategies,
+//! and those of the cgroup and task iterators.
 //!
 //! `cargo run -p probes --example offsets [BTF-FILE]`
 #![allow(clippy::print_stdout)] // an example prints
@@ -34,6 +35,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for s in [Strategy::Fentry, Strategy::SchedSwitch] {
         println!("{}: {:?}", s.name(), Offsets::resolve(&btf, s));
+    }
+    // The cgroup and task iterators', by probes_common::iter_off index (ABSENT is
+    // u64::MAX: a field the kernel lacks, or a block whose fields lie too far apart).
+    let it = probes::iter::IterOffsets::resolve(&btf)?;
+    for (i, v) in it.0.iter().enumerate() {
+        println!("iter_off[{i}] = {}", *v as i64);
     }
     Ok(())
 }
