@@ -823,17 +823,28 @@ impl CgroupIter {
                 ),
             });
         }
-        let mut seen: std::collections::HashSet<(usize, u64, u64)> =
-            std::collections::HashSet::with_capacity(bytes.len() / size * 4);
-        let mut p = Processes::default();
+        // Per hierarchy the (cgroup, process) pairs, sorted and deduplicated: a
+        // cgroup's processes are then its run of pairs. (A SipHash set of the pairs,
+        // four inserts per task, made a pass over 2000 tasks ~25% slower.)
+        let tasks = bytes.len() / size;
+        let mut pairs: [Vec<(u64, u64)>; 4] = std::array::from_fn(|_| Vec::with_capacity(tasks));
         for chunk in bytes.chunks_exact(size) {
             let word = |i: usize| ne_u64(chunk, i);
             let tgid = word(0);
-            for (h, counts) in p.counts.iter_mut().enumerate() {
+            for (h, v) in pairs.iter_mut().enumerate() {
                 let id = word(1 + h);
-                if id != 0 && seen.insert((h, id, tgid)) {
-                    *counts.entry(id).or_insert(0) += 1;
+                if id != 0 {
+                    v.push((id, tgid));
                 }
+            }
+        }
+        let mut p = Processes::default();
+        for (v, counts) in pairs.iter_mut().zip(p.counts.iter_mut()) {
+            v.sort_unstable();
+            v.dedup();
+            counts.reserve(v.chunk_by(|a, b| a.0 == b.0).count());
+            for run in v.chunk_by(|a, b| a.0 == b.0) {
+                counts.insert(run[0].0, u32::try_from(run.len()).unwrap_or(u32::MAX));
             }
         }
         Ok(p)
