@@ -92,12 +92,63 @@ fn not_utf8() -> io::Error {
 }
 
 /// Opens `path` read-only, `O_NOFOLLOW | O_CLOEXEC` (cgroupfs has no symlinks, so one
-/// is an attack).
+/// is an attack). Through `openat(AT_FDCWD, ..)`: musl's `open()`, which std calls,
+/// follows an `O_CLOEXEC` open with an `fcntl(F_SETFD)` for kernels older than 2.6.23,
+/// one more syscall per file.
 fn open_read(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    // SAFETY: `c` is NUL-terminated and outlives the call.
+    let fd = unsafe {
+        libc::openat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new fd that nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// `openat2(2)` of the relative path `rel` beneath the directory `base`, read-only
+/// (`flags` added), refusing `..` out of it and every symlink on the way
+/// (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`); plain `openat` where the kernel has no
+/// openat2 (before 5.6). See <https://man7.org/linux/man-pages/man2/openat2.2.html>.
+fn open_beneath(base: impl AsFd, rel: &Path, flags: libc::c_int) -> io::Result<File> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(rel.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // struct open_how { u64 flags; u64 mode; u64 resolve; }
+    let how: [u64; 3] = [
+        flags as u64,
+        0,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+    ];
+    let dirfd = base.as_fd().as_raw_fd();
+    // SAFETY: `c` is NUL-terminated and `how` initialised; both outlive the call.
+    let mut fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            c.as_ptr(),
+            how.as_ptr(),
+            std::mem::size_of_val(&how),
+        )
+    } as libc::c_int;
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        // SAFETY: as above.
+        fd = unsafe { libc::openat(dirfd, c.as_ptr(), flags) };
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// `openat(2)` of `name` (one path component) relative to `dir`, read-only,
@@ -145,6 +196,9 @@ pub struct FileReader {
     /// An `O_PATH` fd of the directory [`FileReader::enter`] was given, and its path.
     dir_fd: Option<OwnedFd>,
     dir_path: PathBuf,
+    /// Directories given to [`FileReader::add_base`] (hierarchy mount points), with an
+    /// `O_PATH` fd each: paths below one are opened relative to it.
+    bases: Vec<(PathBuf, OwnedFd)>,
 }
 
 impl Default for FileReader {
@@ -161,7 +215,35 @@ impl FileReader {
             path: PathBuf::with_capacity(256),
             dir_fd: None,
             dir_path: PathBuf::with_capacity(256),
+            bases: Vec::new(),
         }
+    }
+
+    /// Keeps an `O_PATH` fd of `dir` (a hierarchy's mount point, say): files and
+    /// directories below it are then opened relative to it, with `openat2`
+    /// (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), instead of walking the whole path
+    /// from `/` every time. For `/sys/fs/cgroup/memory/a/b/memory.stat` that is 3
+    /// lookups instead of 7, the 4 skipped crossing two mounts and two sysfs
+    /// directories (kernfs lookups take its lock). The fd pins the mount as it was:
+    /// a hierarchy mounted again over `dir` is not seen.
+    pub fn add_base(&mut self, dir: &Path) -> io::Result<()> {
+        if self.bases.iter().any(|(p, _)| p == dir) {
+            return Ok(());
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)?;
+        self.bases.push((dir.to_owned(), f.into()));
+        Ok(())
+    }
+
+    /// The base `path` is strictly below, and the rest of `path` (relative).
+    fn base_of<'p>(&self, path: &'p Path) -> Option<(&OwnedFd, &'p Path)> {
+        self.bases.iter().find_map(|(b, fd)| {
+            let rest = path.strip_prefix(b).ok()?;
+            (!rest.as_os_str().is_empty()).then_some((fd, rest))
+        })
     }
 
     /// Opens `dir` (`O_PATH | O_DIRECTORY | O_NOFOLLOW`) for the reads that follow in
@@ -175,10 +257,15 @@ impl FileReader {
         }
         self.dir_fd = None;
         self.dir_path.clear();
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dir)?;
+        let f = match self.base_of(dir) {
+            Some((base, rest)) => open_beneath(base, rest, libc::O_PATH | libc::O_DIRECTORY)?,
+            None => OpenOptions::new()
+                .read(true)
+                .custom_flags(
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+                .open(dir)?,
+        };
         self.dir_fd = Some(f.into());
         self.dir_path.push(dir);
         Ok(())
@@ -197,7 +284,10 @@ impl FileReader {
         self.path.clear();
         self.path.push(dir);
         self.path.push(name);
-        open_read(&self.path)
+        match self.base_of(&self.path) {
+            Some((base, rest)) => open_beneath(base, rest, libc::O_RDONLY),
+            None => open_read(&self.path),
+        }
     }
 
     /// Reads `dir/name` to its end: relative to the entered directory when that is
