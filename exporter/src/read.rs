@@ -92,6 +92,17 @@ impl FileReader {
         }
     }
 
+    /// A reader that opens files below each of `mounts` relative to an fd of it
+    /// (see `cgroupkit::reader::FileReader::add_base`); a mount it cannot open is
+    /// read by full paths.
+    pub fn with_bases<'a>(mounts: impl IntoIterator<Item = &'a str>) -> FileReader {
+        let mut r = FileReader::new();
+        for m in mounts {
+            let _ = r.files.add_base(Path::new(m));
+        }
+        r
+    }
+
     /// Opens `dir` (O_PATH) for the reads that follow in it: each is then a lookup of
     /// one name instead of the whole path. If the open fails, reads use full paths
     /// and report what they meet.

@@ -1,7 +1,7 @@
 //! Which cgroups a scrape exports: the hierarchies it reads (sources) and the walk
 //! of each through cgroupkit's walker, merged by relative path.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 
 use cgroupkit::Version;
@@ -42,6 +42,24 @@ pub(crate) struct Node {
     pub vals: IterVals,
     /// Its cgroup id on the processes source, from the iterator's walk of it.
     pub procs_ino: Option<u64>,
+}
+
+/// The cgroups of a walk: an index by path while merging, the nodes in a list (a
+/// node is a few hundred bytes: sorting them, or moving them through a hash map's
+/// growth, copied megabytes a scrape).
+#[derive(Debug, Default)]
+pub(crate) struct Nodes {
+    index: HashMap<String, usize>,
+    list: Vec<Node>,
+}
+
+impl Nodes {
+    /// The (path, node) pairs sorted by path.
+    pub fn sorted(self) -> (Vec<(String, usize)>, Vec<Node>) {
+        let mut order: Vec<(String, usize)> = self.index.into_iter().collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        (order, self.list)
+    }
 }
 
 /// What the cgroup iterator gave for one cgroup, merged over the sources (each
@@ -95,7 +113,7 @@ fn iter_walk(
     src: &Source,
     config: &Config,
     want_ino: bool,
-    nodes: &mut BTreeMap<String, Node>,
+    nodes: &mut Nodes,
     reader: &mut FileReader,
 ) -> bool {
     let Some(slot) = st.links.get(si) else {
@@ -117,10 +135,21 @@ fn iter_walk(
         // cgroup comes before its descendants).
         let mut pruned: Vec<String> = Vec::new();
         let mut seen = 0usize;
+        let mut rel = String::new();
         // Each record is merged as it comes: no list of a whole walk is kept.
         let res = st.it.walk_with(l, |s| {
             seen += 1;
-            add_record(nodes, &mut pruned, s, si, src, config, &root_rel, ino_here);
+            add_record(
+                nodes,
+                &mut pruned,
+                &mut rel,
+                s,
+                si,
+                src,
+                config,
+                &root_rel,
+                ino_here,
+            );
         });
         match res {
             Ok(()) if seen == 0 && attempt == 0 => *link = None,
@@ -134,11 +163,13 @@ fn iter_walk(
     true
 }
 
-/// Merges one record of the iterator's walk of source `si` into `nodes`.
+/// Merges one record of the iterator's walk of source `si` into `nodes`; `rel` is a
+/// buffer for its path (kept between records: no allocation per record).
 #[allow(clippy::too_many_arguments)] // the walk's state, passed down from iter_walk
 fn add_record(
-    nodes: &mut BTreeMap<String, Node>,
+    nodes: &mut Nodes,
     pruned: &mut Vec<String>,
+    rel: &mut String,
     s: CgroupStats,
     si: usize,
     src: &Source,
@@ -149,12 +180,12 @@ fn add_record(
     let depth = if s.path.is_empty() {
         0
     } else {
-        s.path.split('/').count()
+        s.path.bytes().filter(|&b| b == b'/').count() + 1
     };
     if config.max_depth.is_some_and(|d| depth > d) {
         return;
     }
-    let mut rel = String::with_capacity(root_rel.len() + 1 + s.path.len());
+    rel.clear();
     rel.push_str(root_rel);
     if !s.path.is_empty() {
         rel.push('/');
@@ -166,42 +197,40 @@ fn add_record(
     {
         return;
     }
-    if config.prunes(if rel.is_empty() { "/" } else { &rel }) {
+    if config.prunes(if rel.is_empty() { "/" } else { rel }) {
         pruned.push(rel.clone());
     }
-    mark(nodes, rel.clone(), si, ino_here.then_some(s.id));
-    if let Some(n) = nodes.get_mut(&rel) {
-        n.iter |= 1 << si;
-        let v = &mut n.vals;
-        if src.roles & ROLE_CPU != 0 {
-            v.bandwidth = s.bandwidth;
-            v.cpu_limits = s.cpu_limits;
-        }
-        if src.roles & ROLE_CPUACCT != 0 {
-            v.cpu_usage = s.cpu_usage;
-        }
-        if src.roles & ROLE_MEMORY != 0 {
-            v.memory = s.memory;
-            v.oom_kills = s.oom_kills;
-        }
-        if src.roles & ROLE_PROCS != 0 {
-            n.procs_ino = Some(s.id);
-        }
-        if src.roles & ROLE_PSI != 0 {
-            // The hierarchy's root keeps the system's group, which lives on when
-            // cgroup PSI is off (cgroup_disable=pressure) and the files are not
-            // shown: taken only where the root shows its file.
-            v.pressure = s.pressure.filter(|_| {
-                s.level != 0 || Path::new(&src.mount_point).join("cpu.pressure").exists()
-            });
-        }
+    let n = mark(nodes, rel, si, ino_here.then_some(s.id));
+    n.iter |= 1 << si;
+    let v = &mut n.vals;
+    if src.roles & ROLE_CPU != 0 {
+        v.bandwidth = s.bandwidth;
+        v.cpu_limits = s.cpu_limits;
+    }
+    if src.roles & ROLE_CPUACCT != 0 {
+        v.cpu_usage = s.cpu_usage;
+    }
+    if src.roles & ROLE_MEMORY != 0 {
+        v.memory = s.memory;
+        v.oom_kills = s.oom_kills;
+    }
+    if src.roles & ROLE_PROCS != 0 {
+        n.procs_ino = Some(s.id);
+    }
+    if src.roles & ROLE_PSI != 0 {
+        // The hierarchy's root keeps the system's group, which lives on when
+        // cgroup PSI is off (cgroup_disable=pressure) and the files are not
+        // shown: taken only where the root shows its file.
+        v.pressure = s
+            .pressure
+            .filter(|_| s.level != 0 || Path::new(&src.mount_point).join("cpu.pressure").exists());
     }
 }
 
 /// Walks every source from the configured subtree, merging by relative path (`""`
-/// for the hierarchy root, else `/a/b`). Most cgroups are leaves: the walker tells
-/// them from their parent's listing and never opens them; an exclude pattern ending
-/// in `*` prunes its subtree; the subtree root missing on a hierarchy is not an
+/// for the hierarchy root, else `/a/b`), and returns the cgroups sorted by it. Most
+/// cgroups are leaves: the walker tells them from their parent's listing and never
+/// opens them; an exclude pattern ending in `*` prunes its subtree; the subtree root missing on a hierarchy is not an
 /// error, other errors below it are counted. `iter_walks` counts the sources walked
 /// with the cgroup iterator.
 pub(crate) fn walk(
@@ -211,8 +240,10 @@ pub(crate) fn walk(
     iter: Option<&IterState>,
     reader: &mut FileReader,
     iter_walks: &mut usize,
-) -> BTreeMap<String, Node> {
-    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+) -> Nodes {
+    // A hash map while merging (each of the 5 walks of a v1 host looks every cgroup
+    // up; a B-tree compared ~10 long common-prefix paths per lookup), sorted once.
+    let mut nodes = Nodes::default();
     let root_rel = root_rel(config);
     for (si, src) in sources.iter().enumerate() {
         if let Some(st) = iter
@@ -233,7 +264,7 @@ pub(crate) fn walk(
                     rel.push_str(e.rel);
                 }
                 let prune = config.prunes(if rel.is_empty() { "/" } else { &rel });
-                mark(&mut nodes, rel, si, ino_here.then_some(e.ino));
+                mark(&mut nodes, &rel, si, ino_here.then_some(e.ino));
                 if prune { Visit::Skip } else { Visit::Descend }
             },
             |_, err| reader.count_io(&err),
@@ -242,19 +273,27 @@ pub(crate) fn walk(
     nodes
 }
 
-/// Records that cgroup `rel` exists on source `si` (with its inode on the cpu source).
-pub(crate) fn mark(
-    nodes: &mut BTreeMap<String, Node>,
-    rel: String,
+/// Records that cgroup `rel` exists on source `si` (with its inode on the cpu source),
+/// and returns its node.
+pub(crate) fn mark<'a>(
+    nodes: &'a mut Nodes,
+    rel: &str,
     si: usize,
     cpu_ino: Option<u64>,
-) {
-    let node = match nodes.get_mut(&rel) {
-        Some(n) => n,
-        None => nodes.entry(rel).or_default(),
+) -> &'a mut Node {
+    // Allocates the key only for a cgroup not seen yet (the first walk's).
+    let i = match nodes.index.get(rel) {
+        Some(&i) => i,
+        None => {
+            nodes.index.insert(rel.to_owned(), nodes.list.len());
+            nodes.list.push(Node::default());
+            nodes.list.len() - 1
+        }
     };
+    let node = &mut nodes.list[i];
     node.present |= 1 << si;
     if cpu_ino.is_some() {
         node.cpu_ino = cpu_ino;
     }
+    node
 }

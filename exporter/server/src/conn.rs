@@ -325,7 +325,7 @@ async fn handle(
             let Ok(_permit) = scrapes.acquire_owned().await else {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
             };
-            let body = match tokio::task::spawn_blocking(move || c.collect(format)).await {
+            let body = match tokio::task::spawn_blocking(move || c.collect_text(format)).await {
                 Ok(b) => b,
                 Err(_) => {
                     return text(
@@ -334,7 +334,8 @@ async fn handle(
                     );
                 }
             };
-            let mut r = Response::new(Full::new(Bytes::from(body)));
+            // The buffer returns to the collector when hyper drops the body.
+            let mut r = Response::new(Full::new(Bytes::from_owner(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(format.content_type()),
