@@ -730,7 +730,9 @@ pub fn stat_values<const N: usize>(
                 let (Some(k), Some(v), None) = (it.next(), it.next(), it.next()) else {
                     return Err(fsutil::parse_error(path, i + 1, line));
                 };
-                let v: u64 = v.parse().map_err(|_| fsutil::parse_error(path, i + 1, line))?;
+                let v: u64 = v
+                    .parse()
+                    .map_err(|_| fsutil::parse_error(path, i + 1, line))?;
                 if let Some(at) = keys.iter().position(|&want| want == k) {
                     out[at] = Some(v);
                 }

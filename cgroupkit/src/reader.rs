@@ -261,9 +261,7 @@ impl FileReader {
             Some((base, rest)) => open_beneath(base, rest, libc::O_PATH | libc::O_DIRECTORY)?,
             None => OpenOptions::new()
                 .read(true)
-                .custom_flags(
-                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                )
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(dir)?,
         };
         self.dir_fd = Some(f.into());
