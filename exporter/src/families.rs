@@ -5,7 +5,7 @@ use probes::ThrottleStats;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::ErrorKind;
-use crate::expo::{Format, Kind, Value, header, series};
+use crate::expo::{Format, Kind, Value, header, id_labels, series, series_with};
 use crate::read::Sample;
 
 /// The exporter's self metrics.
@@ -341,15 +341,24 @@ pub(crate) const FAMILIES: &[(&str, &str, Kind, Getter)] = &[
 ];
 
 pub(crate) fn write_families(out: &mut String, f: Format, samples: &[Sample]) {
+    // Each cgroup's `{id="..."} `, escaped once instead of once per family.
+    let mut labels = String::with_capacity(samples.iter().map(|s| s.id.len() + 10).sum());
+    let mut ends = Vec::with_capacity(samples.len());
+    for s in samples {
+        id_labels(&mut labels, &s.id);
+        ends.push(labels.len());
+    }
     for (name, help, kind, get) in FAMILIES {
         if !samples.iter().any(|s| get(s).is_some()) {
             continue;
         }
         header(out, f, name, help, *kind);
-        for s in samples {
+        let mut start = 0;
+        for (s, &end) in samples.iter().zip(&ends) {
             if let Some(v) = get(s) {
-                series(out, name, &s.id, None, v);
+                series_with(out, name, &labels[start..end], v);
             }
+            start = end;
         }
     }
 }
