@@ -38,8 +38,8 @@ mod walk;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cgroupkit::{CgroupPath, Controller, Hierarchy, Layout, Mount, Version};
@@ -221,60 +221,12 @@ pub struct Collector {
     /// `le` labels of the throttle histogram: bucket i ends at 2^(i+1) us.
     le: Vec<String>,
     last_len: AtomicUsize,
-    /// Output buffers of scrapes whose text was dropped ([`Text`]).
-    texts: Arc<Mutex<Vec<String>>>,
     /// A sandbox state root: series of its pods' and containers' cgroups get `pod`,
     /// `namespace`, `container` and `image` labels ([`pods`]).
     sandbox_root: Option<std::path::PathBuf>,
     /// Which of a task's cgroups is the processes source's (the task iterator's
     /// counts are keyed by it), where that source is one it knows.
     procs_key: Option<TaskHierarchy>,
-}
-
-/// A scrape's exposition text ([`Collector::collect_text`]); dropped, its buffer
-/// goes back to the collector for the next scrape.
-pub struct Text {
-    text: String,
-    pool: Arc<Mutex<Vec<String>>>,
-}
-
-impl Text {
-    /// Buffers kept: one per scrape that may run at once is enough; more only hold
-    /// memory.
-    const KEEP: usize = 2;
-
-    fn keep(pool: &Mutex<Vec<String>>, mut buf: String) {
-        buf.clear();
-        let mut p = pool.lock().unwrap_or_else(|p| p.into_inner());
-        if p.len() < Text::KEEP && buf.capacity() > 0 {
-            p.push(buf);
-        }
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl AsRef<[u8]> for Text {
-    fn as_ref(&self) -> &[u8] {
-        self.text.as_bytes()
-    }
-}
-
-impl fmt::Debug for Text {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Text")
-            .field("len", &self.text.len())
-            .finish()
-    }
-}
-
-impl Drop for Text {
-    fn drop(&mut self) {
-        Text::keep(&self.pool, std::mem::take(&mut self.text));
-    }
 }
 
 /// One scrape's reusable state.
@@ -400,7 +352,6 @@ impl Collector {
             metrics,
             le,
             last_len: AtomicUsize::new(0),
-            texts: Arc::new(Mutex::new(Vec::new())),
             sandbox_root: None,
             procs_key,
         })
@@ -475,37 +426,6 @@ impl Collector {
     /// The host's cgroup layout.
     pub fn layout(&self) -> Layout {
         self.hierarchy.layout()
-    }
-
-    /// One scrape, as [`collect`](Collector::collect), into a buffer of an earlier
-    /// scrape whose [`Text`] was dropped: a server that hands the text to its
-    /// socket and drops it reuses the same megabytes every scrape, where a new
-    /// `String` of that size is mapped, faulted in page by page and unmapped each
-    /// time (musl's allocator returns blocks over 128 KB to the kernel).
-    pub fn collect_text(&self, format: Format) -> Text {
-        let buf = self.texts.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut out = buf.unwrap_or_default();
-        out.clear();
-        let last = self.last_len.load(Ordering::Relaxed);
-        out.reserve(last + last / 8 + 4096);
-        self.collect_into(format, &mut out);
-        self.last_len.store(out.len(), Ordering::Relaxed);
-        let text = match &self.sandbox_root {
-            Some(root) => {
-                let relabelled = pods::relabel(&out, &pods::read(root));
-                self.give_back(out);
-                relabelled
-            }
-            None => out,
-        };
-        Text {
-            text,
-            pool: Arc::clone(&self.texts),
-        }
-    }
-
-    fn give_back(&self, buf: String) {
-        Text::keep(&self.texts, buf);
     }
 
     /// One scrape: reads every cgroup now and returns the exposition text.

@@ -325,7 +325,7 @@ async fn handle(
             let Ok(_permit) = scrapes.acquire_owned().await else {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
             };
-            let body = match tokio::task::spawn_blocking(move || c.collect_text(format)).await {
+            let body = match tokio::task::spawn_blocking(move || c.collect(format)).await {
                 Ok(b) => b,
                 Err(_) => {
                     return text(
@@ -334,8 +334,7 @@ async fn handle(
                     );
                 }
             };
-            // The buffer returns to the collector when hyper drops the body.
-            let mut r = Response::new(Full::new(Bytes::from_owner(body)));
+            let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(format.content_type()),
