@@ -24,7 +24,7 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -97,88 +97,90 @@ fn not_utf8() -> io::Error {
 /// one more syscall per file.
 fn open_read(path: &Path) -> io::Result<File> {
     use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-    // SAFETY: `c` is NUL-terminated and outlives the call.
-    let fd = unsafe {
-        libc::openat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat returned a new fd that nothing else owns.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// `openat2(2)` of the relative path `rel` beneath the directory `base`, read-only
-/// (`flags` added), refusing `..` out of it and every symlink on the way
-/// (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`); plain `openat` where the kernel has no
-/// openat2 (before 5.6). See <https://man7.org/linux/man-pages/man2/openat2.2.html>.
-fn open_beneath(base: impl AsFd, rel: &Path, flags: libc::c_int) -> io::Result<File> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(rel.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // struct open_how { u64 flags; u64 mode; u64 resolve; }
-    let how: [u64; 3] = [
-        flags as u64,
-        0,
-        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
-    ];
-    let dirfd = base.as_fd().as_raw_fd();
-    // SAFETY: `c` is NUL-terminated and `how` initialised; both outlive the call.
-    let mut fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dirfd,
-            c.as_ptr(),
-            how.as_ptr(),
-            std::mem::size_of_val(&how),
-        )
-    } as libc::c_int;
-    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
-        // SAFETY: as above.
-        fd = unsafe { libc::openat(dirfd, c.as_ptr(), flags) };
-    }
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a new fd that nothing else owns.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    open_at(
+        libc::AT_FDCWD,
+        path.as_os_str().as_bytes(),
+        libc::O_RDONLY,
+        false,
+    )
 }
 
 /// `openat(2)` of `name` (one path component) relative to `dir`, read-only,
 /// `O_NOFOLLOW | O_CLOEXEC`. See <https://man7.org/linux/man-pages/man2/openat.2.html>.
 fn openat_read(dir: impl AsFd, name: &str) -> io::Result<File> {
-    // A NUL-terminated copy on the stack for the usual short names; a heap one else.
+    open_at(
+        dir.as_fd().as_raw_fd(),
+        name.as_bytes(),
+        libc::O_RDONLY,
+        false,
+    )
+}
+
+/// `openat2(2)` of the relative path `rel` beneath the directory `base`, refusing
+/// `..` out of it and every symlink on the way (`RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS`); plain `openat` where the kernel has no openat2 (before
+/// 5.6). See <https://man7.org/linux/man-pages/man2/openat2.2.html>.
+fn open_beneath(base: impl AsFd, rel: &Path, flags: libc::c_int) -> io::Result<File> {
+    use std::os::unix::ffi::OsStrExt;
+    open_at(
+        base.as_fd().as_raw_fd(),
+        rel.as_os_str().as_bytes(),
+        flags,
+        true,
+    )
+}
+
+/// The one open of this module: `openat` (or, `beneath`, `openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`) of `path` relative to `dirfd`, with
+/// `flags | O_NOFOLLOW | O_CLOEXEC`. The NUL-terminated copy of `path` is on the
+/// stack for the usual short paths, on the heap else.
+fn open_at(dirfd: RawFd, path: &[u8], flags: libc::c_int, beneath: bool) -> io::Result<File> {
     let mut stack = [0u8; 256];
     let heap;
-    let ptr = if name.len() < stack.len() && !name.as_bytes().contains(&0) {
-        stack[..name.len()].copy_from_slice(name.as_bytes());
+    let ptr = if path.len() < stack.len() && !path.contains(&0) {
+        stack[..path.len()].copy_from_slice(path);
         stack.as_ptr().cast::<libc::c_char>()
     } else {
-        heap = CString::new(name).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "file name holds a NUL byte")
-        })?;
+        heap = CString::new(path)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
         heap.as_ptr()
     };
-    // SAFETY: `ptr` points to a NUL-terminated string that lives until the call
-    // returns (`stack` or `heap`, both in this frame); the fd is borrowed and open.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_fd().as_raw_fd(),
-            ptr,
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let plain = || {
+        // SAFETY: `ptr` points to a NUL-terminated string that lives until the call
+        // returns (`stack` or `heap`, both in this frame); `dirfd` is open or
+        // AT_FDCWD.
+        unsafe { libc::openat(dirfd, ptr, flags) }
+    };
+    let fd = if beneath {
+        // struct open_how { u64 flags; u64 mode; u64 resolve; }
+        let how: [u64; 3] = [
+            flags as u64,
+            0,
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+        ];
+        // SAFETY: as above, and `how` is initialised and outlives the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd,
+                ptr,
+                how.as_ptr(),
+                std::mem::size_of_val(&how),
+            )
+        } as libc::c_int;
+        if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            plain()
+        } else {
+            fd
+        }
+    } else {
+        plain()
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: openat returned a new fd that nothing else owns.
+    // SAFETY: the call returned a new fd that nothing else owns.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
@@ -248,8 +250,8 @@ impl FileReader {
             let b = b.as_os_str().as_bytes();
             let b = b.strip_suffix(b"/").unwrap_or(b);
             let rest = p.strip_prefix(b)?.strip_prefix(b"/")?;
-            let rest = rest.strip_prefix(b"/").map_or(Some(rest), |_| None)?;
-            (!rest.is_empty()).then(|| (fd, Path::new(std::ffi::OsStr::from_bytes(rest))))
+            (rest.first().is_some_and(|&c| c != b'/'))
+                .then(|| (fd, Path::new(std::ffi::OsStr::from_bytes(rest))))
         })
     }
 

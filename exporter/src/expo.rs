@@ -226,9 +226,13 @@ pub(crate) fn value(out: &mut String, v: Value) {
                     *d = b'0' + (f % 10) as u8;
                     f /= 10;
                 }
-                let len = 6 - frac.trailing_zeros_decimal();
+                // frac != 0: a nonzero digit ends the trim.
+                let mut len = 6;
+                while digits[len - 1] == b'0' {
+                    len -= 1;
+                }
                 out.push('.');
-                out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or_default());
+                put(out, std::str::from_utf8(&digits[..len]).unwrap_or_default());
             }
             Ok(())
         }
@@ -328,21 +332,6 @@ fn line(
     out.push(' ');
     value(out, v);
     out.push('\n');
-}
-
-/// Trailing decimal zeros of a nonzero number below 10^6.
-trait DecimalZeros {
-    fn trailing_zeros_decimal(self) -> usize;
-}
-impl DecimalZeros for u64 {
-    fn trailing_zeros_decimal(mut self) -> usize {
-        let mut z = 0;
-        while self.is_multiple_of(10) && z < 6 {
-            self /= 10;
-            z += 1;
-        }
-        z
-    }
 }
 
 #[cfg(test)]
